@@ -1,0 +1,773 @@
+//! The single-producer/single-consumer protocol.
+//!
+//! The producer owns `head` (slots committed), the consumer owns `tail`
+//! (slots released); both only grow, and slot `i` lives at index
+//! `i % slot_count`. The producer may fill slot `head` when
+//! `head - tail < slot_count`; the consumer may read slot `i` when
+//! `i < head`. Each side keeps its own counter in private memory and only
+//! *publishes* it to the segment, so a peer that scribbles on our counter
+//! changes nothing we rely on; the peer's counter we read is checked before
+//! use.
+//!
+//! Sleeping follows one rule on both sides ("arm, fence, re-check"):
+//! 1. spin and yield a little while re-checking;
+//! 2. store `waiting = 1`, then a SeqCst fence;
+//! 3. re-check; if ready, clear `waiting` and go;
+//! 4. otherwise sleep on the doorbell, with a deadline and a liveness check.
+//!
+//! The other side, after publishing its counter, issues a SeqCst fence and
+//! rings only if it then sees `waiting == 1` (and clears it). The two fences
+//! make it impossible for the sleeper to miss the publication *and* the
+//! publisher to miss the flag, so no wake-up is lost, and while both sides
+//! keep up nobody makes a system call. `tests/loom_ring.rs` checks this.
+
+use core::fmt;
+use core::ptr::NonNull;
+use std::time::{Duration, Instant};
+
+use crate::doorbell::Bell;
+use crate::layout::{CounterLine, Geometry, FLAG_EOS, KNOWN_FLAGS};
+use crate::segment::Segment;
+use crate::sync::{
+    fence, spin_hint, yield_now, Arc, AtomicU64, Mutex, Ordering, SPIN_LIMIT, YIELD_LIMIT,
+};
+
+/// What a peer wrote that cannot be true of an honest peer. A stream that
+/// sees one is poisoned: every later call returns the same error.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Corruption {
+    /// The producer's head went backwards.
+    HeadWentBack {
+        /// The head we had seen.
+        seen: u64,
+        /// The head we now read.
+        now: u64,
+    },
+    /// The producer's head claims more committed slots than the ring holds.
+    HeadTooFarAhead {
+        /// The head read.
+        head: u64,
+        /// Our tail.
+        tail: u64,
+    },
+    /// The consumer's tail went backwards.
+    TailWentBack {
+        /// The tail we had seen.
+        seen: u64,
+        /// The tail we now read.
+        now: u64,
+    },
+    /// The consumer's tail claims slots we never committed.
+    TailAhead {
+        /// The tail read.
+        tail: u64,
+        /// Our head.
+        head: u64,
+    },
+    /// A descriptor's length is larger than a slot.
+    SlotLength {
+        /// The length read.
+        len: u32,
+        /// The slot size.
+        slot_size: u32,
+    },
+    /// A descriptor carries flags this version does not know.
+    SlotFlags(u32),
+}
+
+impl fmt::Display for Corruption {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match *self {
+            Self::HeadWentBack { seen, now } => {
+                write!(f, "producer head went back from {seen} to {now}")
+            }
+            Self::HeadTooFarAhead { head, tail } => {
+                write!(
+                    f,
+                    "producer head {head} is more than a ring ahead of tail {tail}"
+                )
+            }
+            Self::TailWentBack { seen, now } => {
+                write!(f, "consumer tail went back from {seen} to {now}")
+            }
+            Self::TailAhead { tail, head } => {
+                write!(f, "consumer tail {tail} is ahead of head {head}")
+            }
+            Self::SlotLength { len, slot_size } => {
+                write!(f, "slot length {len} exceeds the slot size {slot_size}")
+            }
+            Self::SlotFlags(flags) => write!(f, "slot flags {flags:#x} are not known"),
+        }
+    }
+}
+
+/// Every way a ring operation can fail. Small and `Copy`, as the C ABI
+/// turns it into a status code.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Error {
+    /// The deadline passed before the ring had room (or data).
+    Timeout,
+    /// The peer detached, or the liveness check says it is gone.
+    PeerGone,
+    /// The peer wrote something impossible; the stream is poisoned.
+    Corrupt(Corruption),
+    /// The stream already carries its end-of-stream marker.
+    Finished,
+    /// Calls in the wrong order: commit without reserve, reserve twice.
+    OutOfOrder,
+    /// A commit larger than the slot.
+    TooLong {
+        /// Bytes asked for.
+        len: usize,
+        /// The slot size.
+        max: usize,
+    },
+    /// A commit with flags the caller may not set.
+    BadFlags(u32),
+    /// Sleeping on a doorbell failed with this errno.
+    Io(i32),
+}
+
+impl fmt::Display for Error {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::Timeout => f.write_str("timed out waiting for the ring"),
+            Self::PeerGone => f.write_str("the peer on the ring has gone away"),
+            Self::Corrupt(c) => write!(f, "ring corrupted by the peer: {c}"),
+            Self::Finished => f.write_str("the stream has already ended"),
+            Self::OutOfOrder => f.write_str("ring calls out of order"),
+            Self::TooLong { len, max } => {
+                write!(f, "commit of {len} bytes exceeds the slot size {max}")
+            }
+            Self::BadFlags(x) => write!(f, "commit flags {x:#x} are not allowed"),
+            Self::Io(e) => write!(
+                f,
+                "doorbell wait failed: {}",
+                std::io::Error::from_raw_os_error(*e)
+            ),
+        }
+    }
+}
+
+impl std::error::Error for Error {}
+
+/// How long a blocking call may wait, and how it learns the peer died.
+#[derive(Clone, Copy)]
+pub struct Wait<'a> {
+    deadline: Option<Instant>,
+    alive: Option<&'a (dyn Fn() -> bool + 'a)>,
+}
+
+impl fmt::Debug for Wait<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Wait")
+            .field("deadline", &self.deadline)
+            .field("alive", &self.alive.is_some())
+            .finish()
+    }
+}
+
+/// How often a sleeping side wakes to run its liveness check.
+const LIVENESS_PERIOD: Duration = Duration::from_millis(50);
+
+impl<'a> Wait<'a> {
+    /// No deadline, no liveness check: wait until the peer acts or detaches.
+    pub fn forever() -> Self {
+        Self {
+            deadline: None,
+            alive: None,
+        }
+    }
+
+    /// Give up at `deadline`.
+    pub fn until(deadline: Instant) -> Self {
+        Self {
+            deadline: Some(deadline),
+            alive: None,
+        }
+    }
+
+    /// Give up after `timeout` from now.
+    pub fn timeout(timeout: Duration) -> Self {
+        Self::until(Instant::now() + timeout)
+    }
+
+    /// Also give up with [`Error::PeerGone`] as soon as `alive()` returns
+    /// false; it is called at least every 50 ms while sleeping.
+    pub fn alive(mut self, alive: &'a (dyn Fn() -> bool + 'a)) -> Self {
+        self.alive = Some(alive);
+        self
+    }
+}
+
+/// Publishes nothing itself: called right after a side stored its counter,
+/// wakes the other side if it is (about to be) asleep.
+#[inline]
+fn wake_peer<B: Bell>(peer: &CounterLine, bell: &B) {
+    // SYNC: this fence pairs with the fence in `sleep_until` (step 2): either
+    // the sleeper's re-check sees the counter we just stored, or we see its
+    // `waiting = 1` here.
+    // (`--cfg shmover_loom_mutant` removes this fence to show that the loom
+    // suite catches the lost wake-up; see tests/tests/loom.rs.)
+    #[cfg(not(shmover_loom_mutant))]
+    fence(Ordering::SeqCst);
+    if peer.waiting.load(Ordering::Relaxed) != 0 && peer.waiting.swap(0, Ordering::Relaxed) != 0 {
+        bell.ring();
+    }
+}
+
+/// Blocks until `ready()` says yes, following the module's sleep rule.
+fn sleep_until<B: Bell>(
+    mine: &CounterLine,
+    peer: &CounterLine,
+    bell: &B,
+    wait: &Wait<'_>,
+    mut ready: impl FnMut() -> Result<bool, Error>,
+) -> Result<(), Error> {
+    for _ in 0..SPIN_LIMIT {
+        if ready()? {
+            return Ok(());
+        }
+        spin_hint();
+    }
+    for _ in 0..YIELD_LIMIT {
+        if ready()? {
+            return Ok(());
+        }
+        yield_now();
+    }
+    loop {
+        mine.waiting.store(1, Ordering::Relaxed);
+        // SYNC: pairs with the fence in `wake_peer`.
+        fence(Ordering::SeqCst);
+        let outcome = (|| {
+            if ready()? {
+                return Ok(true);
+            }
+            // SYNC: Acquire pairs with the Release store of `closed` in the
+            // peer's drop, which comes after its last counter store; so if
+            // we see `closed`, a re-check sees everything it published.
+            if peer.closed.load(Ordering::Acquire) != 0 {
+                return if ready()? {
+                    Ok(true)
+                } else {
+                    Err(Error::PeerGone)
+                };
+            }
+            if let Some(alive) = wait.alive {
+                if !alive() {
+                    return if ready()? {
+                        Ok(true)
+                    } else {
+                        Err(Error::PeerGone)
+                    };
+                }
+            }
+            Ok(false)
+        })();
+        match outcome {
+            Ok(false) => {}
+            other => {
+                mine.waiting.store(0, Ordering::Relaxed);
+                return other.map(|_| ());
+            }
+        }
+        let mut slice = wait.alive.map(|_| LIVENESS_PERIOD);
+        if let Some(deadline) = wait.deadline {
+            let left = deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                mine.waiting.store(0, Ordering::Relaxed);
+                return if ready()? {
+                    Ok(())
+                } else {
+                    Err(Error::Timeout)
+                };
+            }
+            slice = Some(slice.map_or(left, |s| s.min(left)));
+        }
+        let slept = bell.wait(slice);
+        mine.waiting.store(0, Ordering::Relaxed);
+        if let Err(e) = slept {
+            return Err(Error::Io(e.raw_os_error().unwrap_or(libc::EIO)));
+        }
+    }
+}
+
+/// The writing side of a ring.
+#[derive(Debug)]
+pub struct Producer<S: Segment> {
+    seg: S,
+    geometry: Geometry,
+    /// Slots committed; the authoritative copy (the segment's is published).
+    head: u64,
+    /// The last tail read from the segment, already checked.
+    tail_seen: u64,
+    reserved: bool,
+    finished: bool,
+    poisoned: Option<Corruption>,
+}
+
+/// A reserved slot, to be filled and committed. Dropping it without
+/// committing leaves the slot reserved; the next `reserve` returns it again.
+#[derive(Debug)]
+pub struct WriteSlot<'p, S: Segment> {
+    producer: &'p mut Producer<S>,
+    ptr: NonNull<u8>,
+    cap: usize,
+}
+
+impl<S: Segment> WriteSlot<'_, S> {
+    /// The slot's bytes. They may hold an earlier block's data.
+    pub fn as_mut_slice(&mut self) -> &mut [u8] {
+        // SAFETY: `ptr` is the start of the slot at index `head % n`, which
+        // `reserve` proved the consumer has released (its tail, read with
+        // Acquire, is past it), so the consumer no longer reads it; `cap` is
+        // the slot size, within the data area. The `&mut self` borrow keeps
+        // this the only reference we hand out. A hostile consumer could
+        // still write these bytes from its process; that can only change
+        // the data it receives.
+        unsafe { std::slice::from_raw_parts_mut(self.ptr.as_ptr(), self.cap) }
+    }
+
+    /// Publishes the first `len` bytes with `flags` (`FLAG_EOS`,
+    /// `FLAG_CRC`) and, when `FLAG_CRC` is set, their CRC32C.
+    pub fn commit(self, len: usize, flags: u32, crc: u32) -> Result<(), Error> {
+        self.producer.commit_raw(len, flags, crc)
+    }
+}
+
+impl<S: Segment> Producer<S> {
+    /// A producer on a fresh segment (both counters zero).
+    pub fn new(seg: S) -> Self {
+        let geometry = seg.geometry();
+        Self {
+            seg,
+            geometry,
+            head: 0,
+            tail_seen: 0,
+            reserved: false,
+            finished: false,
+            poisoned: None,
+        }
+    }
+
+    /// The segment.
+    pub fn segment(&self) -> &S {
+        &self.seg
+    }
+
+    /// Bytes per slot.
+    pub fn slot_size(&self) -> usize {
+        self.geometry.slot_size as usize
+    }
+
+    /// Slots committed so far.
+    pub fn committed(&self) -> u64 {
+        self.head
+    }
+
+    fn check_usable(&self) -> Result<(), Error> {
+        if let Some(c) = self.poisoned {
+            return Err(Error::Corrupt(c));
+        }
+        if self.finished {
+            return Err(Error::Finished);
+        }
+        Ok(())
+    }
+
+    /// Reads and checks the consumer's tail into `seen`; true if a slot is
+    /// free for `head`.
+    fn tail_room(ctl: &CounterLine, head: u64, seen: &mut u64, n: u64) -> Result<bool, Error> {
+        // SYNC: Acquire pairs with the Release store of the tail in
+        // `Shared::release`: the consumer's reads of a slot happen before we
+        // overwrite it.
+        let tail = ctl.counter.load(Ordering::Acquire);
+        if tail < *seen {
+            return Err(Error::Corrupt(Corruption::TailWentBack {
+                seen: *seen,
+                now: tail,
+            }));
+        }
+        if tail > head {
+            return Err(Error::Corrupt(Corruption::TailAhead { tail, head }));
+        }
+        *seen = tail;
+        Ok(head - tail < n)
+    }
+
+    /// Waits for a free slot and returns it.
+    pub fn reserve(&mut self, wait: &Wait<'_>) -> Result<WriteSlot<'_, S>, Error> {
+        let (ptr, cap) = self.reserve_raw(wait)?;
+        Ok(WriteSlot {
+            producer: self,
+            ptr,
+            cap,
+        })
+    }
+
+    /// [`Producer::reserve`] without the borrow, for the C ABI: returns the
+    /// slot's start and size; the next call must be [`Producer::commit_raw`]
+    /// (a second reserve returns the same slot).
+    pub fn reserve_raw(&mut self, wait: &Wait<'_>) -> Result<(NonNull<u8>, usize), Error> {
+        self.check_usable()?;
+        let (head, n) = (self.head, u64::from(self.geometry.slot_count));
+        if head - self.tail_seen >= n {
+            let mut seen = self.tail_seen;
+            let ctl = self.seg.control();
+            let mut room = || Self::tail_room(&ctl.consumer, head, &mut seen, n);
+            let res = match room() {
+                Ok(true) => Ok(()),
+                Ok(false) => sleep_until(
+                    &ctl.producer,
+                    &ctl.consumer,
+                    self.seg.space_bell(),
+                    wait,
+                    room,
+                ),
+                Err(e) => Err(e),
+            };
+            self.tail_seen = seen;
+            if let Err(Error::Corrupt(c)) = res {
+                self.poisoned = Some(c);
+            }
+            res?;
+        }
+        let idx = (self.head % u64::from(self.geometry.slot_count)) as usize;
+        let size = self.geometry.slot_size as usize;
+        // SAFETY: idx < slot_count, so the offset idx * slot_size plus
+        // slot_size stays within the data area the segment guarantees.
+        let ptr = unsafe { self.seg.data().add(idx * size) };
+        self.reserved = true;
+        Ok((ptr, size))
+    }
+
+    /// Publishes the reserved slot: `len` bytes, `flags`, `crc`.
+    pub fn commit_raw(&mut self, len: usize, flags: u32, crc: u32) -> Result<(), Error> {
+        self.check_usable()?;
+        if !self.reserved {
+            return Err(Error::OutOfOrder);
+        }
+        let max = self.slot_size();
+        if len > max {
+            return Err(Error::TooLong { len, max });
+        }
+        if flags & !KNOWN_FLAGS != 0 {
+            return Err(Error::BadFlags(flags));
+        }
+        let idx = (self.head % u64::from(self.geometry.slot_count)) as usize;
+        let desc = &self.seg.descriptors()[idx];
+        desc.len.store(len as u32, Ordering::Relaxed);
+        desc.flags.store(flags, Ordering::Relaxed);
+        desc.crc.store(crc, Ordering::Relaxed);
+        self.head += 1;
+        self.reserved = false;
+        if flags & FLAG_EOS != 0 {
+            self.finished = true;
+        }
+        let ctl = self.seg.control();
+        // SYNC: Release pairs with the consumer's Acquire load of the head in
+        // `Consumer::has_data`: the slot bytes and descriptor written above
+        // are visible to it once it sees this head.
+        ctl.producer.counter.store(self.head, Ordering::Release);
+        wake_peer(&ctl.consumer, self.seg.data_bell());
+        Ok(())
+    }
+
+    /// Commits an empty end-of-stream slot, waiting for room as `reserve`.
+    pub fn finish(&mut self, wait: &Wait<'_>) -> Result<(), Error> {
+        self.reserve_raw(wait)?;
+        self.commit_raw(0, FLAG_EOS, 0)
+    }
+}
+
+impl<S: Segment> Drop for Producer<S> {
+    fn drop(&mut self) {
+        let ctl = self.seg.control();
+        // SYNC: Release pairs with the Acquire load of `closed` in the
+        // consumer's `sleep_until`; it comes after our last head store.
+        ctl.producer.closed.store(1, Ordering::Release);
+        self.seg.data_bell().ring();
+    }
+}
+
+/// State shared by the consumer and its outstanding leases.
+#[derive(Debug)]
+struct Shared<S: Segment> {
+    seg: S,
+    geometry: Geometry,
+    /// Private mirror of the published tail, for `next`'s bound check.
+    tail: AtomicU64,
+    release: Mutex<ReleaseState>,
+}
+
+#[derive(Debug)]
+struct ReleaseState {
+    /// Slots released in order; what we publish.
+    tail: u64,
+    /// Per slot index: released but not yet passed by the tail.
+    released: Vec<bool>,
+}
+
+impl<S: Segment> Shared<S> {
+    fn release(&self, seq: u64) {
+        let n = u64::from(self.geometry.slot_count);
+        let mut st = self.release.lock().unwrap_or_else(|p| p.into_inner());
+        debug_assert!(
+            seq >= st.tail && seq < st.tail + n,
+            "lease outside the window"
+        );
+        st.released[(seq % n) as usize] = true;
+        let before = st.tail;
+        loop {
+            let i = (st.tail % n) as usize;
+            if !st.released[i] {
+                break;
+            }
+            st.released[i] = false;
+            st.tail += 1;
+        }
+        if st.tail == before {
+            return;
+        }
+        self.tail.store(st.tail, Ordering::Release);
+        let ctl = self.seg.control();
+        // SYNC: Release pairs with the producer's Acquire tail load in
+        // `Producer::tail_room`: our reads of the released slots come first.
+        ctl.consumer.counter.store(st.tail, Ordering::Release);
+        drop(st);
+        wake_peer(&ctl.producer, self.seg.space_bell());
+    }
+}
+
+impl<S: Segment> Drop for Shared<S> {
+    fn drop(&mut self) {
+        let ctl = self.seg.control();
+        // SYNC: Release pairs with the Acquire load of `closed` in the
+        // producer's `sleep_until`.
+        ctl.consumer.closed.store(1, Ordering::Release);
+        self.seg.space_bell().ring();
+    }
+}
+
+/// The reading side of a ring. Slots come out in order as [`Lease`]s; a
+/// lease may be dropped on any thread, in any order, and the tail advances
+/// over released slots in order.
+#[derive(Debug)]
+pub struct Consumer<S: Segment> {
+    shared: Arc<Shared<S>>,
+    /// Highest head seen, checked.
+    head_seen: u64,
+    /// Next slot to hand out.
+    read_pos: u64,
+    eos: bool,
+    poisoned: Option<Corruption>,
+}
+
+/// A committed slot, held until dropped. While it lives the producer cannot
+/// reuse the slot.
+pub struct Lease<S: Segment> {
+    shared: Arc<Shared<S>>,
+    seq: u64,
+    ptr: NonNull<u8>,
+    len: usize,
+    flags: u32,
+    crc: u32,
+}
+
+impl<S: Segment> fmt::Debug for Lease<S> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Lease")
+            .field("seq", &self.seq)
+            .field("len", &self.len)
+            .field("flags", &self.flags)
+            .finish()
+    }
+}
+
+// SAFETY: a lease is a read-only view of one slot that the producer will not
+// reuse until the lease is released; releasing goes through a mutex, so it
+// may happen on any thread.
+unsafe impl<S: Segment> Send for Lease<S> {}
+// SAFETY: shared access only reads the slot.
+unsafe impl<S: Segment> Sync for Lease<S> {}
+
+impl<S: Segment> Lease<S> {
+    /// The slot's sequence number (0 for the first slot of the stream).
+    pub fn seq(&self) -> u64 {
+        self.seq
+    }
+    /// The descriptor's flags.
+    pub fn flags(&self) -> u32 {
+        self.flags
+    }
+    /// The descriptor's CRC32C, if `FLAG_CRC` is set.
+    pub fn crc(&self) -> Option<u32> {
+        (self.flags & crate::layout::FLAG_CRC != 0).then_some(self.crc)
+    }
+    /// Whether this is the stream's last slot.
+    pub fn is_end(&self) -> bool {
+        self.flags & FLAG_EOS != 0
+    }
+    /// The committed bytes.
+    ///
+    /// A hostile producer can still change them in its own process while we
+    /// hold the lease; they are plain bytes, so that can only make the data
+    /// wrong (which checksums catch), not unsafe.
+    pub fn as_slice(&self) -> &[u8] {
+        // SAFETY: `ptr` is slot `seq % n` in the data area and `len` was
+        // checked to be at most the slot size; the producer saw the head pass
+        // this slot (Acquire in `has_data`) and cannot reuse it until the
+        // tail passes it, which needs this lease dropped.
+        unsafe { std::slice::from_raw_parts(self.ptr.as_ptr(), self.len) }
+    }
+}
+
+impl<S: Segment> AsRef<[u8]> for Lease<S> {
+    fn as_ref(&self) -> &[u8] {
+        self.as_slice()
+    }
+}
+
+impl<S: Segment> core::ops::Deref for Lease<S> {
+    type Target = [u8];
+    fn deref(&self) -> &[u8] {
+        self.as_slice()
+    }
+}
+
+impl<S: Segment> Drop for Lease<S> {
+    fn drop(&mut self) {
+        self.shared.release(self.seq);
+    }
+}
+
+impl<S: Segment> Consumer<S> {
+    /// A consumer on a fresh segment (both counters zero).
+    pub fn new(seg: S) -> Self {
+        let geometry = seg.geometry();
+        let n = geometry.slot_count as usize;
+        Self {
+            shared: Arc::new(Shared {
+                seg,
+                geometry,
+                tail: AtomicU64::new(0),
+                release: Mutex::new(ReleaseState {
+                    tail: 0,
+                    released: vec![false; n],
+                }),
+            }),
+            head_seen: 0,
+            read_pos: 0,
+            eos: false,
+            poisoned: None,
+        }
+    }
+
+    /// The segment.
+    pub fn segment(&self) -> &S {
+        &self.shared.seg
+    }
+
+    /// Bytes per slot.
+    pub fn slot_size(&self) -> usize {
+        self.shared.geometry.slot_size as usize
+    }
+
+    /// Slots handed out so far.
+    pub fn consumed(&self) -> u64 {
+        self.read_pos
+    }
+
+    /// Checks a head read from the segment against what we know.
+    fn check_head(head: u64, seen: u64, tail: u64, n: u64) -> Result<(), Corruption> {
+        if head < seen {
+            Err(Corruption::HeadWentBack { seen, now: head })
+        } else if head - tail > n {
+            Err(Corruption::HeadTooFarAhead { head, tail })
+        } else {
+            Ok(())
+        }
+    }
+
+    /// Waits for the next committed slot and leases it. After the slot that
+    /// carries `FLAG_EOS`, returns [`Error::Finished`].
+    pub fn next(&mut self, wait: &Wait<'_>) -> Result<Lease<S>, Error> {
+        if let Some(c) = self.poisoned {
+            return Err(Error::Corrupt(c));
+        }
+        if self.eos {
+            return Err(Error::Finished);
+        }
+        let sh = &*self.shared;
+        let n = u64::from(sh.geometry.slot_count);
+        let ctl = sh.seg.control();
+        if self.head_seen <= self.read_pos {
+            let read_pos = self.read_pos;
+            let mut seen = self.head_seen;
+            let mut has_data = || {
+                // SYNC: Acquire pairs with the producer's Release head store
+                // in `commit_raw`: descriptor and bytes are visible after it.
+                let head = ctl.producer.counter.load(Ordering::Acquire);
+                // SYNC: Acquire pairs with our own Release in `release`.
+                let tail = sh.tail.load(Ordering::Acquire);
+                Self::check_head(head, seen, tail, n).map_err(Error::Corrupt)?;
+                seen = head;
+                Ok(head > read_pos)
+            };
+            let res = match has_data() {
+                Ok(true) => Ok(()),
+                Ok(false) => sleep_until(
+                    &ctl.consumer,
+                    &ctl.producer,
+                    sh.seg.data_bell(),
+                    wait,
+                    has_data,
+                ),
+                Err(e) => Err(e),
+            };
+            self.head_seen = seen;
+            if let Err(Error::Corrupt(c)) = res {
+                self.poisoned = Some(c);
+            }
+            res?;
+        }
+        let idx = (self.read_pos % n) as usize;
+        let desc = &sh.seg.descriptors()[idx];
+        // One read of each field into private memory: what we check is what
+        // we use.
+        let len = desc.len.load(Ordering::Relaxed);
+        let flags = desc.flags.load(Ordering::Relaxed);
+        let crc = desc.crc.load(Ordering::Relaxed);
+        let bad = if len > sh.geometry.slot_size {
+            Some(Corruption::SlotLength {
+                len,
+                slot_size: sh.geometry.slot_size,
+            })
+        } else if flags & !KNOWN_FLAGS != 0 {
+            Some(Corruption::SlotFlags(flags))
+        } else {
+            None
+        };
+        if let Some(c) = bad {
+            self.poisoned = Some(c);
+            return Err(Error::Corrupt(c));
+        }
+        let size = sh.geometry.slot_size as usize;
+        // SAFETY: idx < slot_count keeps the slot inside the data area.
+        let ptr = unsafe { sh.seg.data().add(idx * size) };
+        let seq = self.read_pos;
+        self.read_pos += 1;
+        if flags & FLAG_EOS != 0 {
+            self.eos = true;
+        }
+        Ok(Lease {
+            shared: Arc::clone(&self.shared),
+            seq,
+            ptr,
+            len: len as usize,
+            flags,
+            crc,
+        })
+    }
+}

@@ -1,0 +1,1 @@
+//! Cross-process and cross-language tests live in `tests/`.

@@ -1,0 +1,1 @@
+//! Micro-benchmarks live in `benches/`; run `cargo bench -p shmover-benches`.

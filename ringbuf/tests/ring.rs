@@ -1,0 +1,285 @@
+//! Public behaviour of the ring on heap and memfd segments within one
+//! process (the cross-process and hostile-peer tests are in `/tests`).
+
+use std::os::fd::{AsFd, AsRawFd, OwnedFd};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use shmover_ring::{
+    AttachError, Consumer, Direction, Error, Geometry, HeapSegment, Producer, Segment, ShmSegment,
+    Wait, FLAG_CRC, FLAG_EOS,
+};
+
+fn heap(slots: u32) -> Arc<HeapSegment> {
+    Arc::new(HeapSegment::new(Geometry::new(slots, 4096).unwrap()))
+}
+
+/// A cheap checksum for the tests (the ring does not interpret `crc`).
+fn sum_of(b: &[u8]) -> u32 {
+    b.iter().fold(0x811c_9dc5u32, |h, &x| {
+        (h ^ u32::from(x)).wrapping_mul(0x0100_0193)
+    })
+}
+
+/// Stress: a producer thread streams numbered blocks; the consumer holds
+/// up to `hold` leases and releases them in reverse order.
+fn stream_with_reordered_release<S: Segment + 'static>(seg: Arc<S>, blocks: u64, hold: usize) {
+    let mut tx = Producer::new(Arc::clone(&seg));
+    let mut rx = Consumer::new(seg);
+    let producer = std::thread::spawn(move || {
+        for i in 0..blocks {
+            let mut slot = tx.reserve(&Wait::timeout(Duration::from_secs(30))).unwrap();
+            let len = (i % 4000) as usize + 8;
+            let buf = slot.as_mut_slice();
+            buf[..8].copy_from_slice(&i.to_le_bytes());
+            buf[8..len].fill(i as u8);
+            let crc = sum_of(&buf[..len]);
+            slot.commit(len, FLAG_CRC, crc).unwrap();
+        }
+        tx.finish(&Wait::timeout(Duration::from_secs(30))).unwrap();
+    });
+    let mut held = Vec::new();
+    let mut expect = 0u64;
+    loop {
+        let lease = rx.next(&Wait::timeout(Duration::from_secs(30))).unwrap();
+        if lease.is_end() {
+            break;
+        }
+        assert_eq!(u64::from_le_bytes(lease[..8].try_into().unwrap()), expect);
+        assert_eq!(lease.len(), (expect % 4000) as usize + 8);
+        assert!(lease[8..].iter().all(|&b| b == expect as u8));
+        assert_eq!(lease.crc(), Some(sum_of(&lease)));
+        expect += 1;
+        held.push(lease);
+        if held.len() == hold {
+            while let Some(l) = held.pop() {
+                drop(l);
+            }
+        }
+    }
+    assert_eq!(expect, blocks);
+    drop(held);
+    producer.join().unwrap();
+}
+
+#[test]
+fn blocks_arrive_in_order_when_leases_are_released_out_of_order_on_heap() {
+    let blocks = if cfg!(miri) { 50 } else { 20_000 };
+    stream_with_reordered_release(heap(8), blocks, 5);
+}
+
+#[test]
+fn blocks_arrive_in_order_when_leases_are_released_out_of_order_on_memfd() {
+    let seg = ShmSegment::create(Geometry::new(8, 4096).unwrap(), Direction::ToMover).unwrap();
+    stream_with_reordered_release(Arc::new(seg), 20_000, 7);
+}
+
+#[test]
+fn leases_released_on_other_threads_free_their_slots() {
+    let seg = heap(4);
+    let mut tx = Producer::new(Arc::clone(&seg));
+    let mut rx = Consumer::new(seg);
+    for round in 0..3u32 {
+        for _ in 0..4 {
+            tx.reserve(&Wait::forever())
+                .unwrap()
+                .commit(0, FLAG_CRC, round)
+                .unwrap();
+        }
+        let leases: Vec<_> = (0..4).map(|_| rx.next(&Wait::forever()).unwrap()).collect();
+        assert!(leases.iter().all(|l| l.crc() == Some(round)));
+        assert_eq!(
+            tx.reserve(&Wait::timeout(Duration::from_millis(10)))
+                .unwrap_err(),
+            Error::Timeout
+        );
+        std::thread::spawn(move || drop(leases)).join().unwrap();
+    }
+}
+
+#[test]
+fn a_full_ring_times_out_at_the_deadline() {
+    let seg = heap(2);
+    let mut sut = Producer::new(Arc::clone(&seg));
+    let _rx = Consumer::new(seg);
+    for _ in 0..2 {
+        sut.reserve(&Wait::forever())
+            .unwrap()
+            .commit(1, 0, 0)
+            .unwrap();
+    }
+    let t0 = Instant::now();
+    let err = sut
+        .reserve(&Wait::timeout(Duration::from_millis(50)))
+        .unwrap_err();
+    assert_eq!(err, Error::Timeout);
+    // Lower bound only: it did wait for the deadline.
+    assert!(t0.elapsed() >= Duration::from_millis(50));
+}
+
+#[test]
+fn an_empty_ring_reports_peer_gone_when_the_liveness_check_fails() {
+    let seg = heap(2);
+    let _tx = Producer::new(Arc::clone(&seg));
+    let mut sut = Consumer::new(seg);
+    let alive = || false;
+    let wait = Wait::timeout(Duration::from_secs(30)).alive(&alive);
+    assert_eq!(sut.next(&wait).unwrap_err(), Error::PeerGone);
+}
+
+#[test]
+fn a_producer_rejects_out_of_order_and_oversized_commits() {
+    let seg = heap(2);
+    let mut sut = Producer::new(Arc::clone(&seg));
+    let _rx = Consumer::new(seg);
+    assert_eq!(sut.commit_raw(1, 0, 0), Err(Error::OutOfOrder));
+    sut.reserve_raw(&Wait::forever()).unwrap();
+    assert_eq!(
+        sut.commit_raw(4097, 0, 0),
+        Err(Error::TooLong {
+            len: 4097,
+            max: 4096
+        })
+    );
+    assert_eq!(sut.commit_raw(1, 0x40, 0), Err(Error::BadFlags(0x40)));
+    sut.commit_raw(1, FLAG_EOS, 0).unwrap();
+    assert_eq!(sut.reserve(&Wait::forever()).unwrap_err(), Error::Finished);
+}
+
+#[test]
+fn after_the_end_of_stream_the_consumer_says_finished() {
+    let seg = heap(2);
+    let mut tx = Producer::new(Arc::clone(&seg));
+    let mut sut = Consumer::new(seg);
+    tx.finish(&Wait::forever()).unwrap();
+    assert!(sut.next(&Wait::forever()).unwrap().is_end());
+    assert_eq!(sut.next(&Wait::forever()).unwrap_err(), Error::Finished);
+}
+
+fn dup3(seg: &ShmSegment) -> [OwnedFd; 3] {
+    seg.fds().map(|f| f.try_clone_to_owned().unwrap())
+}
+
+#[test]
+fn attach_accepts_the_segment_the_mover_created() {
+    let creator = ShmSegment::create(Geometry::new(4, 8192).unwrap(), Direction::ToMover).unwrap();
+    let [m, d, s] = dup3(&creator);
+    // SAFETY: descriptors of our own segment.
+    let sut = unsafe { ShmSegment::attach(m, d, s, Direction::ToMover) }.unwrap();
+    assert_eq!(sut.geometry(), Geometry::new(4, 8192).unwrap());
+    // Bytes written through one mapping are read through the other.
+    let mut tx = Producer::new(sut);
+    let mut rx = Consumer::new(creator);
+    let mut slot = tx.reserve(&Wait::forever()).unwrap();
+    slot.as_mut_slice()[..3].copy_from_slice(b"abc");
+    slot.commit(3, 0, 0).unwrap();
+    assert_eq!(&*rx.next(&Wait::forever()).unwrap(), b"abc");
+}
+
+#[test]
+fn attach_refuses_the_wrong_direction() {
+    let creator =
+        ShmSegment::create(Geometry::new(4, 4096).unwrap(), Direction::FromMover).unwrap();
+    let [m, d, s] = dup3(&creator);
+    // SAFETY: descriptors of our own segment.
+    let err = unsafe { ShmSegment::attach(m, d, s, Direction::ToMover) }.unwrap_err();
+    assert!(matches!(err, AttachError::BadDirection(2)), "{err}");
+}
+
+fn memfd(sealable: bool) -> std::fs::File {
+    use std::os::fd::FromRawFd;
+    let flags = if sealable { libc::MFD_ALLOW_SEALING } else { 0 };
+    // SAFETY: a valid C string and flags.
+    let fd = unsafe { libc::memfd_create(c"test".as_ptr(), flags) };
+    assert!(fd >= 0);
+    // SAFETY: a fresh descriptor nobody else owns.
+    unsafe { std::fs::File::from_raw_fd(fd) }
+}
+
+fn raw_memfd(size: u64, seal: bool) -> std::fs::File {
+    let f = memfd(seal);
+    f.set_len(size).unwrap();
+    if seal {
+        // SAFETY: F_ADD_SEALS on our own memfd with constant flags.
+        let rc = unsafe {
+            libc::fcntl(
+                f.as_raw_fd(),
+                libc::F_ADD_SEALS,
+                libc::F_SEAL_SHRINK | libc::F_SEAL_GROW,
+            )
+        };
+        assert_eq!(rc, 0);
+    }
+    f
+}
+
+fn bells() -> (OwnedFd, OwnedFd) {
+    let a = shmover_ring::EventFd::new().unwrap();
+    let b = shmover_ring::EventFd::new().unwrap();
+    (
+        a.as_fd().try_clone_to_owned().unwrap(),
+        b.as_fd().try_clone_to_owned().unwrap(),
+    )
+}
+
+#[test]
+fn attach_refuses_an_unsealed_memfd() {
+    let (d, s) = bells();
+    let fd = raw_memfd(1 << 20, false).into();
+    // SAFETY: our own descriptors.
+    let err = unsafe { ShmSegment::attach(fd, d, s, Direction::ToMover) }.unwrap_err();
+    assert!(matches!(err, AttachError::NotSealed { .. }), "{err}");
+}
+
+#[test]
+fn attach_refuses_garbage_where_the_header_should_be() {
+    let (d, s) = bells();
+    let fd = raw_memfd(1 << 20, true).into();
+    // SAFETY: our own descriptors; the memfd is all zeros.
+    let err = unsafe { ShmSegment::attach(fd, d, s, Direction::ToMover) }.unwrap_err();
+    assert!(matches!(err, AttachError::BadMagic(0)), "{err}");
+}
+
+#[test]
+fn attach_refuses_a_header_that_claims_more_than_the_memfd_holds() {
+    let g = Geometry::new(4, 4096).unwrap();
+    let file = raw_memfd(g.total_size() as u64 - 4096, true);
+    let header = g.header(Direction::ToMover);
+    // SAFETY: SegmentHeader is 128 bytes of plain integers with no padding.
+    let bytes = unsafe {
+        std::slice::from_raw_parts(
+            (&header as *const shmover_ring::SegmentHeader).cast::<u8>(),
+            128,
+        )
+    };
+    std::os::unix::fs::FileExt::write_all_at(&file, bytes, 0).unwrap();
+    let (d, s) = bells();
+    // SAFETY: our own descriptors.
+    let err = unsafe { ShmSegment::attach(file.into(), d, s, Direction::ToMover) }.unwrap_err();
+    assert!(
+        matches!(err, AttachError::SizeMismatch { expected, actual } if expected == g.total_size() as u64 && actual == expected - 4096),
+        "{err}"
+    );
+}
+
+#[test]
+fn segments_are_anonymous_memfds_not_files_in_dev_shm() {
+    let names = || -> Vec<std::ffi::OsString> {
+        std::fs::read_dir("/dev/shm")
+            .map(|d| d.flatten().map(|e| e.file_name()).collect())
+            .unwrap_or_default()
+    };
+    let before = names();
+    let sut = ShmSegment::create(Geometry::new(4, 4096).unwrap(), Direction::ToMover).unwrap();
+    let link = std::fs::read_link(format!("/proc/self/fd/{}", sut.fds()[0].as_raw_fd())).unwrap();
+    assert!(
+        link.to_string_lossy().starts_with("/memfd:shmover-ring"),
+        "{}",
+        link.display()
+    );
+    let after = names();
+    assert!(
+        after.iter().all(|n| before.contains(n)),
+        "new entries in /dev/shm: {after:?}"
+    );
+}

@@ -69,7 +69,8 @@ pub fn decode<M: prost::Message + Default>(buf: &[u8]) -> Result<Option<(M, usiz
     if buf.len() < HEADER + len {
         return Ok(None);
     }
-    let msg = M::decode(&buf[HEADER..HEADER + len]).map_err(|e| FrameError::Decode(e.to_string()))?;
+    let msg =
+        M::decode(&buf[HEADER..HEADER + len]).map_err(|e| FrameError::Decode(e.to_string()))?;
     Ok(Some((msg, HEADER + len)))
 }
 
@@ -147,7 +148,10 @@ mod tests {
     fn garbage_and_empty_bodies_are_errors() {
         let mut garbage = vec![0, 0, 0, 3];
         garbage.extend_from_slice(&[0xff, 0xff, 0xff]);
-        assert!(matches!(decode_request(&garbage), Err(FrameError::Decode(_))));
+        assert!(matches!(
+            decode_request(&garbage),
+            Err(FrameError::Decode(_))
+        ));
         assert_eq!(decode_request(&[0, 0, 0, 0]), Err(FrameError::Empty));
         // Field 99 is unknown to this version: no body.
         let unknown = [0, 0, 0, 3, 0x9a, 0x06, 0x00];

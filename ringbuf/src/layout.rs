@@ -203,7 +203,8 @@ impl Geometry {
         if !(2..=MAX_SLOT_COUNT).contains(&slot_count) || !slot_count.is_power_of_two() {
             return Err(GeometryError::SlotCount(slot_count));
         }
-        if slot_size == 0 || slot_size > MAX_SLOT_SIZE || slot_size as usize % PAGE != 0 {
+        if slot_size == 0 || slot_size > MAX_SLOT_SIZE || !(slot_size as usize).is_multiple_of(PAGE)
+        {
             return Err(GeometryError::SlotSize(slot_size));
         }
         Ok(Self {

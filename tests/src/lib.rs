@@ -1,1 +1,8 @@
 //! Cross-process and cross-language tests live in `tests/`.
+//!
+//! This library is test support only: [`S3Server`], a real S3-compatible
+//! server on loopback for tests of the mover's object-store path.
+
+pub mod s3;
+
+pub use s3::S3Server;

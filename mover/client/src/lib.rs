@@ -1,0 +1,747 @@
+//! The blocking client of the shmover mover: one Unix-socket connection, one
+//! stream at a time, data through a shared-memory ring. No tokio, no
+//! threads, so it can live inside a database server process; the SBT
+//! library and the BACKINT program link it statically through its C ABI
+//! (`shim-c/include/shmover_client.h`).
+//!
+//! ```no_run
+//! use shmover_client::{Client, Options};
+//! # fn main() -> Result<(), shmover_client::Error> {
+//! let mut c = Client::connect(&Options::default())?;
+//! c.open_write("db1/piece-1", 1 << 20, 0, &Default::default())?;
+//! c.write_all(b"backup bytes")?;
+//! let info = c.commit()?;
+//! assert_eq!(info.size, 12);
+//! # Ok(()) }
+//! ```
+
+#![warn(missing_docs)]
+
+pub mod ffi;
+pub mod paths;
+
+use std::collections::{BTreeMap, VecDeque};
+use std::io::{IoSliceMut, Write};
+use std::os::fd::{AsFd, AsRawFd, FromRawFd, OwnedFd, RawFd};
+use std::os::unix::net::UnixStream;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use nix::sys::socket::{recvmsg, ControlMessageOwned, MsgFlags, UnixAddr};
+use shmover_proto::v1;
+use shmover_proto::{request, response};
+use shmover_ring::{fd_hung_up, Consumer, Direction, Lease, Producer, Segment, ShmSegment, Wait};
+
+pub use shmover_proto::v1::{ObjectInfo, StatusReply, StreamStatus};
+pub use shmover_proto::ClientKind;
+
+/// Error codes. 1 to 14 are the mover's (`ErrorCode` in the protocol);
+/// 101 and up arise in the client.
+pub mod code {
+    /// The mover is not listening at the socket path.
+    pub const UNREACHABLE: u32 = 101;
+    /// The connection broke (the mover exited or closed it).
+    pub const DISCONNECTED: u32 = 102;
+    /// The mover sent something this client does not understand.
+    pub const PROTOCOL: u32 = 103;
+    /// No answer within the configured timeout.
+    pub const TIMEOUT: u32 = 104;
+    /// A local system call failed.
+    pub const IO: u32 = 105;
+    /// Calls in the wrong order (same number as the mover's WRONG_STATE).
+    pub const WRONG_STATE: u32 = 7;
+    /// The ring failed (same number as the mover's RING).
+    pub const RING: u32 = 9;
+    /// An argument out of range (same as the mover's INVALID_ARGUMENT).
+    pub const INVALID_ARGUMENT: u32 = 11;
+    /// Data failed its checksum (same as the mover's CHECKSUM).
+    pub const CHECKSUM: u32 = 12;
+    /// No such object (same as the mover's NOT_FOUND).
+    pub const NOT_FOUND: u32 = 5;
+    /// The name exists already (same as the mover's ALREADY_EXISTS).
+    pub const ALREADY_EXISTS: u32 = 6;
+}
+
+/// A failure, with a stable code and a sentence for a human.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Error {
+    /// See [`code`].
+    pub code: u32,
+    /// What happened, naming the object or path concerned.
+    pub message: String,
+}
+
+impl Error {
+    fn new(code: u32, message: impl Into<String>) -> Self {
+        Self {
+            code,
+            message: message.into(),
+        }
+    }
+}
+
+impl std::fmt::Display for Error {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.message)
+    }
+}
+
+impl std::error::Error for Error {}
+
+/// Result with [`Error`].
+pub type Result<T> = std::result::Result<T, Error>;
+
+/// How to reach the mover.
+#[derive(Debug, Clone)]
+pub struct Options {
+    /// The mover's socket.
+    pub socket: PathBuf,
+    /// Who we are (selects the name space).
+    pub kind: ClientKind,
+    /// A label for logs and `mover status`.
+    pub label: String,
+    /// Bound on every wait for the mover: replies and ring space or data.
+    pub timeout: Duration,
+}
+
+impl Default for Options {
+    /// Socket from `MOVER_SOCKET` or the default path, kind generic, a 60 s
+    /// timeout (or `MOVER_TIMEOUT` seconds).
+    fn default() -> Self {
+        let timeout = std::env::var("MOVER_TIMEOUT")
+            .ok()
+            .and_then(|s| s.trim().parse::<u64>().ok())
+            .filter(|&s| s > 0)
+            .map_or(Duration::from_secs(60), Duration::from_secs);
+        Self {
+            socket: paths::default_socket(),
+            kind: ClientKind::Generic,
+            label: String::new(),
+            timeout,
+        }
+    }
+}
+
+struct WriteStream {
+    tx: Producer<ShmSegment>,
+    name: String,
+    bytes: u64,
+    reserved: Option<usize>,
+}
+
+struct ReadStream {
+    rx: Consumer<ShmSegment>,
+    name: String,
+    held: Option<Lease<ShmSegment>>,
+    bytes: u64,
+    size: u64,
+    crc: u32,
+    done: bool,
+}
+
+enum State {
+    Idle,
+    Writing(WriteStream),
+    Reading(ReadStream),
+    /// The connection cannot be used any more.
+    Broken(Error),
+}
+
+/// A connection to the mover.
+pub struct Client {
+    sock: UnixStream,
+    rbuf: Vec<u8>,
+    fds: VecDeque<OwnedFd>,
+    timeout: Duration,
+    state: State,
+    version: u32,
+    socket_path: PathBuf,
+}
+
+impl std::fmt::Debug for Client {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Client")
+            .field("socket", &self.socket_path)
+            .field("version", &self.version)
+            .finish()
+    }
+}
+
+fn ring_error(e: shmover_ring::Error, name: &str) -> Error {
+    match e {
+        shmover_ring::Error::Timeout => Error::new(
+            code::TIMEOUT,
+            format!("{name}: the mover did not move the ring within the timeout"),
+        ),
+        shmover_ring::Error::PeerGone => {
+            Error::new(code::DISCONNECTED, format!("{name}: the mover went away"))
+        }
+        other => Error::new(code::RING, format!("{name}: {other}")),
+    }
+}
+
+impl Client {
+    /// Connects and says hello.
+    pub fn connect(opts: &Options) -> Result<Self> {
+        let path = &opts.socket;
+        let sock = UnixStream::connect(path).map_err(|e| {
+            Error::new(
+                code::UNREACHABLE,
+                format!(
+                    "mover not reachable at {}: {}",
+                    path.display(),
+                    io_reason(&e)
+                ),
+            )
+        })?;
+        let _ = sock.set_read_timeout(Some(opts.timeout));
+        let _ = sock.set_write_timeout(Some(opts.timeout));
+        let mut c = Self {
+            sock,
+            rbuf: Vec::new(),
+            fds: VecDeque::new(),
+            timeout: opts.timeout,
+            state: State::Idle,
+            version: 0,
+            socket_path: path.clone(),
+        };
+        let reply = c.call(request::Body::Hello(v1::Hello {
+            min_version: shmover_proto::MIN_VERSION,
+            max_version: shmover_proto::MAX_VERSION,
+            kind: opts.kind as i32,
+            pid: std::process::id(),
+            label: opts.label.clone(),
+        }))?;
+        match reply {
+            response::Body::Hello(h) => c.version = h.version,
+            other => return Err(unexpected(&other)),
+        }
+        Ok(c)
+    }
+
+    /// The protocol version agreed with the mover.
+    pub fn version(&self) -> u32 {
+        self.version
+    }
+
+    fn check_idle(&self, what: &str) -> Result<()> {
+        match &self.state {
+            State::Idle => Ok(()),
+            State::Broken(e) => Err(e.clone()),
+            State::Writing(w) => Err(Error::new(
+                code::WRONG_STATE,
+                format!(
+                    "{what}: a backup of {} is still open on this connection",
+                    w.name
+                ),
+            )),
+            State::Reading(r) => Err(Error::new(
+                code::WRONG_STATE,
+                format!(
+                    "{what}: a restore of {} is still open on this connection",
+                    r.name
+                ),
+            )),
+        }
+    }
+
+    /// Starts a backup of `name` in blocks of at most `block_size` bytes.
+    pub fn open_write(
+        &mut self,
+        name: &str,
+        block_size: usize,
+        size_hint: u64,
+        metadata: &BTreeMap<String, String>,
+    ) -> Result<()> {
+        self.check_idle("open for write")?;
+        if block_size == 0 || block_size > shmover_ring::MAX_SLOT_SIZE as usize {
+            return Err(Error::new(
+                code::INVALID_ARGUMENT,
+                format!("{name}: block size {block_size} is out of range"),
+            ));
+        }
+        let reply = self.call(request::Body::OpenWrite(v1::OpenWrite {
+            name: name.to_string(),
+            block_size: block_size as u32,
+            size_hint,
+            metadata: metadata.clone(),
+        }))?;
+        let seg = self.attach_ring(&reply, Direction::ToMover, name)?;
+        if seg.geometry().slot_size < block_size as u32 {
+            return Err(Error::new(
+                code::PROTOCOL,
+                format!("{name}: ring slots smaller than the block size"),
+            ));
+        }
+        self.state = State::Writing(WriteStream {
+            tx: Producer::new(seg),
+            name: name.to_string(),
+            bytes: 0,
+            reserved: None,
+        });
+        Ok(())
+    }
+
+    fn attach_ring(
+        &mut self,
+        reply: &response::Body,
+        dir: Direction,
+        name: &str,
+    ) -> Result<ShmSegment> {
+        let response::Body::Ring(_) = reply else {
+            return Err(unexpected(reply));
+        };
+        if self.fds.len() < 3 {
+            return Err(Error::new(
+                code::PROTOCOL,
+                format!("{name}: the mover sent no ring"),
+            ));
+        }
+        let m = self.fds.pop_front().expect("checked");
+        let d = self.fds.pop_front().expect("checked");
+        let s = self.fds.pop_front().expect("checked");
+        self.fds.clear();
+        // SAFETY: the descriptors came from the mover over our control
+        // socket; the ring checks the segment and treats it as hostile.
+        unsafe { ShmSegment::attach(m, d, s, dir) }
+            .map_err(|e| Error::new(code::RING, format!("{name}: {e}")))
+    }
+
+    fn wait(&self) -> Wait<'static> {
+        Wait::timeout(self.timeout)
+    }
+
+    /// The next free slot of the backup stream, to fill in place; then
+    /// [`Client::commit_block`]. Reserving again before committing returns
+    /// the same slot.
+    pub fn reserve(&mut self) -> Result<&mut [u8]> {
+        let sock = self.sock.as_fd().try_clone_to_owned().map_err(io_error)?;
+        let wait_base = self.wait();
+        let State::Writing(w) = &mut self.state else {
+            return Err(self.not_in("reserve", "a backup"));
+        };
+        let alive = || !fd_hung_up(sock.as_fd());
+        let wait = wait_base.alive(&alive);
+        match w.tx.reserve_raw(&wait) {
+            Ok((ptr, cap)) => {
+                w.reserved = Some(cap);
+                // SAFETY: the ring handed us this slot: `cap` bytes that only
+                // we write until the commit; the borrow of `self` keeps the
+                // slice from outliving the next call.
+                Ok(unsafe { std::slice::from_raw_parts_mut(ptr.as_ptr(), cap) })
+            }
+            Err(e) => {
+                let name = w.name.clone();
+                Err(self.fail_stream(ring_error(e, &name)))
+            }
+        }
+    }
+
+    /// Publishes the first `len` bytes of the reserved slot as one block.
+    pub fn commit_block(&mut self, len: usize) -> Result<()> {
+        let State::Writing(w) = &mut self.state else {
+            return Err(self.not_in("commit a block", "a backup"));
+        };
+        let Some(cap) = w.reserved else {
+            return Err(Error::new(
+                code::WRONG_STATE,
+                format!("{}: commit of a block without a reserved slot", w.name),
+            ));
+        };
+        if len > cap {
+            return Err(Error::new(
+                code::INVALID_ARGUMENT,
+                format!("{}: block of {len} bytes exceeds the slot of {cap}", w.name),
+            ));
+        }
+        if len == 0 {
+            // An empty block carries nothing; keep the slot reserved.
+            return Ok(());
+        }
+        match w.tx.commit_raw(len, 0, 0) {
+            Ok(()) => {
+                w.reserved = None;
+                w.bytes += len as u64;
+                Ok(())
+            }
+            Err(e) => {
+                let name = w.name.clone();
+                Err(self.fail_stream(ring_error(e, &name)))
+            }
+        }
+    }
+
+    /// Copies `data` into the stream, a slot at a time.
+    pub fn write_all(&mut self, mut data: &[u8]) -> Result<()> {
+        while !data.is_empty() {
+            let slot = self.reserve()?;
+            let n = slot.len().min(data.len());
+            slot[..n].copy_from_slice(&data[..n]);
+            self.commit_block(n)?;
+            data = &data[n..];
+        }
+        Ok(())
+    }
+
+    /// Bytes committed so far to the open backup.
+    pub fn written(&self) -> u64 {
+        match &self.state {
+            State::Writing(w) => w.bytes,
+            _ => 0,
+        }
+    }
+
+    /// Ends the backup: writes the end-of-stream slot and asks the mover to
+    /// make the object durable. Returns once it is.
+    pub fn commit(&mut self) -> Result<ObjectInfo> {
+        let sock = self.sock.as_fd().try_clone_to_owned().map_err(io_error)?;
+        let wait_base = self.wait();
+        let State::Writing(w) = &mut self.state else {
+            return Err(self.not_in("commit", "a backup"));
+        };
+        let alive = || !fd_hung_up(sock.as_fd());
+        if let Err(e) = w.tx.finish(&wait_base.alive(&alive)) {
+            let name = w.name.clone();
+            return Err(self.fail_stream(ring_error(e, &name)));
+        }
+        let bytes = w.bytes;
+        let State::Writing(w) = std::mem::replace(&mut self.state, State::Idle) else {
+            unreachable!("checked above")
+        };
+        let reply = self.call(request::Body::Commit(v1::Commit { bytes }));
+        drop(w);
+        match reply? {
+            response::Body::Info(info) => Ok(info),
+            other => Err(unexpected(&other)),
+        }
+    }
+
+    /// Abandons the open backup: nothing of it becomes visible.
+    pub fn abort(&mut self, reason: &str) -> Result<()> {
+        match std::mem::replace(&mut self.state, State::Idle) {
+            State::Writing(w) => {
+                drop(w);
+                self.call(request::Body::Abort(v1::Abort {
+                    reason: reason.to_string(),
+                }))
+                .map(|_| ())
+            }
+            State::Broken(e) => {
+                self.state = State::Broken(e.clone());
+                Err(e)
+            }
+            other => {
+                self.state = other;
+                Err(self.not_in("abort", "a backup"))
+            }
+        }
+    }
+
+    /// Starts a restore of `name`; slots carry up to `block_size` bytes
+    /// (0: the mover's choice). Returns the object's size.
+    pub fn open_read(&mut self, name: &str, block_size: usize) -> Result<u64> {
+        self.check_idle("open for read")?;
+        if block_size > shmover_ring::MAX_SLOT_SIZE as usize {
+            return Err(Error::new(
+                code::INVALID_ARGUMENT,
+                format!("{name}: block size {block_size} is out of range"),
+            ));
+        }
+        let reply = self.call(request::Body::OpenRead(v1::OpenRead {
+            name: name.to_string(),
+            block_size: block_size as u32,
+        }))?;
+        let size = match &reply {
+            response::Body::Ring(r) => r.object_size,
+            other => return Err(unexpected(other)),
+        };
+        let seg = self.attach_ring(&reply, Direction::FromMover, name)?;
+        self.state = State::Reading(ReadStream {
+            rx: Consumer::new(seg),
+            name: name.to_string(),
+            held: None,
+            bytes: 0,
+            size,
+            crc: 0,
+            done: false,
+        });
+        Ok(size)
+    }
+
+    /// The next block of the restore, or `None` after the last one. The
+    /// block stays valid until [`Client::release_block`] or the next call.
+    pub fn next_block(&mut self) -> Result<Option<&[u8]>> {
+        let sock = self.sock.as_fd().try_clone_to_owned().map_err(io_error)?;
+        let wait_base = self.wait();
+        let State::Reading(r) = &mut self.state else {
+            return Err(self.not_in("read a block", "a restore"));
+        };
+        r.held = None;
+        if r.done {
+            return Ok(None);
+        }
+        let alive = || !fd_hung_up(sock.as_fd());
+        let lease = match r.rx.next(&wait_base.alive(&alive)) {
+            Ok(l) => l,
+            Err(e) => {
+                let name = r.name.clone();
+                return Err(self.fail_stream(ring_error(e, &name)));
+            }
+        };
+        if let Some(want) = lease.crc() {
+            let got = crc32c(&lease);
+            if got != want {
+                let msg = format!(
+                    "{}: block at offset {} failed its CRC32C check",
+                    r.name, r.bytes
+                );
+                return Err(self.fail_stream(Error::new(code::CHECKSUM, msg)));
+            }
+            r.crc = crc32c_combine(r.crc, want, lease.len());
+        }
+        r.bytes += lease.len() as u64;
+        if lease.is_end() {
+            r.done = true;
+            if r.bytes != r.size {
+                let msg = format!("{}: restored {} bytes of {}", r.name, r.bytes, r.size);
+                return Err(self.fail_stream(Error::new(code::PROTOCOL, msg)));
+            }
+            if lease.is_empty() {
+                return Ok(None);
+            }
+        }
+        let State::Reading(r) = &mut self.state else {
+            unreachable!("checked above")
+        };
+        Ok(Some(r.held.insert(lease).as_slice()))
+    }
+
+    /// Gives the current block's slot back to the mover.
+    pub fn release_block(&mut self) -> Result<()> {
+        match &mut self.state {
+            State::Reading(r) => {
+                r.held = None;
+                Ok(())
+            }
+            _ => Err(self.not_in("release a block", "a restore")),
+        }
+    }
+
+    /// Ends the restore (at the end or early).
+    pub fn close_read(&mut self) -> Result<()> {
+        match std::mem::replace(&mut self.state, State::Idle) {
+            State::Reading(r) => {
+                drop(r);
+                self.call(request::Body::CloseRead(v1::CloseRead {}))
+                    .map(|_| ())
+            }
+            State::Broken(e) => {
+                self.state = State::Broken(e.clone());
+                Err(e)
+            }
+            other => {
+                self.state = other;
+                Err(self.not_in("close", "a restore"))
+            }
+        }
+    }
+
+    /// What the mover knows of `name`.
+    pub fn stat(&mut self, name: &str) -> Result<ObjectInfo> {
+        self.check_idle("stat")?;
+        match self.call(request::Body::Stat(v1::Stat {
+            name: name.to_string(),
+        }))? {
+            response::Body::Info(i) => Ok(i),
+            other => Err(unexpected(&other)),
+        }
+    }
+
+    /// Objects whose names start with `prefix`, newest first (`limit` 0:
+    /// all).
+    pub fn list(&mut self, prefix: &str, limit: u32) -> Result<Vec<ObjectInfo>> {
+        self.check_idle("list")?;
+        match self.call(request::Body::List(v1::List {
+            prefix: prefix.to_string(),
+            limit,
+        }))? {
+            response::Body::List(l) => Ok(l.objects),
+            other => Err(unexpected(&other)),
+        }
+    }
+
+    /// Deletes `name`.
+    pub fn delete(&mut self, name: &str) -> Result<()> {
+        self.check_idle("delete")?;
+        self.call(request::Body::Delete(v1::Delete {
+            name: name.to_string(),
+        }))
+        .map(|_| ())
+    }
+
+    /// Checks the mover answers.
+    pub fn ping(&mut self) -> Result<()> {
+        self.check_idle("ping")?;
+        self.call(request::Body::Ping(v1::Ping {})).map(|_| ())
+    }
+
+    /// The mover's live streams.
+    pub fn status(&mut self) -> Result<StatusReply> {
+        self.check_idle("status")?;
+        match self.call(request::Body::Status(v1::StatusRequest {}))? {
+            response::Body::Status(s) => Ok(s),
+            other => Err(unexpected(&other)),
+        }
+    }
+
+    fn not_in(&self, what: &str, stream: &str) -> Error {
+        match &self.state {
+            State::Broken(e) => e.clone(),
+            _ => Error::new(
+                code::WRONG_STATE,
+                format!("{what}: no {stream} is open on this connection"),
+            ),
+        }
+    }
+
+    /// The stream failed on the ring: the mover may have said why on the
+    /// socket; prefer its reason. The connection is unusable afterwards.
+    fn fail_stream(&mut self, local: Error) -> Error {
+        let _ = self.sock.set_read_timeout(Some(Duration::from_millis(500)));
+        let err = match self.read_response() {
+            Ok(response::Body::Error(e)) => Error::new(e.code as u32, e.message),
+            _ => local,
+        };
+        self.state = State::Broken(err.clone());
+        err
+    }
+
+    /// Sends a request and reads its response; an `Error` response becomes
+    /// `Err`.
+    fn call(&mut self, body: request::Body) -> Result<response::Body> {
+        if let State::Broken(e) = &self.state {
+            return Err(e.clone());
+        }
+        let frame = shmover_proto::request_frame(body);
+        if let Err(e) = self.sock.write_all(&frame) {
+            let err = Error::new(
+                code::DISCONNECTED,
+                format!(
+                    "mover at {} closed the connection: {}",
+                    self.socket_path.display(),
+                    io_reason(&e)
+                ),
+            );
+            self.state = State::Broken(err.clone());
+            return Err(err);
+        }
+        match self.read_response() {
+            Ok(response::Body::Error(e)) => Err(Error::new(e.code as u32, e.message)),
+            Ok(b) => Ok(b),
+            Err(e) => {
+                self.state = State::Broken(e.clone());
+                Err(e)
+            }
+        }
+    }
+
+    fn read_response(&mut self) -> Result<response::Body> {
+        loop {
+            match shmover_proto::decode_response(&self.rbuf) {
+                Ok(Some((body, used))) => {
+                    self.rbuf.drain(..used);
+                    return Ok(body);
+                }
+                Ok(None) => {}
+                Err(e) => return Err(Error::new(code::PROTOCOL, format!("from the mover: {e}"))),
+            }
+            self.fill()?;
+        }
+    }
+
+    /// Reads more bytes, keeping any descriptors that come with them.
+    fn fill(&mut self) -> Result<()> {
+        let mut buf = [0u8; 4096];
+        let mut cmsg = nix::cmsg_space!([RawFd; 4]);
+        let (n, fds) = {
+            let mut iov = [IoSliceMut::new(&mut buf)];
+            let msg = recvmsg::<UnixAddr>(
+                self.sock.as_raw_fd(),
+                &mut iov,
+                Some(&mut cmsg),
+                MsgFlags::MSG_CMSG_CLOEXEC,
+            );
+            match msg {
+                Ok(m) => {
+                    let mut fds = Vec::new();
+                    if let Ok(cmsgs) = m.cmsgs() {
+                        for c in cmsgs {
+                            if let ControlMessageOwned::ScmRights(raw) = c {
+                                fds.extend(raw);
+                            }
+                        }
+                    }
+                    (m.bytes, fds)
+                }
+                Err(nix::errno::Errno::EAGAIN) => {
+                    return Err(Error::new(
+                        code::TIMEOUT,
+                        format!(
+                            "mover at {} did not answer within {:?}",
+                            self.socket_path.display(),
+                            self.timeout
+                        ),
+                    ))
+                }
+                Err(nix::errno::Errno::EINTR) => (0, Vec::new()),
+                Err(e) => return Err(io_error(std::io::Error::from(e))),
+            }
+        };
+        for raw in fds {
+            // SAFETY: SCM_RIGHTS installed these descriptors in our process
+            // just now; nothing else owns them.
+            self.fds.push_back(unsafe { OwnedFd::from_raw_fd(raw) });
+        }
+        if n == 0 && self.fds.is_empty() {
+            return Err(Error::new(
+                code::DISCONNECTED,
+                format!(
+                    "mover at {} closed the connection",
+                    self.socket_path.display()
+                ),
+            ));
+        }
+        self.rbuf.extend_from_slice(&buf[..n]);
+        Ok(())
+    }
+}
+
+fn unexpected(body: &response::Body) -> Error {
+    Error::new(
+        code::PROTOCOL,
+        format!("unexpected reply from the mover: {body:?}"),
+    )
+}
+
+fn io_reason(e: &std::io::Error) -> String {
+    match e.kind() {
+        std::io::ErrorKind::NotFound => "no such socket".into(),
+        std::io::ErrorKind::ConnectionRefused => "connection refused".into(),
+        std::io::ErrorKind::PermissionDenied => "permission denied".into(),
+        _ => e.to_string(),
+    }
+}
+
+fn io_error(e: std::io::Error) -> Error {
+    Error::new(code::IO, e.to_string())
+}
+
+/// CRC32C (Castagnoli), as stored in manifests.
+pub fn crc32c(data: &[u8]) -> u32 {
+    crc32c::crc32c(data)
+}
+
+/// The CRC32C of `a ++ b` from `crc(a)`, `crc(b)` and `len(b)`.
+pub fn crc32c_combine(crc_a: u32, crc_b: u32, len_b: usize) -> u32 {
+    crc32c::crc32c_combine(crc_a, crc_b, len_b)
+}

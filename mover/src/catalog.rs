@@ -1,0 +1,305 @@
+//! The store seam: object_store behind one type, plus the manifests that
+//! make the store its own catalog.
+//!
+//! A backup becomes visible only when its manifest exists, and the manifest
+//! is written only after the data object is complete and durable. Listing
+//! the catalog and reading manifests is all any mover needs to answer
+//! stat, list and restore, so movers sharing a bucket see the same backups.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use bytes::Bytes;
+use futures::{StreamExt, TryStreamExt};
+use object_store::path::Path;
+use object_store::{ObjectStore, ObjectStoreExt, PutMode, PutOptions, PutPayload};
+use serde::{Deserialize, Serialize};
+use shmover_proto::{v1, ClientKind, ErrorCode};
+
+use crate::config::Config;
+use crate::names;
+
+/// Failures of the storage layer, each with its protocol code.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("{0}: no such backup")]
+    NotFound(String),
+    #[error("{0}: a backup of that name exists")]
+    AlreadyExists(String),
+    #[error("{0}: {1}")]
+    BadName(String, names::NameError),
+    #[error("store: {0}")]
+    Store(#[from] object_store::Error),
+    #[error("{0}: manifest is unreadable: {1}")]
+    BadManifest(String, String),
+}
+
+impl StoreError {
+    /// The stable protocol code.
+    pub fn code(&self) -> ErrorCode {
+        match self {
+            Self::NotFound(_) => ErrorCode::NotFound,
+            Self::AlreadyExists(_) => ErrorCode::AlreadyExists,
+            Self::BadName(..) => ErrorCode::BadName,
+            Self::Store(object_store::Error::NotFound { .. }) => ErrorCode::NotFound,
+            Self::Store(_) | Self::BadManifest(..) => ErrorCode::Store,
+        }
+    }
+}
+
+/// What is recorded next to each object.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct Manifest {
+    pub format: u32,
+    pub name: String,
+    pub kind: String,
+    pub data_key: String,
+    pub size: u64,
+    pub created_unix_ms: i64,
+    pub block_size: u32,
+    pub crc32c: u32,
+    pub parts: u64,
+    pub metadata: BTreeMap<String, String>,
+    /// No compression or encryption is applied today; recorded so that a
+    /// later version can tell.
+    pub transform: String,
+}
+
+impl Manifest {
+    pub fn info(&self) -> v1::ObjectInfo {
+        v1::ObjectInfo {
+            name: self.name.clone(),
+            size: self.size,
+            created_unix_ms: self.created_unix_ms,
+            block_size: self.block_size,
+            crc32c: self.crc32c,
+            metadata: self.metadata.clone(),
+            kind: kind_from(&self.kind) as i32,
+        }
+    }
+}
+
+fn kind_from(s: &str) -> ClientKind {
+    match s {
+        "sbt" => ClientKind::Sbt,
+        "backint" => ClientKind::Backint,
+        _ => ClientKind::Generic,
+    }
+}
+
+/// The store and its catalog.
+#[derive(Debug, Clone)]
+pub struct Catalog {
+    store: Arc<dyn ObjectStore>,
+    /// Whether the store honours `PutMode::Create` (S3-compatible servers
+    /// vary); learnt on first use.
+    create_supported: Arc<std::sync::atomic::AtomicBool>,
+}
+
+/// Builds the object store named by `cfg.store`.
+pub fn open_store(cfg: &Config) -> anyhow::Result<Arc<dyn ObjectStore>> {
+    use anyhow::Context;
+    let url = cfg.store.as_str();
+    let retry = object_store::RetryConfig {
+        max_retries: cfg.retry_max,
+        retry_timeout: cfg.retry_deadline,
+        ..Default::default()
+    };
+    if let Some(path) = url.strip_prefix("file://") {
+        let path = std::path::Path::new(path);
+        if !path.is_absolute() {
+            anyhow::bail!("store {url}: a file:// store needs an absolute path");
+        }
+        create_private_dir(path)
+            .with_context(|| format!("creating store directory {}", path.display()))?;
+        let fs = object_store::local::LocalFileSystem::new_with_prefix(path)?
+            .with_fsync(true)
+            .with_automatic_cleanup(true);
+        return Ok(Arc::new(fs));
+    }
+    if url == "memory://" || url == "memory:///" {
+        return Ok(Arc::new(object_store::memory::InMemory::new()));
+    }
+    if let Some(rest) = url.strip_prefix("s3://") {
+        let (bucket, prefix) = rest.split_once('/').unwrap_or((rest, ""));
+        if bucket.is_empty() {
+            anyhow::bail!("store {url}: no bucket");
+        }
+        let mut b = object_store::aws::AmazonS3Builder::from_env()
+            .with_bucket_name(bucket)
+            .with_retry(retry);
+        let s3 = &cfg.s3;
+        if let Some(v) = &s3.endpoint {
+            b = b.with_endpoint(v);
+        }
+        if let Some(v) = &s3.region {
+            b = b.with_region(v);
+        }
+        if let Some(v) = &s3.access_key_id {
+            b = b.with_access_key_id(v);
+        }
+        if let Some(v) = &s3.secret_access_key {
+            b = b.with_secret_access_key(v);
+        }
+        if let Some(v) = &s3.session_token {
+            b = b.with_token(v);
+        }
+        if let Some(v) = s3.allow_http {
+            b = b.with_allow_http(v);
+        }
+        let s3 = b
+            .build()
+            .with_context(|| format!("configuring store {url}"))?;
+        let prefix = prefix.trim_matches('/');
+        if prefix.is_empty() {
+            return Ok(Arc::new(s3));
+        }
+        return Ok(Arc::new(object_store::prefix::PrefixStore::new(s3, prefix)));
+    }
+    anyhow::bail!(
+        "store {url}: unsupported scheme (use file:///dir, memory:// or s3://bucket/prefix)"
+    )
+}
+
+/// Creates a directory (and parents) readable only by the service user and
+/// its group.
+pub fn create_private_dir(path: &std::path::Path) -> std::io::Result<()> {
+    use std::os::unix::fs::DirBuilderExt;
+    std::fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o750)
+        .create(path)
+}
+
+impl Catalog {
+    pub fn new(store: Arc<dyn ObjectStore>) -> Self {
+        Self {
+            store,
+            create_supported: Arc::new(std::sync::atomic::AtomicBool::new(true)),
+        }
+    }
+
+    pub fn store(&self) -> &Arc<dyn ObjectStore> {
+        &self.store
+    }
+
+    fn check(name: &str) -> Result<(), StoreError> {
+        names::validate(name).map_err(|e| StoreError::BadName(name.chars().take(80).collect(), e))
+    }
+
+    /// The manifest of `name`, if the backup exists.
+    pub async fn manifest(
+        &self,
+        kind: ClientKind,
+        name: &str,
+    ) -> Result<Option<Manifest>, StoreError> {
+        Self::check(name)?;
+        let key = names::manifest_key(kind, name);
+        match self.store.get(&key).await {
+            Ok(r) => {
+                let bytes = r.bytes().await?;
+                let m: Manifest = serde_json::from_slice(&bytes)
+                    .map_err(|e| StoreError::BadManifest(name.to_string(), e.to_string()))?;
+                Ok(Some(m))
+            }
+            Err(object_store::Error::NotFound { .. }) => Ok(None),
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    /// Like [`Catalog::manifest`], with `NotFound` for a missing backup.
+    pub async fn require(&self, kind: ClientKind, name: &str) -> Result<Manifest, StoreError> {
+        self.manifest(kind, name)
+            .await?
+            .ok_or_else(|| StoreError::NotFound(name.to_string()))
+    }
+
+    /// Publishes a manifest: the backup becomes visible. Fails with
+    /// `AlreadyExists` if another writer published the name first.
+    pub async fn publish(&self, kind: ClientKind, m: &Manifest) -> Result<(), StoreError> {
+        use std::sync::atomic::Ordering::Relaxed;
+        let key = names::manifest_key(kind, &m.name);
+        let body = Bytes::from(serde_json::to_vec_pretty(m).expect("manifest serialises"));
+        if self.create_supported.load(Relaxed) {
+            let opts = PutOptions::from(PutMode::Create);
+            match self
+                .store
+                .put_opts(&key, PutPayload::from(body.clone()), opts)
+                .await
+            {
+                Ok(_) => return Ok(()),
+                Err(object_store::Error::AlreadyExists { .. }) => {
+                    return Err(StoreError::AlreadyExists(m.name.clone()))
+                }
+                Err(object_store::Error::NotImplemented { .. }) => {
+                    tracing::warn!(
+                        "store does not support create-if-absent; falling back to check-then-put"
+                    );
+                    self.create_supported.store(false, Relaxed);
+                }
+                Err(e) => return Err(e.into()),
+            }
+        }
+        if self.store.head(&key).await.is_ok() {
+            return Err(StoreError::AlreadyExists(m.name.clone()));
+        }
+        self.store.put(&key, PutPayload::from(body)).await?;
+        Ok(())
+    }
+
+    /// Backups whose names start with `prefix`, newest first.
+    pub async fn list(
+        &self,
+        kind: ClientKind,
+        prefix: &str,
+        limit: usize,
+    ) -> Result<Vec<Manifest>, StoreError> {
+        if prefix.len() > names::MAX_NAME || prefix.bytes().any(|b| b < 0x20) {
+            return Err(StoreError::BadName(
+                prefix.chars().take(80).collect(),
+                names::NameError::Control(0),
+            ));
+        }
+        let (dir, key_prefix) = names::catalog_prefix(kind, prefix);
+        let keys: Vec<Path> = self
+            .store
+            .list(Some(&dir))
+            .map_ok(|m| m.location)
+            .try_filter(|k| {
+                let k = k.as_ref();
+                futures::future::ready(k.starts_with(&key_prefix) && k.ends_with(".manifest"))
+            })
+            .try_collect()
+            .await?;
+        let mut out: Vec<Manifest> = futures::stream::iter(keys)
+            .map(|k| async move {
+                let bytes = self.store.get(&k).await?.bytes().await?;
+                Ok::<_, StoreError>(serde_json::from_slice::<Manifest>(&bytes).ok())
+            })
+            .buffer_unordered(16)
+            .try_filter_map(|m| futures::future::ready(Ok(m)))
+            .try_collect()
+            .await?;
+        out.retain(|m| m.name.starts_with(prefix));
+        out.sort_by(|a, b| {
+            b.created_unix_ms
+                .cmp(&a.created_unix_ms)
+                .then_with(|| a.name.cmp(&b.name))
+        });
+        if limit > 0 {
+            out.truncate(limit);
+        }
+        Ok(out)
+    }
+
+    /// Deletes a backup: the manifest first (it disappears from the
+    /// catalog at once), then its data.
+    pub async fn delete(&self, kind: ClientKind, name: &str) -> Result<(), StoreError> {
+        let m = self.require(kind, name).await?;
+        self.store.delete(&names::manifest_key(kind, name)).await?;
+        match self.store.delete(&Path::from(m.data_key.as_str())).await {
+            Ok(()) | Err(object_store::Error::NotFound { .. }) => Ok(()),
+            Err(e) => Err(e.into()),
+        }
+    }
+}

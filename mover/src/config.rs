@@ -1,0 +1,330 @@
+//! The mover's configuration: one TOML file, every key overridable by an
+//! environment variable and a flag (flag > environment > file > default).
+//!
+//! | key | flag | environment | default |
+//! |---|---|---|---|
+//! | `data_dir` | `--data-dir` | `MOVER_DATA_DIR` | `$XDG_DATA_HOME/shmover` or `~/.local/share/shmover` |
+//! | `socket` | `--socket` | `MOVER_SOCKET` | `<data_dir>/run/mover.sock` |
+//! | `store` | `--store` | `MOVER_STORE` | `file://<data_dir>/store` |
+//! | `allow_uids` | `--allow-uids` | `MOVER_ALLOW_UIDS` | the mover's own uid and root |
+//! | `allow_gids` | `--allow-gids` | `MOVER_ALLOW_GIDS` | none |
+//! | `memory_limit` | `--memory-limit` | `MOVER_MEMORY_LIMIT` | 1 GiB |
+//! | `slot_size` | `--slot-size` | `MOVER_SLOT_SIZE` | 1 MiB (restores; backups use the client's block size) |
+//! | `ring_size` | `--ring-size` | `MOVER_RING_SIZE` | 64 MiB per stream |
+//! | `part_size` | `--part-size` | `MOVER_PART_SIZE` | 16 MiB, doubling every 1,000 parts |
+//! | `max_inflight_parts` | `--max-inflight-parts` | `MOVER_MAX_INFLIGHT_PARTS` | 4 |
+//! | `metrics_listen` | `--metrics-listen` | `MOVER_METRICS_LISTEN` | off |
+//! | `log` | `--log` | `MOVER_LOG` | `info` |
+//! | `retry_max` | | `MOVER_RETRY_MAX` | 10 |
+//! | `retry_deadline_secs` | | `MOVER_RETRY_DEADLINE_SECS` | 180 |
+//! | `[s3]` `endpoint`, `region`, `access_key_id`, `secret_access_key`, `session_token`, `allow_http` | | the usual `AWS_*` | from the environment |
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use anyhow::{bail, Context};
+use serde::Deserialize;
+
+/// What the TOML file may say. Unknown keys are an error, so typos show.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FileConfig {
+    pub data_dir: Option<PathBuf>,
+    pub socket: Option<PathBuf>,
+    pub store: Option<String>,
+    pub allow_uids: Option<Vec<u32>>,
+    pub allow_gids: Option<Vec<u32>>,
+    pub memory_limit: Option<u64>,
+    pub slot_size: Option<u64>,
+    pub ring_size: Option<u64>,
+    pub part_size: Option<u64>,
+    pub max_inflight_parts: Option<usize>,
+    pub metrics_listen: Option<String>,
+    pub log: Option<String>,
+    pub retry_max: Option<usize>,
+    pub retry_deadline_secs: Option<u64>,
+    pub s3: Option<S3Config>,
+}
+
+/// S3 settings; anything unset comes from the `AWS_*` environment.
+#[derive(Debug, Default, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct S3Config {
+    pub endpoint: Option<String>,
+    pub region: Option<String>,
+    pub access_key_id: Option<String>,
+    pub secret_access_key: Option<String>,
+    pub session_token: Option<String>,
+    pub allow_http: Option<bool>,
+}
+
+/// Flags and environment of `mover serve` (clap fills both).
+#[derive(Debug, Default, Clone, clap::Args)]
+pub struct ServeArgs {
+    /// TOML configuration file.
+    #[arg(long, env = "MOVER_CONFIG")]
+    pub config: Option<PathBuf>,
+    /// Directory for the default socket and store.
+    #[arg(long, env = "MOVER_DATA_DIR")]
+    pub data_dir: Option<PathBuf>,
+    /// Control socket path.
+    #[arg(long, env = "MOVER_SOCKET")]
+    pub socket: Option<PathBuf>,
+    /// Store URL: file:///dir, memory://, s3://bucket/prefix.
+    #[arg(long, env = "MOVER_STORE")]
+    pub store: Option<String>,
+    /// Peer uids allowed to connect (comma separated).
+    #[arg(long, env = "MOVER_ALLOW_UIDS", value_delimiter = ',')]
+    pub allow_uids: Option<Vec<u32>>,
+    /// Peer gids allowed to connect (comma separated).
+    #[arg(long, env = "MOVER_ALLOW_GIDS", value_delimiter = ',')]
+    pub allow_gids: Option<Vec<u32>>,
+    /// Bytes of in-flight data allowed outside the rings (e.g. 1G).
+    #[arg(long, env = "MOVER_MEMORY_LIMIT", value_parser = parse_size)]
+    pub memory_limit: Option<u64>,
+    /// Slot size of restore rings (e.g. 1M).
+    #[arg(long, env = "MOVER_SLOT_SIZE", value_parser = parse_size)]
+    pub slot_size: Option<u64>,
+    /// Shared memory per stream ring (e.g. 64M).
+    #[arg(long, env = "MOVER_RING_SIZE", value_parser = parse_size)]
+    pub ring_size: Option<u64>,
+    /// First multipart part size (e.g. 16M).
+    #[arg(long, env = "MOVER_PART_SIZE", value_parser = parse_size)]
+    pub part_size: Option<u64>,
+    /// Parts uploaded at once per stream.
+    #[arg(long, env = "MOVER_MAX_INFLIGHT_PARTS")]
+    pub max_inflight_parts: Option<usize>,
+    /// Serve Prometheus metrics on this address (e.g. 127.0.0.1:9187).
+    #[arg(long, env = "MOVER_METRICS_LISTEN")]
+    pub metrics_listen: Option<String>,
+    /// Log filter (tracing's EnvFilter syntax), e.g. info or shmover_mover=debug.
+    #[arg(long, env = "MOVER_LOG")]
+    pub log: Option<String>,
+}
+
+/// Parses `4096`, `64K`, `1M`, `2G`, `1T` (powers of 1024).
+pub fn parse_size(s: &str) -> Result<u64, String> {
+    let s = s.trim();
+    let (num, mult) = match s.chars().last() {
+        Some(c) if c.is_ascii_alphabetic() => {
+            let m = match c.to_ascii_uppercase() {
+                'K' => 1u64 << 10,
+                'M' => 1 << 20,
+                'G' => 1 << 30,
+                'T' => 1 << 40,
+                _ => return Err(format!("unknown size suffix in {s:?}")),
+            };
+            (&s[..s.len() - 1], m)
+        }
+        _ => (s, 1),
+    };
+    num.parse::<u64>()
+        .ok()
+        .and_then(|n| n.checked_mul(mult))
+        .ok_or_else(|| format!("not a size: {s:?}"))
+}
+
+/// The resolved configuration.
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub data_dir: PathBuf,
+    pub socket: PathBuf,
+    pub store: String,
+    pub allow_uids: Vec<u32>,
+    pub allow_gids: Vec<u32>,
+    pub memory_limit: u64,
+    pub slot_size: u32,
+    pub ring_size: u64,
+    pub part_size: u64,
+    pub max_inflight_parts: usize,
+    pub metrics_listen: Option<std::net::SocketAddr>,
+    pub log: String,
+    pub retry_max: usize,
+    pub retry_deadline: Duration,
+    pub s3: S3Config,
+}
+
+fn env_parse<T: std::str::FromStr>(key: &str) -> anyhow::Result<Option<T>> {
+    match std::env::var(key) {
+        Ok(v) if !v.trim().is_empty() => v
+            .trim()
+            .parse()
+            .map(Some)
+            .map_err(|_| anyhow::anyhow!("{key}={v:?} is not valid")),
+        _ => Ok(None),
+    }
+}
+
+impl Config {
+    /// Merges flags (with their environment variables), the file and the
+    /// defaults.
+    pub fn resolve(args: &ServeArgs) -> anyhow::Result<Self> {
+        let file = match &args.config {
+            Some(p) => load_file(p)?,
+            None => FileConfig::default(),
+        };
+        let data_dir = args
+            .data_dir
+            .clone()
+            .or(file.data_dir)
+            .unwrap_or_else(shmover_client::paths::default_data_dir);
+        let socket = args
+            .socket
+            .clone()
+            .or(file.socket)
+            .unwrap_or_else(|| shmover_client::paths::socket_in(&data_dir));
+        let store = args
+            .store
+            .clone()
+            .or(file.store)
+            .unwrap_or_else(|| format!("file://{}", data_dir.join("store").display()));
+        let own_uid = nix::unistd::getuid().as_raw();
+        let mut allow_uids = args
+            .allow_uids
+            .clone()
+            .or(file.allow_uids)
+            .unwrap_or_else(|| vec![own_uid, 0]);
+        allow_uids.sort_unstable();
+        allow_uids.dedup();
+        let allow_gids = args
+            .allow_gids
+            .clone()
+            .or(file.allow_gids)
+            .unwrap_or_default();
+        let memory_limit = args.memory_limit.or(file.memory_limit).unwrap_or(1 << 30);
+        let slot_size = args.slot_size.or(file.slot_size).unwrap_or(1 << 20);
+        let ring_size = args.ring_size.or(file.ring_size).unwrap_or(64 << 20);
+        let part_size = args.part_size.or(file.part_size).unwrap_or(16 << 20);
+        let max_inflight_parts = args
+            .max_inflight_parts
+            .or(file.max_inflight_parts)
+            .unwrap_or(4);
+        let metrics_listen = match args.metrics_listen.clone().or(file.metrics_listen) {
+            Some(a) => Some(
+                a.parse()
+                    .with_context(|| format!("metrics address {a:?}"))?,
+            ),
+            None => None,
+        };
+        let log = args
+            .log
+            .clone()
+            .or(file.log)
+            .unwrap_or_else(|| "info".into());
+        let retry_max = env_parse("MOVER_RETRY_MAX")?
+            .or(file.retry_max)
+            .unwrap_or(10);
+        let retry_deadline = Duration::from_secs(
+            env_parse("MOVER_RETRY_DEADLINE_SECS")?
+                .or(file.retry_deadline_secs)
+                .unwrap_or(180),
+        );
+        if slot_size == 0
+            || !slot_size.is_multiple_of(4096)
+            || slot_size > u64::from(shmover_ring::MAX_SLOT_SIZE)
+        {
+            bail!("slot_size {slot_size} must be a multiple of 4096 up to 64 MiB");
+        }
+        if ring_size < 2 * slot_size {
+            bail!("ring_size {ring_size} must hold at least two slots of {slot_size}");
+        }
+        if part_size < 5 << 20 {
+            bail!("part_size {part_size} is below the 5 MiB minimum of S3 multipart uploads");
+        }
+        if max_inflight_parts == 0 {
+            bail!("max_inflight_parts must be at least 1");
+        }
+        if memory_limit < part_size {
+            bail!("memory_limit {memory_limit} must hold at least one part of {part_size}");
+        }
+        Ok(Self {
+            data_dir,
+            socket,
+            store,
+            allow_uids,
+            allow_gids,
+            memory_limit,
+            slot_size: slot_size as u32,
+            ring_size,
+            part_size,
+            max_inflight_parts,
+            metrics_listen,
+            log,
+            retry_max,
+            retry_deadline,
+            s3: file.s3.unwrap_or_default(),
+        })
+    }
+}
+
+fn load_file(path: &Path) -> anyhow::Result<FileConfig> {
+    let text = std::fs::read_to_string(path)
+        .with_context(|| format!("reading config file {}", path.display()))?;
+    toml::from_str(&text).with_context(|| format!("parsing config file {}", path.display()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sizes_parse_with_binary_suffixes() {
+        assert_eq!(parse_size("64K"), Ok(65536));
+        assert_eq!(parse_size("1m"), Ok(1 << 20));
+        assert_eq!(parse_size("12"), Ok(12));
+        assert!(parse_size("1Q").is_err());
+        assert!(parse_size("").is_err());
+    }
+
+    #[test]
+    fn flags_override_the_file_and_the_file_overrides_defaults() {
+        let dir = std::env::temp_dir().join(format!("mover-cfg-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let file = dir.join("mover.toml");
+        std::fs::write(
+            &file,
+            "store = \"memory://\"\npart_size = 8388608\nsocket = \"/tmp/from-file.sock\"\n[s3]\nregion = \"eu-west-1\"\n",
+        )
+        .unwrap();
+        let args = ServeArgs {
+            config: Some(file.clone()),
+            socket: Some("/tmp/from-flag.sock".into()),
+            data_dir: Some(dir.clone()),
+            ..Default::default()
+        };
+        let sut = Config::resolve(&args).unwrap();
+        assert_eq!(sut.socket, PathBuf::from("/tmp/from-flag.sock"));
+        assert_eq!(sut.store, "memory://");
+        assert_eq!(sut.part_size, 8 << 20);
+        assert_eq!(sut.s3.region.as_deref(), Some("eu-west-1"));
+        assert_eq!(sut.ring_size, 64 << 20);
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn unknown_keys_in_the_file_are_an_error() {
+        let dir = std::env::temp_dir().join(format!("mover-cfg2-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let file = dir.join("mover.toml");
+        std::fs::write(&file, "stroe = \"memory://\"\n").unwrap();
+        let args = ServeArgs {
+            config: Some(file),
+            ..Default::default()
+        };
+        let err = format!("{:#}", Config::resolve(&args).unwrap_err());
+        assert!(err.contains("stroe"), "{err}");
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn the_default_store_lives_under_the_data_dir() {
+        let args = ServeArgs {
+            data_dir: Some("/srv/shmover".into()),
+            ..Default::default()
+        };
+        let sut = Config::resolve(&args).unwrap();
+        assert_eq!(sut.store, "file:///srv/shmover/store");
+        assert_eq!(sut.socket, PathBuf::from("/srv/shmover/run/mover.sock"));
+        assert!(sut.allow_uids.contains(&0));
+    }
+}

@@ -1,0 +1,114 @@
+//! `mover`: the shmover daemon (`mover serve`) and its command-line client.
+
+#![forbid(unsafe_code)]
+
+mod catalog;
+mod cli;
+mod config;
+mod metrics;
+mod names;
+mod server;
+mod streams;
+mod timefmt;
+
+use std::process::ExitCode;
+use std::sync::Arc;
+
+use clap::{Parser, Subcommand};
+use tracing_subscriber::layer::SubscriberExt;
+use tracing_subscriber::util::SubscriberInitExt;
+
+/// The shmover mover: moves backup streams between shared-memory rings and
+/// object storage.
+#[derive(Debug, Parser)]
+#[command(name = "mover", version, about)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Run the daemon.
+    Serve(config::ServeArgs),
+    /// Back up FILE (- for stdin) as NAME.
+    Put(cli::PutArgs),
+    /// Restore NAME into FILE (- for stdout).
+    Get(cli::GetArgs),
+    /// List backups, newest first.
+    Ls(cli::LsArgs),
+    /// Show one backup's manifest.
+    Info(cli::NameArgs),
+    /// Delete a backup.
+    Rm(cli::NameArgs),
+    /// Read a backup back and check its size and CRC32C.
+    Verify(cli::NameArgs),
+    /// Show live streams.
+    Status(cli::ClientArgs),
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match cli.command {
+        Command::Serve(args) => serve(args),
+        other => cli::run(other_into(other)),
+    }
+}
+
+fn other_into(c: Command) -> cli::Command {
+    match c {
+        Command::Put(a) => cli::Command::Put(a),
+        Command::Get(a) => cli::Command::Get(a),
+        Command::Ls(a) => cli::Command::Ls(a),
+        Command::Info(a) => cli::Command::Info(a),
+        Command::Rm(a) => cli::Command::Rm(a),
+        Command::Verify(a) => cli::Command::Verify(a),
+        Command::Status(a) => cli::Command::Status(a),
+        Command::Serve(_) => unreachable!("handled by main"),
+    }
+}
+
+fn serve(args: config::ServeArgs) -> ExitCode {
+    let cfg = match config::Config::resolve(&args) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("mover: {e:#}");
+            return ExitCode::from(2);
+        }
+    };
+    let metrics = Arc::new(metrics::Metrics::default());
+    let filter = match tracing_subscriber::EnvFilter::try_new(&cfg.log) {
+        Ok(f) => f,
+        Err(e) => {
+            eprintln!("mover: log filter {:?}: {e}", cfg.log);
+            return ExitCode::from(2);
+        }
+    };
+    tracing_subscriber::registry()
+        .with(filter)
+        .with(
+            tracing_subscriber::fmt::layer()
+                .with_writer(std::io::stderr)
+                .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr())),
+        )
+        .with(metrics::RetryCounter(Arc::clone(&metrics)))
+        .init();
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("mover: cannot start the runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(server::serve(cfg, metrics)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            tracing::error!("{e:#}");
+            eprintln!("mover: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}

@@ -1,0 +1,900 @@
+//! `mover serve`: the control socket, one task per connection, one stream
+//! per connection at a time.
+
+use std::collections::{BTreeMap, HashSet};
+use std::io::IoSlice;
+use std::os::fd::{AsRawFd, RawFd};
+use std::os::unix::fs::{FileTypeExt, PermissionsExt};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed};
+use std::sync::{Arc, Mutex};
+use std::time::Instant;
+
+use anyhow::Context;
+use nix::sys::socket::{sendmsg, ControlMessage, MsgFlags, UnixAddr};
+use object_store::ObjectStoreExt;
+use shmover_proto::{request, response, v1, ClientKind, ErrorCode};
+use shmover_ring::{Consumer, Direction, Geometry, Producer, ShmSegment, PAGE};
+use tokio::io::Interest;
+use tokio::net::{UnixListener, UnixStream};
+use tokio::sync::Semaphore;
+use tokio::task::JoinHandle;
+use tracing::{debug, info, warn};
+
+use crate::catalog::{create_private_dir, Catalog, Manifest, StoreError};
+use crate::config::Config;
+use crate::metrics::Metrics;
+use crate::names;
+use crate::streams::{self, StreamCtx, StreamError, StreamLimits, Uploaded};
+use crate::timefmt::now_ms;
+
+/// One live stream, for `mover status`.
+#[derive(Debug)]
+pub struct StreamEntry {
+    pid: u32,
+    kind: ClientKind,
+    label: String,
+    name: String,
+    writing: bool,
+    bytes: Arc<AtomicU64>,
+    started: Instant,
+}
+
+/// State shared by all connections.
+#[derive(Debug)]
+pub struct Shared {
+    cfg: Config,
+    catalog: Catalog,
+    metrics: Arc<Metrics>,
+    limits: StreamLimits,
+    streams: Mutex<BTreeMap<u64, Arc<StreamEntry>>>,
+    /// Names being written on this mover, so two writers of one name
+    /// conflict at open rather than at commit.
+    writing: Mutex<HashSet<(i32, String)>>,
+    next_id: AtomicU64,
+}
+
+/// Removes a stream from the registry and the write set when dropped.
+struct Registration {
+    shared: Arc<Shared>,
+    id: u64,
+    write_key: Option<(i32, String)>,
+}
+
+impl Drop for Registration {
+    fn drop(&mut self) {
+        self.shared
+            .streams
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(&self.id);
+        if let Some(k) = self.write_key.take() {
+            self.shared
+                .writing
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .remove(&k);
+        }
+        self.shared.metrics.streams_open.fetch_sub(1, Relaxed);
+    }
+}
+
+/// Binds the control socket: a 0750 directory (created if missing), the
+/// socket itself 0660. A stale socket file is replaced; a live one (another
+/// mover) is an error.
+pub fn bind(path: &std::path::Path) -> anyhow::Result<UnixListener> {
+    let dir = path
+        .parent()
+        .filter(|d| !d.as_os_str().is_empty())
+        .unwrap_or(std::path::Path::new("."));
+    if !dir.exists() {
+        create_private_dir(dir)
+            .with_context(|| format!("creating socket directory {}", dir.display()))?;
+        std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o750))?;
+    } else if let Ok(meta) = std::fs::metadata(dir) {
+        if meta.permissions().mode() & 0o007 != 0 {
+            warn!(dir = %dir.display(), "the socket directory is accessible to all users; the socket itself is 0660");
+        }
+    }
+    if let Ok(meta) = std::fs::symlink_metadata(path) {
+        if !meta.file_type().is_socket() {
+            anyhow::bail!("{} exists and is not a socket", path.display());
+        }
+        if std::os::unix::net::UnixStream::connect(path).is_ok() {
+            anyhow::bail!("another mover is already listening on {}", path.display());
+        }
+        std::fs::remove_file(path)
+            .with_context(|| format!("removing stale socket {}", path.display()))?;
+    }
+    let listener =
+        UnixListener::bind(path).with_context(|| format!("binding {}", path.display()))?;
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o660))?;
+    Ok(listener)
+}
+
+/// Serves until SIGINT or SIGTERM.
+pub async fn serve(cfg: Config, metrics: Arc<Metrics>) -> anyhow::Result<()> {
+    let store = crate::catalog::open_store(&cfg)?;
+    let grow_parts = cfg.store.starts_with("s3://");
+    let listener = bind(&cfg.socket)?;
+    if let Some(addr) = cfg.metrics_listen {
+        let l = tokio::net::TcpListener::bind(addr)
+            .await
+            .with_context(|| format!("binding metrics address {addr}"))?;
+        info!(addr = %l.local_addr()?, "serving metrics");
+        tokio::spawn(crate::metrics::serve(l, Arc::clone(&metrics)));
+    }
+    let shared = Arc::new(Shared {
+        limits: StreamLimits {
+            part_size: cfg.part_size,
+            grow_parts,
+            max_inflight_parts: cfg.max_inflight_parts,
+            memory: Arc::new(Semaphore::new((cfg.memory_limit / 1024) as usize)),
+        },
+        catalog: Catalog::new(store),
+        metrics,
+        streams: Mutex::new(BTreeMap::new()),
+        writing: Mutex::new(HashSet::new()),
+        next_id: AtomicU64::new(1),
+        cfg,
+    });
+    info!(
+        data_dir = %shared.cfg.data_dir.display(),
+        socket = %shared.cfg.socket.display(),
+        store = %shared.cfg.store,
+        allow_uids = ?shared.cfg.allow_uids,
+        allow_gids = ?shared.cfg.allow_gids,
+        pid = std::process::id(),
+        "mover ready"
+    );
+    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
+    let result = loop {
+        tokio::select! {
+            accepted = listener.accept() => match accepted {
+                Ok((stream, _)) => {
+                    let shared = Arc::clone(&shared);
+                    tokio::spawn(async move { connection(shared, stream).await });
+                }
+                Err(e) => warn!(error = %e, "accept failed"),
+            },
+            _ = tokio::signal::ctrl_c() => break Ok(()),
+            _ = term.recv() => break Ok(()),
+        }
+    };
+    info!("shutting down");
+    let _ = std::fs::remove_file(&shared.cfg.socket);
+    result
+}
+
+fn error_body(code: ErrorCode, message: impl Into<String>) -> response::Body {
+    response::Body::Error(v1::Error {
+        code: code as i32,
+        message: message.into(),
+    })
+}
+
+fn store_error(e: &StoreError) -> response::Body {
+    error_body(e.code(), e.to_string())
+}
+
+fn stream_error(e: &StreamError, name: &str) -> response::Body {
+    let code = match e {
+        StreamError::Ring(_) | StreamError::Cancelled => ErrorCode::Ring,
+        StreamError::Store(_) => ErrorCode::Store,
+        StreamError::Checksum(_) => ErrorCode::Checksum,
+    };
+    error_body(code, format!("{name}: {e}"))
+}
+
+/// Writes all of `buf`, with `fds` attached to its first byte.
+async fn send(stream: &UnixStream, buf: &[u8], fds: &[RawFd]) -> std::io::Result<()> {
+    let mut sent = 0;
+    while sent < buf.len() {
+        stream.writable().await?;
+        let cmsg_fds = if sent == 0 { fds } else { &[] };
+        let res = stream.try_io(Interest::WRITABLE, || {
+            let iov = [IoSlice::new(&buf[sent..])];
+            let cmsg = [ControlMessage::ScmRights(cmsg_fds)];
+            let cmsgs: &[ControlMessage<'_>] = if cmsg_fds.is_empty() { &[] } else { &cmsg };
+            sendmsg::<UnixAddr>(
+                stream.as_raw_fd(),
+                &iov,
+                cmsgs,
+                MsgFlags::MSG_NOSIGNAL,
+                None,
+            )
+            .map_err(std::io::Error::from)
+        });
+        match res {
+            Ok(n) => sent += n,
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => continue,
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(())
+}
+
+enum Read {
+    Frame(request::Body),
+    Eof,
+    Bad(String),
+}
+
+/// Reads the next request frame.
+///
+/// # Cancel safety
+///
+/// Cancel safe: bytes read are kept in `buf` and the only await is for
+/// readability.
+async fn read_request(stream: &UnixStream, buf: &mut Vec<u8>) -> Read {
+    loop {
+        match shmover_proto::decode_request(buf) {
+            Ok(Some((body, used))) => {
+                buf.drain(..used);
+                return Read::Frame(body);
+            }
+            Ok(None) => {}
+            Err(e) => return Read::Bad(e.to_string()),
+        }
+        if stream.readable().await.is_err() {
+            return Read::Eof;
+        }
+        let mut tmp = [0u8; 8192];
+        match stream.try_read(&mut tmp) {
+            Ok(0) => return Read::Eof,
+            Ok(n) => buf.extend_from_slice(&tmp[..n]),
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
+            Err(_) => return Read::Eof,
+        }
+    }
+}
+
+enum Active {
+    Idle,
+    Writing(Writing),
+    Reading(Reading),
+    /// The stream failed and its error was sent; the client's next
+    /// Commit/Abort/CloseRead is already answered.
+    Failed,
+}
+
+struct Writing {
+    name: String,
+    block_size: u32,
+    metadata: BTreeMap<String, String>,
+    data_key: String,
+    cancel: Arc<AtomicBool>,
+    task: Option<JoinHandle<Result<Uploaded, StreamError>>>,
+    done: Option<Result<Uploaded, StreamError>>,
+    started: Instant,
+    _reg: Registration,
+}
+
+struct Reading {
+    name: String,
+    cancel: Arc<AtomicBool>,
+    task: Option<JoinHandle<Result<(), StreamError>>>,
+    done: Option<Result<(), StreamError>>,
+    _reg: Registration,
+}
+
+struct Conn {
+    shared: Arc<Shared>,
+    stream: UnixStream,
+    buf: Vec<u8>,
+    kind: ClientKind,
+    pid: u32,
+    uid: u32,
+    label: String,
+    active: Active,
+}
+
+async fn connection(shared: Arc<Shared>, stream: UnixStream) {
+    let cred = match stream.peer_cred() {
+        Ok(c) => c,
+        Err(e) => {
+            warn!(error = %e, "cannot read peer credentials; closing");
+            return;
+        }
+    };
+    let (uid, gid, pid) = (cred.uid(), cred.gid(), cred.pid().unwrap_or(0) as u32);
+    if !shared.cfg.allow_uids.contains(&uid) && !shared.cfg.allow_gids.contains(&gid) {
+        shared.metrics.refused_peers.fetch_add(1, Relaxed);
+        warn!(
+            uid,
+            gid, pid, "refused a peer whose uid and gid are not allowed"
+        );
+        let frame = shmover_proto::error_frame(
+            ErrorCode::NotAllowed,
+            format!("uid {uid} (gid {gid}) is not allowed to use this mover"),
+        );
+        let _ = send(&stream, &frame, &[]).await;
+        return;
+    }
+    let mut conn = Conn {
+        shared,
+        stream,
+        buf: Vec::new(),
+        kind: ClientKind::Generic,
+        pid,
+        uid,
+        label: String::new(),
+        active: Active::Idle,
+    };
+    if conn.handshake().await {
+        conn.run().await;
+    }
+    conn.cancel_active().await;
+}
+
+impl Conn {
+    async fn reply(&mut self, body: response::Body) -> bool {
+        if matches!(body, response::Body::Error(_)) {
+            self.shared.metrics.errors.fetch_add(1, Relaxed);
+        }
+        send(&self.stream, &shmover_proto::response_frame(body), &[])
+            .await
+            .is_ok()
+    }
+
+    async fn handshake(&mut self) -> bool {
+        let hello = match read_request(&self.stream, &mut self.buf).await {
+            Read::Frame(request::Body::Hello(h)) => h,
+            Read::Frame(_) => {
+                self.reply(error_body(
+                    ErrorCode::WrongState,
+                    "the first message must be Hello",
+                ))
+                .await;
+                return false;
+            }
+            Read::Bad(e) => {
+                self.reply(error_body(ErrorCode::BadFrame, e)).await;
+                return false;
+            }
+            Read::Eof => return false,
+        };
+        let Some(version) = shmover_proto::negotiate(hello.min_version, hello.max_version) else {
+            let msg = format!(
+                "client speaks protocol {}..={}, this mover {}..={}",
+                hello.min_version,
+                hello.max_version,
+                shmover_proto::MIN_VERSION,
+                shmover_proto::MAX_VERSION
+            );
+            self.reply(error_body(ErrorCode::UnsupportedVersion, msg))
+                .await;
+            return false;
+        };
+        self.kind = match ClientKind::try_from(hello.kind) {
+            Ok(ClientKind::Unspecified) => ClientKind::Generic,
+            Ok(k) => k,
+            Err(_) => {
+                self.reply(error_body(
+                    ErrorCode::InvalidArgument,
+                    format!("unknown client kind {}", hello.kind),
+                ))
+                .await;
+                return false;
+            }
+        };
+        self.label = hello.label.chars().take(128).collect();
+        debug!(pid = self.pid, uid = self.uid, kind = ?self.kind, label = %self.label, version, "client connected");
+        self.reply(response::Body::Hello(v1::HelloOk {
+            version,
+            server: format!("shmover-mover {}", env!("CARGO_PKG_VERSION")),
+            mover_pid: std::process::id(),
+        }))
+        .await
+    }
+
+    async fn run(&mut self) {
+        loop {
+            let task_done = match &mut self.active {
+                Active::Writing(w) if w.task.is_some() => {
+                    let task = w.task.as_mut().expect("checked");
+                    tokio::select! {
+                        r = read_request(&self.stream, &mut self.buf) => Err(r),
+                        done = task => Ok(TaskDone::Write(done)),
+                    }
+                }
+                Active::Reading(r) if r.task.is_some() => {
+                    let task = r.task.as_mut().expect("checked");
+                    tokio::select! {
+                        r = read_request(&self.stream, &mut self.buf) => Err(r),
+                        done = task => Ok(TaskDone::Read(done)),
+                    }
+                }
+                _ => Err(read_request(&self.stream, &mut self.buf).await),
+            };
+            match task_done {
+                Ok(done) => {
+                    if !self.task_finished(done).await {
+                        return;
+                    }
+                }
+                Err(Read::Frame(body)) => {
+                    if !self.handle(body).await {
+                        return;
+                    }
+                }
+                Err(Read::Bad(e)) => {
+                    warn!(pid = self.pid, error = %e, "bad frame; closing the connection");
+                    self.reply(error_body(ErrorCode::BadFrame, e)).await;
+                    return;
+                }
+                Err(Read::Eof) => return,
+            }
+        }
+    }
+
+    /// A stream task ended before its closing request arrived.
+    async fn task_finished(&mut self, done: TaskDone) -> bool {
+        match (&mut self.active, done) {
+            (Active::Writing(w), TaskDone::Write(r)) => {
+                w.task = None;
+                let r = r.unwrap_or_else(|_| Err(StreamError::Cancelled));
+                if let Err(e) = &r {
+                    warn!(name = %w.name, pid = self.pid, error = %e, "backup stream failed");
+                    let body = stream_error(e, &w.name);
+                    self.active = Active::Failed;
+                    return self.reply(body).await;
+                }
+                w.done = Some(r);
+                true
+            }
+            (Active::Reading(rd), TaskDone::Read(r)) => {
+                rd.task = None;
+                let r = r.unwrap_or_else(|_| Err(StreamError::Cancelled));
+                if let Err(e) = &r {
+                    warn!(name = %rd.name, pid = self.pid, error = %e, "restore stream failed");
+                    let body = stream_error(e, &rd.name);
+                    self.active = Active::Failed;
+                    return self.reply(body).await;
+                }
+                rd.done = Some(r);
+                true
+            }
+            _ => true,
+        }
+    }
+
+    async fn handle(&mut self, body: request::Body) -> bool {
+        use request::Body as B;
+        if let Active::Failed = self.active {
+            if matches!(body, B::Commit(_) | B::Abort(_) | B::CloseRead(_)) {
+                self.active = Active::Idle;
+                return true;
+            }
+        }
+        let reply = match body {
+            B::Hello(_) => error_body(ErrorCode::WrongState, "Hello was already received"),
+            B::Ping(_) => response::Body::Ok(v1::Ok {}),
+            B::Status(_) => self.status(),
+            B::OpenWrite(o) => match self.active {
+                Active::Idle => match self.open_write(o).await {
+                    Ok(()) => return true, // RingOpened went with the descriptors
+                    Err(b) => b,
+                },
+                _ => error_body(
+                    ErrorCode::WrongState,
+                    "a stream is already open on this connection",
+                ),
+            },
+            B::OpenRead(o) => match self.active {
+                Active::Idle => match self.open_read(o).await {
+                    Ok(()) => return true,
+                    Err(b) => b,
+                },
+                _ => error_body(
+                    ErrorCode::WrongState,
+                    "a stream is already open on this connection",
+                ),
+            },
+            B::Commit(c) => self.commit(c.bytes).await,
+            B::Abort(a) => self.abort(&a.reason).await,
+            B::CloseRead(_) => self.close_read().await,
+            B::Stat(s) => match self.idle("stat") {
+                Some(e) => e,
+                None => match self.shared.catalog.require(self.kind, &s.name).await {
+                    Ok(m) => response::Body::Info(m.info()),
+                    Err(e) => store_error(&e),
+                },
+            },
+            B::List(l) => match self.idle("list") {
+                Some(e) => e,
+                None => match self
+                    .shared
+                    .catalog
+                    .list(self.kind, &l.prefix, l.limit as usize)
+                    .await
+                {
+                    Ok(ms) => response::Body::List(v1::ListReply {
+                        objects: ms.iter().map(Manifest::info).collect(),
+                    }),
+                    Err(e) => store_error(&e),
+                },
+            },
+            B::Delete(d) => match self.idle("delete") {
+                Some(e) => e,
+                None => match self.shared.catalog.delete(self.kind, &d.name).await {
+                    Ok(()) => {
+                        info!(name = %d.name, kind = ?self.kind, pid = self.pid, "deleted");
+                        response::Body::Ok(v1::Ok {})
+                    }
+                    Err(e) => store_error(&e),
+                },
+            },
+        };
+        self.reply(reply).await
+    }
+
+    fn idle(&self, what: &str) -> Option<response::Body> {
+        match self.active {
+            Active::Idle | Active::Failed => None,
+            _ => Some(error_body(
+                ErrorCode::WrongState,
+                format!("{what}: a stream is open on this connection"),
+            )),
+        }
+    }
+
+    fn status(&self) -> response::Body {
+        let streams = self
+            .shared
+            .streams
+            .lock()
+            .unwrap_or_else(|p| p.into_inner());
+        response::Body::Status(v1::StatusReply {
+            streams: streams
+                .values()
+                .map(|s| v1::StreamStatus {
+                    pid: s.pid,
+                    kind: s.kind as i32,
+                    label: s.label.clone(),
+                    name: s.name.clone(),
+                    writing: s.writing,
+                    bytes: s.bytes.load(Relaxed),
+                    seconds: s.started.elapsed().as_secs_f64(),
+                })
+                .collect(),
+            bytes_in: self.shared.metrics.bytes_in.load(Relaxed),
+            bytes_out: self.shared.metrics.bytes_out.load(Relaxed),
+        })
+    }
+
+    fn register(
+        &self,
+        name: &str,
+        writing: bool,
+        write_key: Option<(i32, String)>,
+    ) -> (Registration, Arc<AtomicU64>) {
+        let id = self.shared.next_id.fetch_add(1, Relaxed);
+        let bytes = Arc::new(AtomicU64::new(0));
+        self.shared
+            .streams
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(
+                id,
+                Arc::new(StreamEntry {
+                    pid: self.pid,
+                    kind: self.kind,
+                    label: self.label.clone(),
+                    name: name.to_string(),
+                    writing,
+                    bytes: Arc::clone(&bytes),
+                    started: Instant::now(),
+                }),
+            );
+        self.shared.metrics.streams_open.fetch_add(1, Relaxed);
+        self.shared.metrics.streams_total.fetch_add(1, Relaxed);
+        (
+            Registration {
+                shared: Arc::clone(&self.shared),
+                id,
+                write_key,
+            },
+            bytes,
+        )
+    }
+
+    fn ctx(&self, cancel: &Arc<AtomicBool>, progress: Arc<AtomicU64>) -> StreamCtx {
+        StreamCtx {
+            limits: self.shared.limits.clone(),
+            cancel: Arc::clone(cancel),
+            progress,
+            metrics: Arc::clone(&self.shared.metrics),
+        }
+    }
+
+    fn geometry(&self, payload: u64) -> Result<Geometry, response::Body> {
+        let slot = payload.max(PAGE as u64).div_ceil(PAGE as u64) * PAGE as u64;
+        if slot > u64::from(shmover_ring::MAX_SLOT_SIZE) {
+            return Err(error_body(
+                ErrorCode::InvalidArgument,
+                format!(
+                    "block size {payload} exceeds the largest slot ({} bytes)",
+                    shmover_ring::MAX_SLOT_SIZE
+                ),
+            ));
+        }
+        let count =
+            (self.shared.cfg.ring_size / slot).clamp(2, u64::from(shmover_ring::MAX_SLOT_COUNT));
+        let count = 1u64 << (63 - count.leading_zeros()); // round down to a power of two
+        Geometry::new(count as u32, slot as u32)
+            .map_err(|e| error_body(ErrorCode::InvalidArgument, e.to_string()))
+    }
+
+    async fn open_write(&mut self, o: v1::OpenWrite) -> Result<(), response::Body> {
+        let kind = self.kind;
+        if let Err(e) = names::validate(&o.name) {
+            return Err(error_body(
+                ErrorCode::BadName,
+                format!("{:?}: {e}", o.name.chars().take(80).collect::<String>()),
+            ));
+        }
+        if o.block_size == 0 {
+            return Err(error_body(
+                ErrorCode::InvalidArgument,
+                format!("{}: block size 0", o.name),
+            ));
+        }
+        let geometry = self.geometry(u64::from(o.block_size))?;
+        let write_key = (kind as i32, o.name.clone());
+        if !self
+            .shared
+            .writing
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(write_key.clone())
+        {
+            return Err(error_body(
+                ErrorCode::AlreadyExists,
+                format!("{}: a backup of that name is being written", o.name),
+            ));
+        }
+        let (reg, progress) = self.register(&o.name, true, Some(write_key));
+        match self.shared.catalog.manifest(kind, &o.name).await {
+            Ok(None) => {}
+            Ok(Some(_)) => return Err(store_error(&StoreError::AlreadyExists(o.name))),
+            Err(e) => return Err(store_error(&e)),
+        }
+        let seg = ShmSegment::create(geometry, Direction::ToMover).map_err(|e| {
+            error_body(
+                ErrorCode::Resource,
+                format!("{}: cannot create a ring: {e}", o.name),
+            )
+        })?;
+        let unique = format!("{}-{:08x}", now_ms(), rand_u32());
+        let data_key = names::data_key(kind, &o.name, &unique);
+        let upload = self
+            .shared
+            .catalog
+            .store()
+            .put_multipart(&data_key)
+            .await
+            .map_err(|e| store_error(&StoreError::Store(e)))?;
+        let fds: Vec<RawFd> = seg.fds().iter().map(|f| f.as_raw_fd()).collect();
+        let frame = shmover_proto::response_frame(response::Body::Ring(v1::RingOpened {
+            slot_count: geometry.slot_count,
+            slot_size: geometry.slot_size,
+            object_size: 0,
+        }));
+        if send(&self.stream, &frame, &fds).await.is_err() {
+            return Ok(()); // the client left; the upload is dropped (aborted)
+        }
+        let cancel = Arc::new(AtomicBool::new(false));
+        let task = tokio::spawn(streams::upload(
+            Consumer::new(seg),
+            upload,
+            self.ctx(&cancel, progress),
+            o.name.clone(),
+            geometry.capacity_bytes() as u64,
+        ));
+        info!(name = %o.name, kind = ?kind, pid = self.pid, label = %self.label, block_size = o.block_size, slots = geometry.slot_count, slot_size = geometry.slot_size, "backup opened");
+        self.active = Active::Writing(Writing {
+            name: o.name,
+            block_size: o.block_size,
+            metadata: o.metadata,
+            data_key: data_key.to_string(),
+            cancel,
+            task: Some(task),
+            done: None,
+            started: Instant::now(),
+            _reg: reg,
+        });
+        Ok(())
+    }
+
+    async fn commit(&mut self, bytes: u64) -> response::Body {
+        if !matches!(self.active, Active::Writing(_)) {
+            return error_body(
+                ErrorCode::WrongState,
+                "commit: no backup is open on this connection",
+            );
+        }
+        let Active::Writing(mut w) = std::mem::replace(&mut self.active, Active::Idle) else {
+            unreachable!("checked above")
+        };
+        let done = match (w.done.take(), w.task.take()) {
+            (Some(d), _) => d,
+            (None, Some(task)) => task.await.unwrap_or(Err(StreamError::Cancelled)),
+            (None, None) => Err(StreamError::Cancelled),
+        };
+        let mut up = match done {
+            Ok(u) => u,
+            Err(e) => {
+                warn!(name = %w.name, error = %e, "backup failed at commit");
+                return stream_error(&e, &w.name);
+            }
+        };
+        if up.size != bytes {
+            let _ = up.upload.abort().await;
+            return error_body(
+                ErrorCode::SizeMismatch,
+                format!(
+                    "{}: the client committed {bytes} bytes but the ring carried {}",
+                    w.name, up.size
+                ),
+            );
+        }
+        if let Err(e) = up.upload.complete().await {
+            warn!(name = %w.name, error = %e, "completing the upload failed");
+            return store_error(&StoreError::Store(e));
+        }
+        let m = Manifest {
+            format: 1,
+            name: w.name.clone(),
+            kind: names::namespace(self.kind).to_string(),
+            data_key: w.data_key.clone(),
+            size: up.size,
+            created_unix_ms: now_ms(),
+            block_size: w.block_size,
+            crc32c: up.crc32c,
+            parts: up.parts,
+            metadata: std::mem::take(&mut w.metadata),
+            transform: "none".into(),
+        };
+        if let Err(e) = self.shared.catalog.publish(self.kind, &m).await {
+            let key = object_store::path::Path::from(w.data_key.as_str());
+            let _ = self.shared.catalog.store().delete(&key).await;
+            warn!(name = %w.name, error = %e, "publishing the manifest failed; data removed");
+            return store_error(&e);
+        }
+        self.shared.metrics.objects_committed.fetch_add(1, Relaxed);
+        let secs = w.started.elapsed().as_secs_f64();
+        info!(name = %w.name, kind = ?self.kind, pid = self.pid, bytes = up.size, parts = up.parts, seconds = secs, gbps = up.size as f64 / secs.max(1e-9) / 1e9, "backup committed");
+        response::Body::Info(m.info())
+    }
+
+    async fn abort(&mut self, reason: &str) -> response::Body {
+        if !matches!(self.active, Active::Writing(_)) {
+            return error_body(
+                ErrorCode::WrongState,
+                "abort: no backup is open on this connection",
+            );
+        }
+        let Active::Writing(mut w) = std::mem::replace(&mut self.active, Active::Idle) else {
+            unreachable!("checked above")
+        };
+        w.cancel.store(true, Relaxed);
+        if let Some(t) = w.task.take() {
+            let _ = t.await;
+        }
+        if let Some(Ok(mut up)) = w.done.take() {
+            let _ = up.upload.abort().await;
+        }
+        info!(name = %w.name, pid = self.pid, reason = %reason.chars().take(200).collect::<String>(), "backup aborted by the client");
+        response::Body::Ok(v1::Ok {})
+    }
+
+    async fn open_read(&mut self, o: v1::OpenRead) -> Result<(), response::Body> {
+        let m = self
+            .shared
+            .catalog
+            .require(self.kind, &o.name)
+            .await
+            .map_err(|e| store_error(&e))?;
+        let payload = if o.block_size == 0 {
+            self.shared.cfg.slot_size
+        } else {
+            o.block_size
+        };
+        let geometry = self.geometry(u64::from(payload))?;
+        let seg = ShmSegment::create(geometry, Direction::FromMover).map_err(|e| {
+            error_body(
+                ErrorCode::Resource,
+                format!("{}: cannot create a ring: {e}", o.name),
+            )
+        })?;
+        let fds: Vec<RawFd> = seg.fds().iter().map(|f| f.as_raw_fd()).collect();
+        let frame = shmover_proto::response_frame(response::Body::Ring(v1::RingOpened {
+            slot_count: geometry.slot_count,
+            slot_size: geometry.slot_size,
+            object_size: m.size,
+        }));
+        if send(&self.stream, &frame, &fds).await.is_err() {
+            return Ok(());
+        }
+        let (reg, progress) = self.register(&o.name, false, None);
+        let cancel = Arc::new(AtomicBool::new(false));
+        let task = tokio::spawn(streams::download(
+            Arc::clone(self.shared.catalog.store()),
+            Producer::new(seg),
+            m,
+            payload as usize,
+            self.ctx(&cancel, progress),
+        ));
+        info!(name = %o.name, kind = ?self.kind, pid = self.pid, "restore opened");
+        self.active = Active::Reading(Reading {
+            name: o.name,
+            cancel,
+            task: Some(task),
+            done: None,
+            _reg: reg,
+        });
+        Ok(())
+    }
+
+    async fn close_read(&mut self) -> response::Body {
+        if !matches!(self.active, Active::Reading(_)) {
+            return error_body(
+                ErrorCode::WrongState,
+                "close: no restore is open on this connection",
+            );
+        }
+        let Active::Reading(mut r) = std::mem::replace(&mut self.active, Active::Idle) else {
+            unreachable!("checked above")
+        };
+        if r.done.is_none() {
+            // Closed early: stop feeding the ring.
+            r.cancel.store(true, Relaxed);
+        }
+        if let Some(t) = r.task.take() {
+            let _ = t.await;
+        }
+        debug!(name = %r.name, pid = self.pid, "restore closed");
+        response::Body::Ok(v1::Ok {})
+    }
+
+    /// The connection ended: whatever was open is aborted.
+    async fn cancel_active(&mut self) {
+        match std::mem::replace(&mut self.active, Active::Idle) {
+            Active::Writing(mut w) => {
+                w.cancel.store(true, Relaxed);
+                if let Some(t) = w.task.take() {
+                    let _ = t.await;
+                }
+                if let Some(Ok(mut up)) = w.done.take() {
+                    let _ = up.upload.abort().await;
+                }
+                warn!(name = %w.name, pid = self.pid, "client went away mid-backup; upload aborted, nothing published");
+            }
+            Active::Reading(mut r) => {
+                r.cancel.store(true, Relaxed);
+                if let Some(t) = r.task.take() {
+                    let _ = t.await;
+                }
+                debug!(name = %r.name, pid = self.pid, "client went away during a restore");
+            }
+            Active::Idle | Active::Failed => {}
+        }
+    }
+}
+
+enum TaskDone {
+    Write(Result<Result<Uploaded, StreamError>, tokio::task::JoinError>),
+    Read(Result<Result<(), StreamError>, tokio::task::JoinError>),
+}
+
+/// A few random bits for unique data keys (no cryptographic need): the
+/// clock's nanoseconds mixed with the pid and a counter.
+fn rand_u32() -> u32 {
+    static N: AtomicU64 = AtomicU64::new(0);
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.subsec_nanos() as u64);
+    let x = nanos ^ (u64::from(std::process::id()) << 32) ^ N.fetch_add(0x9E37_79B9, Relaxed);
+    let x = (x ^ (x >> 33)).wrapping_mul(0xff51_afd7_ed55_8ccd);
+    (x ^ (x >> 29)) as u32
+}

@@ -1,0 +1,424 @@
+//! The data path of one stream: ring to store (backup) and store to ring
+//! (restore).
+//!
+//! Backup: a consumer thread per stream leases committed slots and sends
+//! them, as `Bytes::from_owner(lease)`, to an async task that groups them
+//! into multipart parts and uploads a bounded number at a time. A slot goes
+//! back to the client when the part holding it has been stored (the part's
+//! payload owns the leases). The ring is the only buffer: nothing is copied
+//! between the client's write into the slot and the store's write.
+//!
+//! Restore: an async task streams the object from the store into a
+//! producer thread that fills slots, each with its CRC32C; the whole
+//! object's CRC32C and size are checked against the manifest before the
+//! end-of-stream slot is written, so a corrupt object never ends cleanly.
+
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed};
+use std::sync::Arc;
+use std::time::Instant;
+
+use bytes::Bytes;
+use futures::stream::FuturesUnordered;
+use futures::StreamExt;
+use object_store::{MultipartUpload, ObjectStoreExt, PutPayload};
+use shmover_ring::{Consumer, Producer, ShmSegment, Wait, FLAG_CRC};
+use tokio::sync::{mpsc, OwnedSemaphorePermit, Semaphore};
+
+use crate::catalog::Manifest;
+use crate::metrics::Metrics;
+
+/// Why a stream ended badly.
+#[derive(Debug, thiserror::Error)]
+pub enum StreamError {
+    #[error("ring: {0}")]
+    Ring(shmover_ring::Error),
+    #[error("store: {0}")]
+    Store(#[from] object_store::Error),
+    #[error("stored data failed its check: {0}")]
+    Checksum(String),
+    #[error("stream cancelled")]
+    Cancelled,
+}
+
+/// Parameters shared by every stream.
+#[derive(Debug, Clone)]
+pub struct StreamLimits {
+    pub part_size: u64,
+    /// Whether parts grow (S3's 10,000-part limit) or stay fixed.
+    pub grow_parts: bool,
+    pub max_inflight_parts: usize,
+    /// Bytes outside the rings, in KiB permits.
+    pub memory: Arc<Semaphore>,
+}
+
+/// What every stream task carries besides its ring.
+#[derive(Debug, Clone)]
+pub struct StreamCtx {
+    pub limits: StreamLimits,
+    /// Set to stop the stream (client gone, abort, early close).
+    pub cancel: Arc<AtomicBool>,
+    /// Bytes moved so far, for `mover status`.
+    pub progress: Arc<AtomicU64>,
+    pub metrics: Arc<Metrics>,
+}
+
+/// The largest part S3 accepts.
+const MAX_PART: u64 = 5 << 30;
+
+/// Target size of part `n` (0-based): `base` for the first 1,000 parts,
+/// doubling every 1,000 parts after that, at most 5 GiB. With a 16 MiB
+/// base, 10,000 parts hold about 12.8 TiB, so a 5 TB object fits S3's
+/// 10,000-part limit.
+pub fn part_target(base: u64, n: u64, grow: bool) -> u64 {
+    if !grow {
+        return base;
+    }
+    let level = (n / 1000).min(20) as u32;
+    base.saturating_mul(1 << level).min(MAX_PART)
+}
+
+fn kib(bytes: usize) -> u32 {
+    bytes.div_ceil(1024).min(u32::MAX as usize) as u32
+}
+
+/// What the consumer thread hands to the uploader.
+enum Item {
+    Block(Bytes, u32),
+    End,
+    Failed(shmover_ring::Error),
+}
+
+/// A finished upload, not yet completed: all parts are stored.
+pub struct Uploaded {
+    pub upload: Box<dyn MultipartUpload>,
+    pub size: u64,
+    pub crc32c: u32,
+    pub parts: u64,
+}
+
+impl std::fmt::Debug for Uploaded {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Uploaded")
+            .field("size", &self.size)
+            .field("parts", &self.parts)
+            .finish()
+    }
+}
+
+/// Starts the consumer thread of a backup ring.
+fn spawn_consumer(
+    mut rx: Consumer<ShmSegment>,
+    tx: mpsc::Sender<Item>,
+    cancel: Arc<AtomicBool>,
+    name: String,
+) -> std::io::Result<()> {
+    std::thread::Builder::new()
+        .name(format!(
+            "ring-in {}",
+            name.chars().take(20).collect::<String>()
+        ))
+        .spawn(move || {
+            let alive = || !cancel.load(Relaxed);
+            loop {
+                match rx.next(&Wait::forever().alive(&alive)) {
+                    Ok(lease) => {
+                        let end = lease.is_end();
+                        if !lease.is_empty() {
+                            // The client's CRC if it sent one (it owns the
+                            // bytes); else ours.
+                            let crc = lease.crc().unwrap_or_else(|| crc32c::crc32c(&lease));
+                            if tx
+                                .blocking_send(Item::Block(Bytes::from_owner(lease), crc))
+                                .is_err()
+                            {
+                                return;
+                            }
+                        }
+                        if end {
+                            let _ = tx.blocking_send(Item::End);
+                            return;
+                        }
+                    }
+                    Err(e) => {
+                        let _ = tx.blocking_send(Item::Failed(e));
+                        return;
+                    }
+                }
+            }
+        })
+        .map(|_| ())
+}
+
+/// Drains a backup ring into `upload` until the end-of-stream slot. On any
+/// failure or cancellation the upload is aborted before returning.
+///
+/// # Cancel safety
+///
+/// Not cancel safe: dropping the future drops the upload (object_store's
+/// local upload removes its staging file on drop) and the parts in flight;
+/// their leases go back to the ring. Cancel through `cancel` instead.
+pub async fn upload(
+    rx: Consumer<ShmSegment>,
+    mut upload: Box<dyn MultipartUpload>,
+    ctx: StreamCtx,
+    name: String,
+    ring_bytes: u64,
+) -> Result<Uploaded, StreamError> {
+    let StreamCtx {
+        limits,
+        cancel,
+        progress,
+        metrics,
+    } = ctx;
+    let (tx, mut items) = mpsc::channel(256);
+    if let Err(e) = spawn_consumer(rx, tx, Arc::clone(&cancel), name) {
+        let _ = upload.abort().await;
+        return Err(StreamError::Ring(shmover_ring::Error::Io(
+            e.raw_os_error().unwrap_or(0),
+        )));
+    }
+    let result = drain(
+        &mut items,
+        upload.as_mut(),
+        &limits,
+        &progress,
+        &metrics,
+        ring_bytes,
+    )
+    .await;
+    match result {
+        Ok((size, crc32c, parts)) if !cancel.load(Relaxed) => Ok(Uploaded {
+            upload,
+            size,
+            crc32c,
+            parts,
+        }),
+        other => {
+            cancel.store(true, Relaxed);
+            let _ = upload.abort().await;
+            Err(other.err().unwrap_or(StreamError::Cancelled))
+        }
+    }
+}
+
+type PartFuture =
+    futures::future::BoxFuture<'static, Result<std::time::Duration, object_store::Error>>;
+
+async fn drain(
+    items: &mut mpsc::Receiver<Item>,
+    upload: &mut dyn MultipartUpload,
+    limits: &StreamLimits,
+    progress: &AtomicU64,
+    metrics: &Metrics,
+    ring_bytes: u64,
+) -> Result<(u64, u32, u64), StreamError> {
+    let mut inflight: FuturesUnordered<PartFuture> = FuturesUnordered::new();
+    let (mut size, mut crc, mut parts) = (0u64, 0u32, 0u64);
+    let mut part: Vec<Bytes> = Vec::new();
+    let mut permits: Vec<OwnedSemaphorePermit> = Vec::new();
+    let mut part_len = 0u64;
+    let record = |r: Result<std::time::Duration, object_store::Error>| -> Result<(), StreamError> {
+        let took = r?;
+        metrics.parts_uploaded.fetch_add(1, Relaxed);
+        metrics
+            .part_latency_micros
+            .fetch_add(took.as_micros() as u64, Relaxed);
+        Ok(())
+    };
+    loop {
+        let target = part_target(limits.part_size, parts, limits.grow_parts);
+        // Parts larger than half the ring would stall the client: copy
+        // them out (bounded by memory_limit) and give the slots back.
+        let copy_out = target > ring_bytes / 2;
+        let item = tokio::select! {
+            biased;
+            done = inflight.next(), if !inflight.is_empty() => {
+                record(done.expect("non-empty"))?;
+                continue;
+            }
+            item = items.recv() => item,
+        };
+        match item {
+            None => return Err(StreamError::Cancelled),
+            Some(Item::Failed(e)) => return Err(StreamError::Ring(e)),
+            Some(Item::Block(b, c)) => {
+                let len = b.len() as u64;
+                crc = crc32c::crc32c_combine(crc, c, b.len());
+                size += len;
+                part_len += len;
+                progress.fetch_add(len, Relaxed);
+                metrics.bytes_in.fetch_add(len, Relaxed);
+                if copy_out {
+                    let p = Arc::clone(&limits.memory)
+                        .acquire_many_owned(kib(b.len()))
+                        .await
+                        .map_err(|_| StreamError::Cancelled)?;
+                    permits.push(p);
+                    part.push(Bytes::copy_from_slice(&b));
+                } else {
+                    part.push(b);
+                }
+                if part_len >= target {
+                    while inflight.len() >= limits.max_inflight_parts {
+                        record(inflight.next().await.expect("non-empty"))?;
+                    }
+                    inflight.push(submit(
+                        upload,
+                        std::mem::take(&mut part),
+                        std::mem::take(&mut permits),
+                    ));
+                    parts += 1;
+                    part_len = 0;
+                }
+            }
+            Some(Item::End) => break,
+        }
+    }
+    if part_len > 0 || parts == 0 {
+        inflight.push(submit(upload, part, permits));
+        parts += 1;
+    }
+    while let Some(r) = inflight.next().await {
+        record(r)?;
+    }
+    Ok((size, crc, parts))
+}
+
+fn submit(
+    upload: &mut dyn MultipartUpload,
+    part: Vec<Bytes>,
+    permits: Vec<OwnedSemaphorePermit>,
+) -> PartFuture {
+    let fut = upload.put_part(PutPayload::from_iter(part));
+    Box::pin(async move {
+        let t = Instant::now();
+        let r = fut.await;
+        drop(permits);
+        r.map(|()| t.elapsed())
+    })
+}
+
+/// What the store task hands to the producer thread.
+enum Chunk {
+    Data(Bytes, OwnedSemaphorePermit),
+    End,
+}
+
+/// Streams the object behind `m` into a restore ring whose slots carry
+/// `payload` bytes each. Writes the end-of-stream slot only if size and
+/// CRC32C match the manifest.
+///
+/// # Cancel safety
+///
+/// Not cancel safe; cancel through `cancel` (the producer thread then
+/// detaches, and the client sees the stream end without its marker).
+pub async fn download(
+    store: Arc<dyn object_store::ObjectStore>,
+    tx: Producer<ShmSegment>,
+    m: Manifest,
+    payload: usize,
+    ctx: StreamCtx,
+) -> Result<(), StreamError> {
+    let StreamCtx {
+        limits,
+        cancel,
+        progress,
+        metrics,
+    } = ctx;
+    let (chunks_tx, chunks_rx) = mpsc::channel::<Chunk>(2);
+    let thread_cancel = Arc::clone(&cancel);
+    let expect = (m.size, m.crc32c);
+    let thread_metrics = Arc::clone(&metrics);
+    let producer = tokio::task::spawn_blocking(move || {
+        fill_ring(
+            tx,
+            chunks_rx,
+            payload,
+            expect,
+            thread_cancel,
+            progress,
+            thread_metrics,
+        )
+    });
+    let feed = async {
+        let key = object_store::path::Path::from(m.data_key.as_str());
+        let mut stream = store.get(&key).await?.into_stream();
+        while let Some(chunk) = stream.next().await {
+            let chunk = chunk?;
+            let permit = Arc::clone(&limits.memory)
+                .acquire_many_owned(kib(chunk.len()))
+                .await
+                .map_err(|_| StreamError::Cancelled)?;
+            if chunks_tx.send(Chunk::Data(chunk, permit)).await.is_err() {
+                return Ok(()); // the producer stopped; its result says why
+            }
+        }
+        let _ = chunks_tx.send(Chunk::End).await;
+        Ok::<(), StreamError>(())
+    };
+    let fed = feed.await;
+    if fed.is_err() {
+        cancel.store(true, Relaxed);
+    }
+    drop(chunks_tx);
+    let produced = producer
+        .await
+        .unwrap_or(Err(StreamError::Checksum("restore thread failed".into())));
+    fed.and(produced)
+}
+
+fn fill_ring(
+    mut tx: Producer<ShmSegment>,
+    mut chunks: mpsc::Receiver<Chunk>,
+    payload: usize,
+    (size, crc_want): (u64, u32),
+    cancel: Arc<AtomicBool>,
+    progress: Arc<AtomicU64>,
+    metrics: Arc<Metrics>,
+) -> Result<(), StreamError> {
+    let alive = || !cancel.load(Relaxed);
+    let wait = Wait::forever().alive(&alive);
+    let (mut total, mut crc) = (0u64, 0u32);
+    let mut fill = 0usize;
+    loop {
+        let Some(chunk) = chunks.blocking_recv() else {
+            return Err(StreamError::Cancelled);
+        };
+        let (data, _permit) = match chunk {
+            Chunk::Data(d, p) => (d, p),
+            Chunk::End => break,
+        };
+        let mut rest: &[u8] = &data;
+        while !rest.is_empty() {
+            // A slot reserved again before its commit is the same slot, so
+            // a block may be filled from several chunks.
+            let mut slot = tx.reserve(&wait).map_err(StreamError::Ring)?;
+            let buf = &mut slot.as_mut_slice()[..payload];
+            let n = (payload - fill).min(rest.len());
+            buf[fill..fill + n].copy_from_slice(&rest[..n]);
+            fill += n;
+            rest = &rest[n..];
+            total += n as u64;
+            progress.fetch_add(n as u64, Relaxed);
+            metrics.bytes_out.fetch_add(n as u64, Relaxed);
+            if fill == payload {
+                let c = crc32c::crc32c(&buf[..fill]);
+                slot.commit(fill, FLAG_CRC, c).map_err(StreamError::Ring)?;
+                crc = crc32c::crc32c_combine(crc, c, fill);
+                fill = 0;
+            }
+        }
+    }
+    if fill > 0 {
+        let mut slot = tx.reserve(&wait).map_err(StreamError::Ring)?;
+        let c = crc32c::crc32c(&slot.as_mut_slice()[..fill]);
+        slot.commit(fill, FLAG_CRC, c).map_err(StreamError::Ring)?;
+        crc = crc32c::crc32c_combine(crc, c, fill);
+    }
+    if total != size || crc != crc_want {
+        return Err(StreamError::Checksum(format!(
+            "read {total} bytes with CRC32C {crc:#010x}; the manifest says {size} bytes, {crc_want:#010x}"
+        )));
+    }
+    tx.finish(&wait).map_err(StreamError::Ring)
+}

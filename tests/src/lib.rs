@@ -1,8 +1,11 @@
 //! Cross-process and cross-language tests live in `tests/`.
 //!
 //! This library is test support only: [`S3Server`], a real S3-compatible
-//! server on loopback for tests of the mover's object-store path.
+//! server on loopback for tests of the mover's object-store path, and
+//! [`MoverProcess`], a `mover serve` child process in a private directory.
 
+pub mod mover;
 pub mod s3;
 
+pub use mover::MoverProcess;
 pub use s3::S3Server;

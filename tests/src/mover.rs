@@ -1,0 +1,227 @@
+//! A `mover serve` child process in a private temporary directory, killed
+//! and cleaned up on drop.
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use shmover_client::{Client, ClientKind, Options};
+
+/// A running mover.
+#[derive(Debug)]
+pub struct MoverProcess {
+    child: Option<Child>,
+    /// The private directory (data dir; the store is `store/` under it
+    /// unless the test chose another).
+    pub dir: PathBuf,
+    /// The control socket.
+    pub socket: PathBuf,
+    log: PathBuf,
+}
+
+/// A fresh directory under the temp dir.
+pub fn temp_dir(tag: &str) -> PathBuf {
+    let p = shmover_tools::unique_socket_path(tag).with_extension("d");
+    std::fs::create_dir_all(&p).expect("create temp dir");
+    p
+}
+
+impl MoverProcess {
+    /// Starts `mover serve --data-dir DIR` plus `args`, with `setup` to
+    /// adjust the command (environment), and waits until it accepts.
+    pub fn start_with(args: &[&str], setup: impl FnOnce(&mut Command)) -> Self {
+        let dir = temp_dir("mover");
+        let socket = dir.join("run").join("mover.sock");
+        let log = dir.join("mover.log");
+        let exe = shmover_tools::workspace_binary("mover").expect("the mover binary is built");
+        let mut cmd = Command::new(exe);
+        cmd.arg("serve")
+            .arg("--data-dir")
+            .arg(&dir)
+            .args(args)
+            .env_remove("MOVER_SOCKET")
+            .env_remove("MOVER_STORE")
+            .env_remove("MOVER_CONFIG")
+            .env("MOVER_LOG", "info")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(&log).expect("log file"));
+        setup(&mut cmd);
+        let child = cmd.spawn().expect("spawn mover");
+        let mut m = Self {
+            child: Some(child),
+            dir,
+            socket,
+            log,
+        };
+        m.wait_ready();
+        m
+    }
+
+    /// Starts a mover with the default (local directory) store.
+    pub fn start(args: &[&str]) -> Self {
+        Self::start_with(args, |_| {})
+    }
+
+    fn wait_ready(&mut self) {
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            if std::os::unix::net::UnixStream::connect(&self.socket).is_ok() {
+                return;
+            }
+            if let Some(status) = self
+                .child
+                .as_mut()
+                .and_then(|c| c.try_wait().ok().flatten())
+            {
+                panic!("mover exited before listening ({status}):\n{}", self.log());
+            }
+            assert!(
+                Instant::now() < deadline,
+                "mover did not listen within 60 s:\n{}",
+                self.log()
+            );
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
+
+    /// What the mover logged so far.
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    /// Whether the process is still running.
+    pub fn alive(&mut self) -> bool {
+        matches!(self.child.as_mut().map(|c| c.try_wait()), Some(Ok(None)))
+    }
+
+    /// Connects a client of `kind`.
+    pub fn client(&self, kind: ClientKind) -> Client {
+        self.try_client(kind)
+            .unwrap_or_else(|e| panic!("connect: {e}"))
+    }
+
+    /// Connects a client of `kind`, returning the error.
+    pub fn try_client(&self, kind: ClientKind) -> shmover_client::Result<Client> {
+        Client::connect(&Options {
+            socket: self.socket.clone(),
+            kind,
+            label: "test".into(),
+            timeout: Duration::from_secs(60),
+        })
+    }
+
+    /// A `mover` CLI command aimed at this mover.
+    pub fn cli(&self) -> Command {
+        let mut c = Command::new(shmover_tools::workspace_binary("mover").expect("mover built"));
+        c.env("MOVER_SOCKET", &self.socket);
+        c
+    }
+
+    /// The local store's directory.
+    pub fn store_dir(&self) -> PathBuf {
+        self.dir.join("store")
+    }
+
+    /// The child's pid.
+    pub fn pid(&self) -> u32 {
+        self.child.as_ref().map_or(0, |c| c.id())
+    }
+
+    /// Kills the process (SIGKILL) and reaps it.
+    pub fn kill(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+
+    /// Stops the process with SIGTERM and waits for it; returns its status.
+    pub fn terminate(&mut self) -> Option<std::process::ExitStatus> {
+        let mut c = self.child.take()?;
+        let _ = Command::new("kill")
+            .arg("-TERM")
+            .arg(c.id().to_string())
+            .status();
+        c.wait().ok()
+    }
+}
+
+impl Drop for MoverProcess {
+    fn drop(&mut self) {
+        self.kill();
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+/// Every regular file under `dir`, relative paths, sorted.
+pub fn files_under(dir: &Path) -> Vec<String> {
+    fn walk(base: &Path, d: &Path, out: &mut Vec<String>) {
+        let Ok(rd) = std::fs::read_dir(d) else { return };
+        for e in rd.flatten() {
+            let p = e.path();
+            if p.is_dir() {
+                walk(base, &p, out);
+            } else {
+                out.push(
+                    p.strip_prefix(base)
+                        .unwrap_or(&p)
+                        .to_string_lossy()
+                        .into_owned(),
+                );
+            }
+        }
+    }
+    let mut out = Vec::new();
+    walk(dir, dir, &mut out);
+    out.sort();
+    out
+}
+
+/// Deterministic test data: block `b` of stream `s` is 4 KiB pages picked
+/// from a fixed random table, so writing and checking gigabytes costs only
+/// memcpy/memcmp even in debug builds.
+#[derive(Debug)]
+pub struct Pattern {
+    pages: Vec<[u8; 4096]>,
+}
+
+impl Default for Pattern {
+    fn default() -> Self {
+        let mut x = 0x1234_5678_9abc_def0u64;
+        let pages = (0..61)
+            .map(|_| {
+                let mut p = [0u8; 4096];
+                for w in p.chunks_mut(8) {
+                    x ^= x << 13;
+                    x ^= x >> 7;
+                    x ^= x << 17;
+                    w.copy_from_slice(&x.to_le_bytes());
+                }
+                p
+            })
+            .collect();
+        Self { pages }
+    }
+}
+
+impl Pattern {
+    /// Fills `buf` with the bytes of stream `s` starting at `offset`
+    /// (a multiple of 4096).
+    pub fn fill(&self, s: u64, offset: u64, buf: &mut [u8]) {
+        for (i, chunk) in buf.chunks_mut(4096).enumerate() {
+            let page = offset / 4096 + i as u64;
+            let p = &self.pages[((page * 7 + s * 13) % self.pages.len() as u64) as usize];
+            chunk.copy_from_slice(&p[..chunk.len()]);
+        }
+    }
+
+    /// Whether `buf` holds the bytes of stream `s` at `offset`.
+    pub fn check(&self, s: u64, offset: u64, buf: &[u8]) -> bool {
+        buf.chunks(4096).enumerate().all(|(i, chunk)| {
+            let page = offset / 4096 + i as u64;
+            let p = &self.pages[((page * 7 + s * 13) % self.pages.len() as u64) as usize];
+            chunk == &p[..chunk.len()]
+        })
+    }
+}

@@ -1,0 +1,356 @@
+//! Backups through the mover and back, on every store, through the real
+//! client library and shared-memory rings.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use shmover_client::{code, Client, ClientKind};
+use shmover_tests::mover::{files_under, Pattern};
+use shmover_tests::{MoverProcess, S3Server};
+
+const MIB: u64 = 1 << 20;
+
+/// Backs up `size` bytes of stream `s` as `name` in `block`-byte blocks,
+/// filling each slot in place.
+fn backup(
+    c: &mut Client,
+    pat: &Pattern,
+    s: u64,
+    name: &str,
+    size: u64,
+    block: usize,
+) -> shmover_client::ObjectInfo {
+    let mut meta = BTreeMap::new();
+    meta.insert("stream".to_string(), s.to_string());
+    c.open_write(name, block, size, &meta).unwrap();
+    let mut off = 0;
+    while off < size {
+        let slot = c.reserve().unwrap();
+        let n = (size - off).min(block as u64) as usize;
+        pat.fill(s, off, &mut slot[..n]);
+        c.commit_block(n).unwrap();
+        off += n as u64;
+    }
+    c.commit().unwrap()
+}
+
+/// Restores `name` and checks every byte against stream `s`.
+fn restore_and_check(c: &mut Client, pat: &Pattern, s: u64, name: &str, size: u64) {
+    assert_eq!(c.open_read(name, 0).unwrap(), size);
+    let mut off = 0;
+    while let Some(block) = c.next_block().unwrap() {
+        assert!(
+            pat.check(s, off, block),
+            "{name}: bytes differ at offset {off}"
+        );
+        off += block.len() as u64;
+    }
+    c.close_read().unwrap();
+    assert_eq!(off, size, "{name}: restored length");
+}
+
+fn round_trip(m: &MoverProcess) {
+    let pat = Pattern::default();
+    let mut c = m.client(ClientKind::Generic);
+    let size = 40 * MIB + 12_345;
+    let info = backup(&mut c, &pat, 1, "db/piece-1", size, 1 << 20);
+    assert_eq!(info.size, size);
+    assert_eq!(info.name, "db/piece-1");
+    let stat = c.stat("db/piece-1").unwrap();
+    assert_eq!(stat.size, size);
+    assert_eq!(stat.crc32c, info.crc32c);
+    assert_eq!(stat.block_size, 1 << 20);
+    assert_eq!(stat.metadata.get("stream").map(String::as_str), Some("1"));
+    restore_and_check(&mut c, &pat, 1, "db/piece-1", size);
+    // A second object, smaller blocks; listing is newest first.
+    backup(&mut c, &pat, 2, "db/piece-2", 3 * MIB, 64 << 10);
+    let names: Vec<String> = c
+        .list("db/", 0)
+        .unwrap()
+        .into_iter()
+        .map(|i| i.name)
+        .collect();
+    assert_eq!(names, ["db/piece-2", "db/piece-1"]);
+    assert_eq!(c.list("db/piece-1", 0).unwrap().len(), 1);
+    assert!(c.list("other", 0).unwrap().is_empty());
+    restore_and_check(&mut c, &pat, 2, "db/piece-2", 3 * MIB);
+    // An empty object round-trips too.
+    c.open_write("db/empty", 4096, 0, &BTreeMap::new()).unwrap();
+    assert_eq!(c.commit().unwrap().size, 0);
+    restore_and_check(&mut c, &pat, 0, "db/empty", 0);
+    c.delete("db/piece-1").unwrap();
+    assert_eq!(c.stat("db/piece-1").unwrap_err().code, code::NOT_FOUND);
+    assert_eq!(c.delete("db/piece-1").unwrap_err().code, code::NOT_FOUND);
+}
+
+#[test]
+fn objects_round_trip_on_the_local_directory_store() {
+    let m = MoverProcess::start(&[]);
+    round_trip(&m);
+    // Only finished objects and their manifests remain: no staging files.
+    let files = files_under(&m.store_dir());
+    assert!(
+        files
+            .iter()
+            .all(|f| f.ends_with(".data") || f.ends_with(".manifest")),
+        "{files:?}"
+    );
+    assert_eq!(
+        files.iter().filter(|f| f.ends_with(".manifest")).count(),
+        2,
+        "{files:?}"
+    );
+    let manifest =
+        std::fs::read_to_string(m.store_dir().join("catalog/generic/db/piece-2.manifest")).unwrap();
+    let json: serde_like::Value = serde_like::parse(&manifest);
+    assert_eq!(json.get("size"), Some("3145728"));
+    assert_eq!(json.get("block_size"), Some("65536"));
+}
+
+#[test]
+fn objects_round_trip_on_the_memory_store() {
+    let m = MoverProcess::start(&["--store", "memory://"]);
+    round_trip(&m);
+    assert!(files_under(&m.store_dir()).is_empty());
+}
+
+#[test]
+fn objects_round_trip_on_an_s3_compatible_server() {
+    let s3 = S3Server::start().unwrap();
+    let url = s3.store_url("backups/node1");
+    let m = MoverProcess::start_with(&["--store", &url, "--part-size", "5M"], |cmd| {
+        s3.configure(cmd);
+    });
+    round_trip(&m);
+    // The bytes really are in the bucket, under the prefix.
+    let files = files_under(&s3.bucket_dir());
+    assert!(
+        files
+            .iter()
+            .any(|f| f.starts_with("backups/node1/catalog/generic/db/piece-2.manifest")),
+        "{files:?}"
+    );
+    assert!(
+        files
+            .iter()
+            .any(|f| f.starts_with("backups/node1/data/generic/db/piece-2.")),
+        "{files:?}"
+    );
+    // A second mover on the same bucket sees the same catalog.
+    let other = MoverProcess::start_with(&["--store", &url], |cmd| {
+        s3.configure(cmd);
+    });
+    let mut c = other.client(ClientKind::Generic);
+    let names: Vec<String> = c.list("", 0).unwrap().into_iter().map(|i| i.name).collect();
+    assert_eq!(names, ["db/empty", "db/piece-2"]);
+    restore_and_check(&mut c, &Pattern::default(), 2, "db/piece-2", 3 * MIB);
+}
+
+#[test]
+fn sixteen_concurrent_streams_of_256_mib_round_trip() {
+    let m = MoverProcess::start(&[]);
+    let size = 256 * MIB;
+    std::thread::scope(|scope| {
+        for s in 0..16u64 {
+            let m = &m;
+            scope.spawn(move || {
+                let pat = Pattern::default();
+                let mut c = m.client(ClientKind::Sbt);
+                let name = format!("load/stream-{s:02}");
+                assert_eq!(backup(&mut c, &pat, s, &name, size, 1 << 20).size, size);
+            });
+        }
+    });
+    std::thread::scope(|scope| {
+        for s in 0..16u64 {
+            let m = &m;
+            scope.spawn(move || {
+                let pat = Pattern::default();
+                let mut c = m.client(ClientKind::Sbt);
+                restore_and_check(&mut c, &pat, s, &format!("load/stream-{s:02}"), size);
+            });
+        }
+    });
+    let mut c = m.client(ClientKind::Sbt);
+    assert_eq!(c.list("load/", 0).unwrap().len(), 16);
+}
+
+#[test]
+fn names_live_in_one_namespace_per_client_kind() {
+    let m = MoverProcess::start(&["--store", "memory://"]);
+    let pat = Pattern::default();
+    let mut sbt = m.client(ClientKind::Sbt);
+    backup(&mut sbt, &pat, 3, "same/name", MIB, 1 << 20);
+    let mut backint = m.client(ClientKind::Backint);
+    assert_eq!(backint.stat("same/name").unwrap_err().code, code::NOT_FOUND);
+    backup(&mut backint, &pat, 4, "same/name", 2 * MIB, 1 << 20);
+    assert_eq!(sbt.stat("same/name").unwrap().size, MIB);
+    assert_eq!(backint.stat("same/name").unwrap().size, 2 * MIB);
+}
+
+#[test]
+fn an_existing_name_cannot_be_written_again() {
+    let m = MoverProcess::start(&[]);
+    let pat = Pattern::default();
+    let mut c = m.client(ClientKind::Sbt);
+    backup(&mut c, &pat, 5, "dup", MIB, 1 << 20);
+    let e = c
+        .open_write("dup", 1 << 20, 0, &BTreeMap::new())
+        .unwrap_err();
+    assert_eq!(e.code, code::ALREADY_EXISTS);
+    assert!(e.message.contains("dup"), "{}", e.message);
+    // Two writers at once: the second is refused at open.
+    let mut a = m.client(ClientKind::Sbt);
+    let mut b = m.client(ClientKind::Sbt);
+    a.open_write("race", 1 << 20, 0, &BTreeMap::new()).unwrap();
+    assert_eq!(
+        b.open_write("race", 1 << 20, 0, &BTreeMap::new())
+            .unwrap_err()
+            .code,
+        code::ALREADY_EXISTS
+    );
+    a.write_all(b"first").unwrap();
+    assert_eq!(a.commit().unwrap().size, 5);
+    restore_bytes(&mut b, "race", b"first");
+}
+
+fn restore_bytes(c: &mut Client, name: &str, want: &[u8]) {
+    c.open_read(name, 0).unwrap();
+    let mut got = Vec::new();
+    while let Some(b) = c.next_block().unwrap() {
+        got.extend_from_slice(b);
+    }
+    c.close_read().unwrap();
+    assert_eq!(got, want);
+}
+
+#[test]
+fn an_aborted_backup_leaves_nothing_behind() {
+    let m = MoverProcess::start(&[]);
+    let pat = Pattern::default();
+    let mut c = m.client(ClientKind::Generic);
+    c.open_write("aborted", 1 << 20, 0, &BTreeMap::new())
+        .unwrap();
+    for i in 0..20 {
+        let slot = c.reserve().unwrap();
+        pat.fill(9, i * MIB, &mut slot[..MIB as usize]);
+        c.commit_block(MIB as usize).unwrap();
+    }
+    c.abort("test").unwrap();
+    assert_eq!(c.stat("aborted").unwrap_err().code, code::NOT_FOUND);
+    assert!(c.list("", 0).unwrap().is_empty());
+    assert!(
+        files_under(&m.store_dir()).is_empty(),
+        "{:?}",
+        files_under(&m.store_dir())
+    );
+    // The connection is usable for the next backup.
+    backup(&mut c, &pat, 9, "after-abort", MIB, 1 << 20);
+}
+
+#[test]
+fn bad_names_are_refused_before_anything_is_stored() {
+    let m = MoverProcess::start(&[]);
+    let mut c = m.client(ClientKind::Generic);
+    let long = "n".repeat(1025);
+    for name in [
+        "",
+        "a/../b",
+        "..",
+        "/abs",
+        "a//b",
+        "trail/",
+        "nul\0byte",
+        "ctl\nline",
+        long.as_str(),
+    ] {
+        let e = c.open_write(name, 4096, 0, &BTreeMap::new()).unwrap_err();
+        assert_eq!(e.code, 4, "{name:?}: {}", e.message);
+        assert_eq!(c.stat(name).unwrap_err().code, 4, "{name:?}");
+    }
+    assert!(files_under(&m.store_dir()).is_empty());
+    c.ping().unwrap();
+}
+
+#[test]
+fn a_stored_object_that_was_altered_fails_its_restore() {
+    let m = MoverProcess::start(&[]);
+    let pat = Pattern::default();
+    let mut c = m.client(ClientKind::Generic);
+    backup(&mut c, &pat, 6, "victim", 3 * MIB, 1 << 20);
+    let data = files_under(&m.store_dir())
+        .into_iter()
+        .find(|f| f.ends_with(".data"))
+        .unwrap();
+    let path = m.store_dir().join(data);
+    let mut bytes = std::fs::read(&path).unwrap();
+    bytes[2 * MIB as usize + 17] ^= 0x40;
+    std::fs::write(&path, bytes).unwrap();
+    c.open_read("victim", 0).unwrap();
+    let err = loop {
+        match c.next_block() {
+            Ok(Some(_)) => {}
+            Ok(None) => panic!("an altered object restored cleanly"),
+            Err(e) => break e,
+        }
+    };
+    assert_eq!(err.code, code::CHECKSUM, "{}", err.message);
+    assert!(err.message.contains("victim"), "{}", err.message);
+}
+
+#[test]
+fn metrics_count_the_bytes_moved() {
+    let m = MoverProcess::start(&["--metrics-listen", "127.0.0.1:0", "--store", "memory://"]);
+    let pat = Pattern::default();
+    let mut c = m.client(ClientKind::Generic);
+    backup(&mut c, &pat, 7, "metered", 5 * MIB, 1 << 20);
+    restore_and_check(&mut c, &pat, 7, "metered", 5 * MIB);
+    let log = m.log();
+    let addr = log
+        .lines()
+        .find(|l| l.contains("serving metrics"))
+        .and_then(|l| l.split("addr=").nth(1))
+        .map(|a| a.split_whitespace().next().unwrap().to_string())
+        .expect("the mover logs its metrics address");
+    let body = http_get(&addr, "/metrics");
+    let value = |name: &str| -> u64 {
+        body.lines()
+            .find(|l| l.starts_with(name) && !l.starts_with('#'))
+            .and_then(|l| l.split_whitespace().nth(1))
+            .and_then(|v| v.parse().ok())
+            .unwrap_or_else(|| panic!("{name} missing:\n{body}"))
+    };
+    assert_eq!(value("shmover_bytes_in_total"), 5 * MIB);
+    assert_eq!(value("shmover_bytes_out_total"), 5 * MIB);
+    assert_eq!(value("shmover_objects_committed_total"), 1);
+    assert!(value("shmover_part_upload_seconds_count") >= 1);
+    assert_eq!(value("shmover_streams_open"), 0);
+}
+
+fn http_get(addr: &str, path: &str) -> String {
+    use std::io::{Read, Write};
+    let mut s = std::net::TcpStream::connect(addr).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    write!(s, "GET {path} HTTP/1.1\r\nHost: x\r\n\r\n").unwrap();
+    let mut out = String::new();
+    s.read_to_string(&mut out).unwrap();
+    assert!(out.starts_with("HTTP/1.1 200"), "{out}");
+    out
+}
+
+/// Just enough JSON field reading for the manifest check, without a JSON
+/// dependency in the tests.
+mod serde_like {
+    pub struct Value(String);
+    pub fn parse(s: &str) -> Value {
+        Value(s.to_string())
+    }
+    impl Value {
+        pub fn get(&self, key: &str) -> Option<&str> {
+            let at = self.0.find(&format!("\"{key}\":"))? + key.len() + 3;
+            let rest = self.0[at..].trim_start();
+            let end = rest.find([',', '\n', '}'])?;
+            Some(rest[..end].trim().trim_matches('"'))
+        }
+    }
+}

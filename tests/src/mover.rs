@@ -17,6 +17,7 @@ pub struct MoverProcess {
     /// The control socket.
     pub socket: PathBuf,
     log: PathBuf,
+    args: Vec<String>,
 }
 
 /// A fresh directory under the temp dir.
@@ -31,31 +32,46 @@ impl MoverProcess {
     /// adjust the command (environment), and waits until it accepts.
     pub fn start_with(args: &[&str], setup: impl FnOnce(&mut Command)) -> Self {
         let dir = temp_dir("mover");
-        let socket = dir.join("run").join("mover.sock");
-        let log = dir.join("mover.log");
+        let mut m = Self {
+            child: None,
+            socket: dir.join("run").join("mover.sock"),
+            log: dir.join("mover.log"),
+            dir,
+            args: args.iter().map(|a| a.to_string()).collect(),
+        };
+        m.spawn(setup);
+        m
+    }
+
+    fn spawn(&mut self, setup: impl FnOnce(&mut Command)) {
         let exe = shmover_tools::workspace_binary("mover").expect("the mover binary is built");
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&self.log)
+            .expect("log file");
         let mut cmd = Command::new(exe);
         cmd.arg("serve")
             .arg("--data-dir")
-            .arg(&dir)
-            .args(args)
+            .arg(&self.dir)
+            .args(&self.args)
             .env_remove("MOVER_SOCKET")
             .env_remove("MOVER_STORE")
             .env_remove("MOVER_CONFIG")
             .env("MOVER_LOG", "info")
             .stdin(Stdio::null())
             .stdout(Stdio::null())
-            .stderr(std::fs::File::create(&log).expect("log file"));
+            .stderr(log);
         setup(&mut cmd);
-        let child = cmd.spawn().expect("spawn mover");
-        let mut m = Self {
-            child: Some(child),
-            dir,
-            socket,
-            log,
-        };
-        m.wait_ready();
-        m
+        self.child = Some(cmd.spawn().expect("spawn mover"));
+        self.wait_ready();
+    }
+
+    /// Starts the mover again on the same directory and arguments (after
+    /// [`MoverProcess::kill`]).
+    pub fn restart(&mut self) {
+        self.kill();
+        self.spawn(|_| {});
     }
 
     /// Starts a mover with the default (local directory) store.

@@ -624,14 +624,18 @@ impl Client {
         }
         let frame = shmover_proto::request_frame(body);
         if let Err(e) = self.sock.write_all(&frame) {
-            let err = Error::new(
-                code::DISCONNECTED,
-                format!(
-                    "mover at {} closed the connection: {}",
-                    self.socket_path.display(),
-                    io_reason(&e)
+            // The mover may have said why before it closed (a refused peer).
+            let err = match self.read_response() {
+                Ok(response::Body::Error(e)) => Error::new(e.code as u32, e.message),
+                _ => Error::new(
+                    code::DISCONNECTED,
+                    format!(
+                        "mover at {} closed the connection: {}",
+                        self.socket_path.display(),
+                        io_reason(&e)
+                    ),
                 ),
-            );
+            };
             self.state = State::Broken(err.clone());
             return Err(err);
         }

@@ -1,0 +1,383 @@
+//! The mover under faults and hostile clients: killed clients, a killed
+//! mover, malformed frames, refused peers. Waits that could hang run under
+//! a watchdog; no test asserts a duration.
+
+use std::collections::BTreeMap;
+use std::io::{Read, Write};
+use std::os::unix::fs::PermissionsExt;
+use std::os::unix::net::UnixStream;
+use std::os::unix::process::CommandExt;
+use std::process::Stdio;
+use std::time::{Duration, Instant};
+
+use prost::Message;
+use shmover_client::{code, ClientKind};
+use shmover_proto::{request, response, v1, ErrorCode};
+use shmover_tests::mover::files_under;
+use shmover_tests::MoverProcess;
+
+/// Runs `f` on a thread and fails the test if it has not finished within
+/// `limit` (a hang is the bug being tested for).
+fn watchdog<T: Send + 'static>(limit: Duration, f: impl FnOnce() -> T + Send + 'static) -> T {
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let _ = tx.send(f());
+    });
+    rx.recv_timeout(limit)
+        .expect("the operation hung past the watchdog")
+}
+
+/// Polls `cond` until true or the deadline; false if it never held.
+fn eventually(limit: Duration, mut cond: impl FnMut() -> bool) -> bool {
+    let deadline = Instant::now() + limit;
+    while Instant::now() < deadline {
+        if cond() {
+            return true;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    cond()
+}
+
+fn live_streams(m: &MoverProcess) -> usize {
+    m.client(ClientKind::Generic)
+        .status()
+        .map(|s| s.streams.len())
+        .unwrap_or(usize::MAX)
+}
+
+#[test]
+fn a_client_killed_mid_backup_leaves_nothing_visible_and_the_mover_serves_on() {
+    let m = MoverProcess::start(&[]);
+    for round in 0..3 {
+        let name = format!("killed-{round}");
+        let mut put = m
+            .cli()
+            .args(["put", "-q", "-", &name])
+            .stdin(Stdio::piped())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        let mut stdin = put.stdin.take().unwrap();
+        let chunk = vec![0x5au8; 1 << 20];
+        for _ in 0..(5 + round * 7) {
+            stdin.write_all(&chunk).unwrap();
+        }
+        assert!(
+            eventually(Duration::from_secs(30), || m
+                .client(ClientKind::Generic)
+                .status()
+                .map(|s| s.streams.iter().any(|st| st.name == name && st.bytes > 0))
+                .unwrap_or(false)),
+            "the put never started"
+        );
+        put.kill().unwrap(); // SIGKILL, mid-stream
+        let _ = put.wait();
+        drop(stdin);
+        assert!(
+            eventually(Duration::from_secs(30), || live_streams(&m) == 0),
+            "the stream was never cleaned up"
+        );
+        let mut c = m.client(ClientKind::Generic);
+        assert_eq!(c.stat(&name).unwrap_err().code, code::NOT_FOUND);
+        assert!(c.list("", 0).unwrap().is_empty());
+        assert!(
+            files_under(&m.store_dir()).is_empty(),
+            "{:?}",
+            files_under(&m.store_dir())
+        );
+    }
+    let mut c = m.client(ClientKind::Generic);
+    c.open_write("after", 4096, 0, &BTreeMap::new()).unwrap();
+    c.write_all(b"still serving").unwrap();
+    assert_eq!(c.commit().unwrap().size, 13);
+}
+
+#[test]
+fn a_mover_killed_mid_backup_fails_the_client_instead_of_hanging() {
+    let mut m = MoverProcess::start(&[]);
+    let mut c = m.client(ClientKind::Sbt);
+    c.open_write("orphan", 1 << 20, 0, &BTreeMap::new())
+        .unwrap();
+    for _ in 0..4 {
+        let slot = c.reserve().unwrap();
+        slot[..1024].fill(7);
+        c.commit_block(1024).unwrap();
+    }
+    m.kill();
+    let err = watchdog(Duration::from_secs(120), move || {
+        // Keep writing until the client notices; the ring has room for many
+        // blocks, so the failure may come at a reserve or at the commit.
+        for _ in 0..1000 {
+            match c.reserve() {
+                Ok(slot) => {
+                    slot[0] = 1;
+                    if let Err(e) = c.commit_block(1) {
+                        return e;
+                    }
+                }
+                Err(e) => return e,
+            }
+        }
+        c.commit().unwrap_err()
+    });
+    assert!(
+        [code::DISCONNECTED, code::RING].contains(&err.code),
+        "{} ({})",
+        err.message,
+        err.code
+    );
+    m.restart();
+    let mut c = m.client(ClientKind::Sbt);
+    assert_eq!(c.stat("orphan").unwrap_err().code, code::NOT_FOUND);
+    assert!(c.list("", 0).unwrap().is_empty());
+}
+
+#[test]
+fn a_mover_killed_mid_restore_fails_the_client_instead_of_hanging() {
+    let mut m = MoverProcess::start(&["--ring-size", "2M"]);
+    let mut c = m.client(ClientKind::Generic);
+    c.open_write("big", 1 << 20, 0, &BTreeMap::new()).unwrap();
+    c.write_all(&vec![3u8; 64 << 20]).unwrap();
+    c.commit().unwrap();
+    c.open_read("big", 1 << 20).unwrap();
+    assert!(c.next_block().unwrap().is_some());
+    m.kill();
+    let err = watchdog(Duration::from_secs(120), move || loop {
+        match c.next_block() {
+            Ok(Some(_)) => {}
+            Ok(None) => panic!("the restore ended cleanly without its mover"),
+            Err(e) => break e,
+        }
+    });
+    assert!(
+        [code::DISCONNECTED, code::RING].contains(&err.code),
+        "{}",
+        err.message
+    );
+}
+
+/// A raw connection for speaking (and mis-speaking) the protocol.
+struct Raw(UnixStream);
+
+impl Raw {
+    fn connect(m: &MoverProcess) -> Self {
+        let s = UnixStream::connect(&m.socket).unwrap();
+        s.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
+        Raw(s)
+    }
+    fn send(&mut self, bytes: &[u8]) {
+        let _ = self.0.write_all(bytes);
+    }
+    fn request(&mut self, body: request::Body) {
+        self.send(&shmover_proto::request_frame(body));
+    }
+    fn hello(&mut self) {
+        self.request(request::Body::Hello(v1::Hello {
+            min_version: 1,
+            max_version: 1,
+            kind: 1,
+            pid: std::process::id(),
+            label: "raw".into(),
+        }));
+        assert!(matches!(self.reply(), Some(response::Body::Hello(_))));
+    }
+    /// The next response, or None when the mover closed the connection.
+    fn reply(&mut self) -> Option<response::Body> {
+        let mut buf = Vec::new();
+        let mut tmp = [0u8; 4096];
+        loop {
+            if let Ok(Some((body, _))) = shmover_proto::decode_response(&buf) {
+                return Some(body);
+            }
+            match self.0.read(&mut tmp) {
+                Ok(0) | Err(_) => return None,
+                Ok(n) => buf.extend_from_slice(&tmp[..n]),
+            }
+        }
+    }
+    fn error_code(&mut self) -> Option<i32> {
+        match self.reply()? {
+            response::Body::Error(e) => Some(e.code),
+            other => panic!("expected an error, got {other:?}"),
+        }
+    }
+    fn closed(&mut self) -> bool {
+        let mut b = [0u8; 1];
+        matches!(self.0.read(&mut b), Ok(0))
+    }
+}
+
+fn still_serves(m: &mut MoverProcess) {
+    assert!(m.alive(), "the mover died:\n{}", m.log());
+    m.client(ClientKind::Generic).ping().unwrap();
+}
+
+#[test]
+fn hostile_frames_get_an_error_or_a_closed_connection_and_never_crash_the_mover() {
+    let mut m = MoverProcess::start(&[]);
+
+    // A length prefix of 4 GiB: refused before any body is read.
+    let mut r = Raw::connect(&m);
+    r.send(&[0xff, 0xff, 0xff, 0xff, 1, 2, 3]);
+    assert_eq!(r.error_code(), Some(ErrorCode::BadFrame as i32));
+    assert!(r.closed());
+    still_serves(&mut m);
+
+    // A frame cut short, then the client goes away.
+    let mut r = Raw::connect(&m);
+    r.send(&[0, 0, 0, 100, 1, 2, 3]);
+    drop(r);
+    still_serves(&mut m);
+
+    // Undecodable protobuf.
+    let mut r = Raw::connect(&m);
+    r.send(&[0, 0, 0, 4, 0xff, 0xff, 0xff, 0xff]);
+    assert_eq!(r.error_code(), Some(ErrorCode::BadFrame as i32));
+    still_serves(&mut m);
+
+    // A message type this version does not know (field 99).
+    let mut r = Raw::connect(&m);
+    r.hello();
+    r.send(&[0, 0, 0, 3, 0x9a, 0x06, 0x00]);
+    assert_eq!(r.error_code(), Some(ErrorCode::BadFrame as i32));
+    still_serves(&mut m);
+
+    // Anything before Hello.
+    let mut r = Raw::connect(&m);
+    r.request(request::Body::Stat(v1::Stat { name: "x".into() }));
+    assert_eq!(r.error_code(), Some(ErrorCode::WrongState as i32));
+    assert!(r.closed());
+
+    // A version nobody speaks.
+    let mut r = Raw::connect(&m);
+    r.request(request::Body::Hello(v1::Hello {
+        min_version: 7,
+        max_version: 9,
+        kind: 1,
+        pid: 1,
+        label: String::new(),
+    }));
+    assert_eq!(r.error_code(), Some(ErrorCode::UnsupportedVersion as i32));
+
+    // Requests out of order after Hello: answered, connection still usable.
+    let mut r = Raw::connect(&m);
+    r.hello();
+    r.request(request::Body::Commit(v1::Commit { bytes: 10 }));
+    assert_eq!(r.error_code(), Some(ErrorCode::WrongState as i32));
+    r.request(request::Body::CloseRead(v1::CloseRead {}));
+    assert_eq!(r.error_code(), Some(ErrorCode::WrongState as i32));
+    r.request(request::Body::Abort(v1::Abort {
+        reason: String::new(),
+    }));
+    assert_eq!(r.error_code(), Some(ErrorCode::WrongState as i32));
+    r.request(request::Body::Hello(v1::Hello::default()));
+    assert_eq!(r.error_code(), Some(ErrorCode::WrongState as i32));
+    r.request(request::Body::OpenWrite(v1::OpenWrite {
+        name: "zero-block".into(),
+        block_size: 0,
+        ..Default::default()
+    }));
+    assert_eq!(r.error_code(), Some(ErrorCode::InvalidArgument as i32));
+    r.request(request::Body::Ping(v1::Ping {}));
+    assert!(matches!(r.reply(), Some(response::Body::Ok(_))));
+
+    // Random garbage of many shapes.
+    let mut x = 0x9e37_79b9_7f4a_7c15u64;
+    for _ in 0..50 {
+        let mut r = Raw::connect(&m);
+        if x % 2 == 0 {
+            r.hello();
+        }
+        let len = (x % 64) as usize;
+        let bytes: Vec<u8> = (0..len)
+            .map(|_| {
+                x ^= x << 13;
+                x ^= x >> 7;
+                x ^= x << 17;
+                x as u8
+            })
+            .collect();
+        let mut frame = (len as u32).to_be_bytes().to_vec();
+        frame.extend_from_slice(&bytes);
+        r.send(&frame);
+        let _ = r.reply();
+    }
+    still_serves(&mut m);
+
+    // A valid request encoding with a huge name.
+    let mut r = Raw::connect(&m);
+    r.hello();
+    let body = v1::Request {
+        body: Some(request::Body::Stat(v1::Stat {
+            name: "n".repeat(900_000),
+        })),
+    };
+    let mut frame = (body.encoded_len() as u32).to_be_bytes().to_vec();
+    frame.extend_from_slice(&body.encode_to_vec());
+    r.send(&frame);
+    assert_eq!(r.error_code(), Some(ErrorCode::BadName as i32));
+    still_serves(&mut m);
+}
+
+#[test]
+fn the_socket_and_its_directory_are_not_world_accessible() {
+    let m = MoverProcess::start(&[]);
+    let sock = std::fs::metadata(&m.socket).unwrap().permissions().mode() & 0o777;
+    let dir = std::fs::metadata(m.socket.parent().unwrap())
+        .unwrap()
+        .permissions()
+        .mode()
+        & 0o777;
+    assert_eq!(sock, 0o660);
+    assert_eq!(dir, 0o750);
+}
+
+fn running_as_root() -> bool {
+    // SAFETY: getuid has no preconditions.
+    unsafe { libc::getuid() == 0 }
+}
+
+#[test]
+fn a_peer_whose_uid_is_not_allowed_is_refused_and_logged() {
+    if !running_as_root() {
+        eprintln!("skipped: needs root to run a client under another uid");
+        return;
+    }
+    let m = MoverProcess::start(&["--allow-uids", "0"]);
+    // uid nobody, gid root: the socket's group permissions let it connect,
+    // so only the mover's SO_PEERCRED check stands in the way.
+    let out = m.cli().arg("ls").uid(65534).gid(0).output().unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("uid 65534") && err.contains("not allowed"),
+        "{err}"
+    );
+    assert!(m.log().contains("refused a peer"), "{}", m.log());
+
+    let allowed = MoverProcess::start(&["--allow-uids", "0", "--allow-gids", "0"]);
+    let out = allowed.cli().arg("ls").uid(65534).gid(0).output().unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+#[test]
+fn nothing_appears_in_dev_shm_while_streams_run() {
+    let before: Vec<_> = std::fs::read_dir("/dev/shm")
+        .map(|d| d.flatten().map(|e| e.file_name()).collect())
+        .unwrap_or_default();
+    let m = MoverProcess::start(&["--store", "memory://"]);
+    let mut c = m.client(ClientKind::Generic);
+    c.open_write("shm", 1 << 20, 0, &BTreeMap::new()).unwrap();
+    c.write_all(&[1u8; 3 << 20]).unwrap();
+    let during: Vec<_> = std::fs::read_dir("/dev/shm")
+        .map(|d| d.flatten().map(|e| e.file_name()).collect())
+        .unwrap_or_default();
+    c.commit().unwrap();
+    assert!(during.iter().all(|n| before.contains(n)), "{during:?}");
+}

@@ -261,8 +261,8 @@ class Client:
         if rc != OK:
             # On failure the library still hands back a handle holding the
             # error: read it, then free the handle.
-            msg = _dec(self._lib.shmover_last_error(h if h else None))
-            self._lib.shmover_disconnect(h if h else None)
+            msg = _dec(self._lib.shmover_last_error(h))
+            self._lib.shmover_disconnect(h)
             raise ShmoverError(rc, msg)
         self._h = h
         return self
@@ -427,8 +427,10 @@ class Client:
         dict (name, size, created_ms, block_size, crc32c, metadata)."""
         self._drop_slot()
         p = _InfoP()
-        self._check(self._lib.shmover_commit(self._h, ctypes.byref(p)))
-        self._writing = False
+        try:
+            self._check(self._lib.shmover_commit(self._h, ctypes.byref(p)))
+        finally:
+            self._writing = False
         try:
             return _info_dict(self._lib, p, self._meta_keys)
         finally:
@@ -460,13 +462,16 @@ class Client:
         onto the ring slot; the slot is released when the consumer asks for
         the next block. The restore is closed at the end, or when the loop
         is left early."""
-        lib, h = self._lib, self._h
+        # self._h is read afresh on every call: the client may have been
+        # closed while the generator was suspended (the library then
+        # answers "null client handle").
+        lib = self._lib
         buf = ctypes.c_void_p()
         n = _c_size()
         failed = True
         try:
             while True:
-                rc = lib.shmover_read_next(h, ctypes.byref(buf), ctypes.byref(n))
+                rc = lib.shmover_read_next(self._h, ctypes.byref(buf), ctypes.byref(n))
                 if rc == END:
                     break
                 self._check(rc)
@@ -475,12 +480,12 @@ class Client:
                 self._block = (arr, view, ro)
                 yield ro
                 self._drop_block()
-                self._check(lib.shmover_read_release(h))
+                self._check(lib.shmover_read_release(self._h))
             failed = False
         finally:
             self._drop_block()
             if self._h is not None:
-                rc = lib.shmover_close_read(h)
+                rc = lib.shmover_close_read(self._h)
                 if not failed:
                     self._check(rc)
 

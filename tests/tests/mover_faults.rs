@@ -287,7 +287,7 @@ fn hostile_frames_get_an_error_or_a_closed_connection_and_never_crash_the_mover(
     let mut x = 0x9e37_79b9_7f4a_7c15u64;
     for _ in 0..50 {
         let mut r = Raw::connect(&m);
-        if x % 2 == 0 {
+        if x.is_multiple_of(2) {
             r.hello();
         }
         let len = (x % 64) as usize;

@@ -422,3 +422,26 @@ fn fill_ring(
     }
     tx.finish(&wait).map_err(StreamError::Ring)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ten_thousand_growing_parts_hold_five_terabytes_within_s3_part_limits() {
+        let base = 16 << 20;
+        let total: u64 = (0..10_000).map(|n| part_target(base, n, true)).sum();
+        assert!(total >= 5_000_000_000_000, "{total}");
+        for n in 0..10_000 {
+            let p = part_target(base, n, true);
+            assert!((5 << 20..=5 << 30).contains(&p), "part {n}: {p}");
+        }
+        assert_eq!(part_target(base, 999, true), base);
+        assert_eq!(part_target(base, 1000, true), 2 * base);
+    }
+
+    #[test]
+    fn fixed_parts_stay_fixed_for_stores_without_a_part_limit() {
+        assert_eq!(part_target(16 << 20, 50_000, false), 16 << 20);
+    }
+}

@@ -57,11 +57,16 @@ int main(void) {
 "#;
 
 fn header_says() -> BTreeMap<String, u64> {
-    let dir = std::env::temp_dir().join(format!("shmover-hdr-{}", std::process::id()));
+    probe("ring", PROBE)
+}
+
+/// Compiles and runs a C program that prints `name value` lines.
+fn probe(tag: &str, program: &str) -> BTreeMap<String, u64> {
+    let dir = std::env::temp_dir().join(format!("shmover-hdr-{tag}-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
     let src = dir.join("probe.c");
     let exe = dir.join("probe");
-    std::fs::write(&src, PROBE).unwrap();
+    std::fs::write(&src, program).unwrap();
     let cc = std::env::var("CC").unwrap_or_else(|_| "cc".into());
     let out = Command::new(&cc)
         .args(["-std=c11", "-Wall", "-Werror", "-I"])
@@ -166,42 +171,130 @@ fn the_c_header_matches_the_rust_layout_and_constants() {
     );
 }
 
-/// Names of `shmring_*` functions, in declaration order.
+/// Names of the functions following `marker` (`extern "C" fn `).
 fn functions(text: &str, marker: &str) -> Vec<String> {
     text.lines()
         .filter_map(|l| {
             let i = l.find(marker)?;
             let rest = &l[i + marker.len()..];
-            let start = rest.find("shmring_")?;
-            let name: String = rest[start..]
+            let name: String = rest
                 .chars()
                 .take_while(|c| c.is_ascii_alphanumeric() || *c == '_')
                 .collect();
-            rest[start + name.len()..].starts_with('(').then_some(name)
+            rest[name.len()..].starts_with('(').then_some(name)
         })
         .collect()
 }
 
-#[test]
-fn every_exported_function_is_declared_in_the_header_and_no_other() {
-    let root = workspace();
-    let header = std::fs::read_to_string(root.join("shim-c/include/shmring.h")).unwrap();
-    let rust = std::fs::read_to_string(root.join("ringbuf/src/ffi.rs")).unwrap();
+fn declared_in(header: &str, prefix: &str) -> Vec<String> {
     let mut declared: Vec<String> = header
         .lines()
         .filter(|l| !l.trim_start().starts_with('*') && !l.trim_start().starts_with("/*"))
-        .filter_map(|l| {
-            let start = l.find("shmring_")?;
-            let name: String = l[start..]
-                .chars()
-                .take_while(|c| c.is_ascii_alphanumeric() || *c == '_')
-                .collect();
-            l[start + name.len()..].starts_with('(').then_some(name)
+        .flat_map(|l| {
+            l.match_indices(prefix)
+                .filter_map(|(start, _)| {
+                    let name: String = l[start..]
+                        .chars()
+                        .take_while(|c| c.is_ascii_alphanumeric() || *c == '_')
+                        .collect();
+                    l[start + name.len()..].starts_with('(').then_some(name)
+                })
+                .collect::<Vec<_>>()
         })
         .collect();
-    let mut exported = functions(&rust, "extern \"C\" fn ");
     declared.sort();
+    declared
+}
+
+fn check_functions(header: &str, rust: &str, prefix: &str) {
+    let root = workspace();
+    let header = std::fs::read_to_string(root.join(header)).unwrap();
+    let rust = std::fs::read_to_string(root.join(rust)).unwrap();
+    let declared = declared_in(&header, prefix);
+    let mut exported: Vec<String> = functions(&rust, "extern \"C\" fn ")
+        .into_iter()
+        .filter(|f| f.starts_with(prefix))
+        .collect();
     exported.sort();
     assert!(exported.len() >= 8, "found {exported:?}");
     assert_eq!(declared, exported);
+}
+
+#[test]
+fn every_exported_ring_function_is_declared_in_its_header_and_no_other() {
+    check_functions("shim-c/include/shmring.h", "ringbuf/src/ffi.rs", "shmring_");
+}
+
+#[test]
+fn every_exported_client_function_is_declared_in_its_header_and_no_other() {
+    check_functions(
+        "shim-c/include/shmover_client.h",
+        "mover/client/src/ffi.rs",
+        "shmover_",
+    );
+}
+
+const CLIENT_PROBE: &str = r#"
+#include <stdio.h>
+#include "shmover_client.h"
+#define P(name, v) printf("%s %lld\n", name, (long long)(v))
+int main(void) {
+    P("KIND_GENERIC", SHMOVER_KIND_GENERIC); P("KIND_SBT", SHMOVER_KIND_SBT);
+    P("KIND_BACKINT", SHMOVER_KIND_BACKINT); P("OK", SHMOVER_OK); P("END", SHMOVER_END);
+    P("BAD_FRAME", SHMOVER_ERR_BAD_FRAME); P("UNSUPPORTED_VERSION", SHMOVER_ERR_UNSUPPORTED_VERSION);
+    P("NOT_ALLOWED", SHMOVER_ERR_NOT_ALLOWED); P("BAD_NAME", SHMOVER_ERR_BAD_NAME);
+    P("NOT_FOUND", SHMOVER_ERR_NOT_FOUND); P("ALREADY_EXISTS", SHMOVER_ERR_ALREADY_EXISTS);
+    P("WRONG_STATE", SHMOVER_ERR_WRONG_STATE); P("STORE", SHMOVER_ERR_STORE);
+    P("RING", SHMOVER_ERR_RING); P("RESOURCE", SHMOVER_ERR_RESOURCE);
+    P("INVALID_ARGUMENT", SHMOVER_ERR_INVALID_ARGUMENT); P("CHECKSUM", SHMOVER_ERR_CHECKSUM);
+    P("SIZE_MISMATCH", SHMOVER_ERR_SIZE_MISMATCH); P("INTERNAL", SHMOVER_ERR_INTERNAL);
+    P("UNREACHABLE", SHMOVER_ERR_UNREACHABLE); P("DISCONNECTED", SHMOVER_ERR_DISCONNECTED);
+    P("PROTOCOL", SHMOVER_ERR_PROTOCOL); P("TIMEOUT", SHMOVER_ERR_TIMEOUT); P("IO", SHMOVER_ERR_IO);
+    return 0;
+}
+"#;
+
+#[test]
+fn the_client_header_constants_match_the_protocol_and_the_library() {
+    use shmover_client::{code, ffi as cffi};
+    use shmover_proto::{ClientKind, ErrorCode};
+    let c = probe("client", CLIENT_PROBE);
+    let rust: Vec<(&str, i64)> = vec![
+        ("KIND_GENERIC", ClientKind::Generic as i64),
+        ("KIND_SBT", ClientKind::Sbt as i64),
+        ("KIND_BACKINT", ClientKind::Backint as i64),
+        ("OK", cffi::SHMOVER_OK as i64),
+        ("END", cffi::SHMOVER_END as i64),
+        ("BAD_FRAME", ErrorCode::BadFrame as i64),
+        ("UNSUPPORTED_VERSION", ErrorCode::UnsupportedVersion as i64),
+        ("NOT_ALLOWED", ErrorCode::NotAllowed as i64),
+        ("BAD_NAME", ErrorCode::BadName as i64),
+        ("NOT_FOUND", ErrorCode::NotFound as i64),
+        ("ALREADY_EXISTS", ErrorCode::AlreadyExists as i64),
+        ("WRONG_STATE", ErrorCode::WrongState as i64),
+        ("STORE", ErrorCode::Store as i64),
+        ("RING", ErrorCode::Ring as i64),
+        ("RESOURCE", ErrorCode::Resource as i64),
+        ("INVALID_ARGUMENT", ErrorCode::InvalidArgument as i64),
+        ("CHECKSUM", ErrorCode::Checksum as i64),
+        ("SIZE_MISMATCH", ErrorCode::SizeMismatch as i64),
+        ("INTERNAL", ErrorCode::Internal as i64),
+        ("UNREACHABLE", code::UNREACHABLE as i64),
+        ("DISCONNECTED", code::DISCONNECTED as i64),
+        ("PROTOCOL", code::PROTOCOL as i64),
+        ("TIMEOUT", code::TIMEOUT as i64),
+        ("IO", code::IO as i64),
+    ];
+    for (name, value) in &rust {
+        assert_eq!(
+            c.get(*name).copied(),
+            Some(*value as u64),
+            "{name}: header and Rust disagree"
+        );
+    }
+    assert_eq!(c.len(), rust.len());
+    assert_eq!(
+        cffi::SHMOVER_ERR_INTERNAL as i64,
+        ErrorCode::Internal as i64
+    );
 }

@@ -230,16 +230,21 @@ fn read_full(r: &mut dyn Read, buf: &mut [u8]) -> std::io::Result<usize> {
     Ok(n)
 }
 
-/// Restores `name` block by block into `sink`; returns bytes and CRC32C.
+/// Restores `name` block by block into `sink`; returns bytes and, when
+/// `with_crc`, the CRC32C of the whole (recomputed here; the library
+/// already checks every block's CRC32C and the mover the object's).
 fn stream_out(
     c: &mut Client,
     name: &str,
     sink: &mut dyn Write,
     bar: Option<&indicatif::ProgressBar>,
+    with_crc: bool,
 ) -> Result<(u64, u32), String> {
     let (mut bytes, mut crc) = (0u64, 0u32);
     while let Some(block) = c.next_block().map_err(|e| e.message)? {
-        crc = shmover_client::crc32c_combine(crc, shmover_client::crc32c(block), block.len());
+        if with_crc {
+            crc = shmover_client::crc32c_combine(crc, shmover_client::crc32c(block), block.len());
+        }
         sink.write_all(block)
             .map_err(|e| format!("writing {name}: {e}"))?;
         bytes += block.len() as u64;
@@ -258,7 +263,7 @@ fn get(a: &GetArgs) -> Result<(), String> {
     if a.file.as_os_str() == "-" {
         let out = std::io::stdout();
         let mut out = std::io::BufWriter::with_capacity(1 << 20, out.lock());
-        stream_out(&mut c, &a.name, &mut out, None)?;
+        stream_out(&mut c, &a.name, &mut out, None, false)?;
         out.flush().map_err(|e| format!("stdout: {e}"))?;
         return Ok(());
     }
@@ -267,7 +272,7 @@ fn get(a: &GetArgs) -> Result<(), String> {
     let tmp = partial_path(&a.file);
     let mut f = std::fs::File::create(&tmp).map_err(|e| format!("{}: {e}", tmp.display()))?;
     let bar = progress(Some(size), a.quiet, &a.name);
-    let res = stream_out(&mut c, &a.name, &mut f, bar.as_ref());
+    let res = stream_out(&mut c, &a.name, &mut f, bar.as_ref(), false);
     if let Some(b) = bar {
         b.finish_and_clear();
     }
@@ -336,7 +341,7 @@ fn verify(a: &NameArgs) -> Result<(), String> {
     let info = c.stat(&a.name).map_err(|e| e.message)?;
     c.open_read(&a.name, 0).map_err(|e| e.message)?;
     let bar = progress(Some(info.size), a.quiet, &a.name);
-    let res = stream_out(&mut c, &a.name, &mut std::io::sink(), bar.as_ref());
+    let res = stream_out(&mut c, &a.name, &mut std::io::sink(), bar.as_ref(), true);
     if let Some(b) = bar {
         b.finish_and_clear();
     }

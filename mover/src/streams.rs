@@ -298,19 +298,26 @@ fn submit(
     })
 }
 
-/// What the store task hands to the producer thread.
+/// What the store task hands to the producer thread: a batch of chunks
+/// (store streams yield small chunks; batching keeps the per-chunk cost off
+/// the data path) with the memory permits they hold.
 enum Chunk {
-    Data(Bytes, OwnedSemaphorePermit),
+    Data(Vec<Bytes>, OwnedSemaphorePermit),
     End,
 }
 
+/// Bytes gathered before a batch goes to the producer thread.
+const BATCH: usize = 1 << 20;
+
 /// Streams the object behind `m` into a restore ring whose slots carry
 /// `payload` bytes each. Writes the end-of-stream slot only if size and
-/// CRC32C match the manifest.
+/// CRC32C match the manifest. From the local store the producer thread
+/// reads the file straight into the slots (one copy, from the page cache);
+/// from other stores the object's byte stream is copied in.
 ///
 /// # Cancel safety
 ///
-/// Not cancel safe; cancel through `cancel` (the producer thread then
+/// Not cancel safe; cancel through `ctx.cancel` (the producer thread then
 /// detaches, and the client sees the stream end without its marker).
 pub async fn download(
     store: Arc<dyn object_store::ObjectStore>,
@@ -319,46 +326,56 @@ pub async fn download(
     payload: usize,
     ctx: StreamCtx,
 ) -> Result<(), StreamError> {
-    let StreamCtx {
-        limits,
-        cancel,
-        progress,
-        metrics,
-    } = ctx;
-    let (chunks_tx, chunks_rx) = mpsc::channel::<Chunk>(2);
-    let thread_cancel = Arc::clone(&cancel);
+    let key = object_store::path::Path::from(m.data_key.as_str());
+    let got = store.get(&key).await?;
     let expect = (m.size, m.crc32c);
-    let thread_metrics = Arc::clone(&metrics);
+    if let object_store::GetResultPayload::File(file, _) = got.payload {
+        let ctx = ctx.clone();
+        return tokio::task::spawn_blocking(move || {
+            fill_ring(tx, Source::File(file), payload, expect, &ctx)
+        })
+        .await
+        .unwrap_or_else(|_| Err(StreamError::Checksum("restore thread failed".into())));
+    }
+    let (chunks_tx, chunks_rx) = mpsc::channel::<Chunk>(4);
+    let thread_ctx = ctx.clone();
     let producer = tokio::task::spawn_blocking(move || {
-        fill_ring(
-            tx,
-            chunks_rx,
-            payload,
-            expect,
-            thread_cancel,
-            progress,
-            thread_metrics,
-        )
+        fill_ring(tx, Source::Chunks(chunks_rx), payload, expect, &thread_ctx)
     });
     let feed = async {
-        let key = object_store::path::Path::from(m.data_key.as_str());
-        let mut stream = store.get(&key).await?.into_stream();
-        while let Some(chunk) = stream.next().await {
-            let chunk = chunk?;
-            let permit = Arc::clone(&limits.memory)
-                .acquire_many_owned(kib(chunk.len()))
-                .await
-                .map_err(|_| StreamError::Cancelled)?;
-            if chunks_tx.send(Chunk::Data(chunk, permit)).await.is_err() {
-                return Ok(()); // the producer stopped; its result says why
+        let mut stream = got.into_stream();
+        let mut batch: Vec<Bytes> = Vec::new();
+        let mut len = 0usize;
+        loop {
+            let next = stream.next().await.transpose()?;
+            let end = next.is_none();
+            if let Some(chunk) = next {
+                len += chunk.len();
+                batch.push(chunk);
+            }
+            if (len >= BATCH || end) && len > 0 {
+                let permit = Arc::clone(&ctx.limits.memory)
+                    .acquire_many_owned(kib(len))
+                    .await
+                    .map_err(|_| StreamError::Cancelled)?;
+                if chunks_tx
+                    .send(Chunk::Data(std::mem::take(&mut batch), permit))
+                    .await
+                    .is_err()
+                {
+                    return Ok(()); // the producer stopped; its result says why
+                }
+                len = 0;
+            }
+            if end {
+                let _ = chunks_tx.send(Chunk::End).await;
+                return Ok::<(), StreamError>(());
             }
         }
-        let _ = chunks_tx.send(Chunk::End).await;
-        Ok::<(), StreamError>(())
     };
     let fed = feed.await;
     if fed.is_err() {
-        cancel.store(true, Relaxed);
+        ctx.cancel.store(true, Relaxed);
     }
     drop(chunks_tx);
     let produced = producer
@@ -367,53 +384,84 @@ pub async fn download(
     fed.and(produced)
 }
 
+/// Where a restore's bytes come from.
+enum Source {
+    /// The local store's file: read straight into the slots.
+    File(std::fs::File),
+    /// Batches of chunks from a remote store.
+    Chunks(mpsc::Receiver<Chunk>),
+}
+
+/// Fills the ring from `source`, each slot with its CRC32C, and writes the
+/// end-of-stream slot if the total matches `(size, crc)`.
 fn fill_ring(
     mut tx: Producer<ShmSegment>,
-    mut chunks: mpsc::Receiver<Chunk>,
+    source: Source,
     payload: usize,
     (size, crc_want): (u64, u32),
-    cancel: Arc<AtomicBool>,
-    progress: Arc<AtomicU64>,
-    metrics: Arc<Metrics>,
+    ctx: &StreamCtx,
 ) -> Result<(), StreamError> {
-    let alive = || !cancel.load(Relaxed);
+    let alive = || !ctx.cancel.load(Relaxed);
     let wait = Wait::forever().alive(&alive);
     let (mut total, mut crc) = (0u64, 0u32);
-    let mut fill = 0usize;
-    loop {
-        let Some(chunk) = chunks.blocking_recv() else {
-            return Err(StreamError::Cancelled);
-        };
-        let (data, _permit) = match chunk {
-            Chunk::Data(d, p) => (d, p),
-            Chunk::End => break,
-        };
-        let mut rest: &[u8] = &data;
-        while !rest.is_empty() {
-            // A slot reserved again before its commit is the same slot, so
-            // a block may be filled from several chunks.
-            let mut slot = tx.reserve(&wait).map_err(StreamError::Ring)?;
-            let buf = &mut slot.as_mut_slice()[..payload];
-            let n = (payload - fill).min(rest.len());
-            buf[fill..fill + n].copy_from_slice(&rest[..n]);
-            fill += n;
-            rest = &rest[n..];
-            total += n as u64;
-            progress.fetch_add(n as u64, Relaxed);
-            metrics.bytes_out.fetch_add(n as u64, Relaxed);
-            if fill == payload {
-                let c = crc32c::crc32c(&buf[..fill]);
-                slot.commit(fill, FLAG_CRC, c).map_err(StreamError::Ring)?;
-                crc = crc32c::crc32c_combine(crc, c, fill);
-                fill = 0;
+    // Commits the first `len` bytes of the reserved slot. (Reserving again
+    // before a commit returns the same slot, so a block may be filled over
+    // several reservations.)
+    let mut publish = |tx: &mut Producer<ShmSegment>, len: usize| -> Result<(), StreamError> {
+        let mut slot = tx.reserve(&wait).map_err(StreamError::Ring)?;
+        let c = crc32c::crc32c(&slot.as_mut_slice()[..len]);
+        slot.commit(len, FLAG_CRC, c).map_err(StreamError::Ring)?;
+        crc = crc32c::crc32c_combine(crc, c, len);
+        total += len as u64;
+        ctx.progress.fetch_add(len as u64, Relaxed);
+        ctx.metrics.bytes_out.fetch_add(len as u64, Relaxed);
+        Ok(())
+    };
+    match source {
+        Source::File(file) => {
+            use std::os::unix::fs::FileExt;
+            let mut off = 0u64;
+            while off < size {
+                let n = (size - off).min(payload as u64) as usize;
+                let mut slot = tx.reserve(&wait).map_err(StreamError::Ring)?;
+                file.read_exact_at(&mut slot.as_mut_slice()[..n], off)
+                    .map_err(|e| {
+                        StreamError::Checksum(format!("reading the stored object: {e}"))
+                    })?;
+                drop(slot);
+                publish(&mut tx, n)?;
+                off += n as u64;
             }
         }
-    }
-    if fill > 0 {
-        let mut slot = tx.reserve(&wait).map_err(StreamError::Ring)?;
-        let c = crc32c::crc32c(&slot.as_mut_slice()[..fill]);
-        slot.commit(fill, FLAG_CRC, c).map_err(StreamError::Ring)?;
-        crc = crc32c::crc32c_combine(crc, c, fill);
+        Source::Chunks(mut chunks) => {
+            let mut fill = 0usize;
+            loop {
+                let (batch, _permit) = match chunks.blocking_recv() {
+                    Some(Chunk::Data(b, p)) => (b, p),
+                    Some(Chunk::End) => break,
+                    None => return Err(StreamError::Cancelled),
+                };
+                for data in &batch {
+                    let mut rest: &[u8] = data;
+                    while !rest.is_empty() {
+                        let n = (payload - fill).min(rest.len());
+                        {
+                            let mut slot = tx.reserve(&wait).map_err(StreamError::Ring)?;
+                            slot.as_mut_slice()[fill..fill + n].copy_from_slice(&rest[..n]);
+                        }
+                        fill += n;
+                        rest = &rest[n..];
+                        if fill == payload {
+                            publish(&mut tx, fill)?;
+                            fill = 0;
+                        }
+                    }
+                }
+            }
+            if fill > 0 {
+                publish(&mut tx, fill)?;
+            }
+        }
     }
     if total != size || crc != crc_want {
         return Err(StreamError::Checksum(format!(

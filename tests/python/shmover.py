@@ -138,6 +138,7 @@ _c_size = ctypes.c_size_t
 _c_str = ctypes.c_char_p
 _c_u32 = ctypes.c_uint32
 _c_u64 = ctypes.c_uint64
+_p_void = ctypes.POINTER(ctypes.c_void_p)
 
 # name: (restype, argtypes), exactly as in shmover_client.h.
 _PROTOTYPES = {
@@ -146,12 +147,12 @@ _PROTOTYPES = {
     "shmover_last_error_code": (_c_int, [_ClientP]),
     "shmover_last_error": (_c_str, [_ClientP]),
     "shmover_open_write": (_c_int, [_ClientP, _c_str, _c_size, _c_u64, ctypes.POINTER(_c_str)]),
-    "shmover_reserve": (_c_int, [_ClientP, ctypes.POINTER(ctypes.c_void_p), ctypes.POINTER(_c_size)]),
+    "shmover_reserve": (_c_int, [_ClientP, _p_void, ctypes.POINTER(_c_size)]),
     "shmover_commit_block": (_c_int, [_ClientP, _c_size]),
     "shmover_commit": (_c_int, [_ClientP, ctypes.POINTER(_InfoP)]),
     "shmover_abort": (_c_int, [_ClientP, _c_str]),
     "shmover_open_read": (_c_int, [_ClientP, _c_str, _c_size, ctypes.POINTER(_c_u64)]),
-    "shmover_read_next": (_c_int, [_ClientP, ctypes.POINTER(ctypes.c_void_p), ctypes.POINTER(_c_size)]),
+    "shmover_read_next": (_c_int, [_ClientP, _p_void, ctypes.POINTER(_c_size)]),
     "shmover_read_release": (_c_int, [_ClientP]),
     "shmover_close_read": (_c_int, [_ClientP]),
     "shmover_stat": (_c_int, [_ClientP, _c_str, ctypes.POINTER(_InfoP)]),
@@ -241,6 +242,7 @@ class Client:
         self._writing = False
         self._slot = None  # (ctypes array, memoryview) of the reserved slot
         self._block = None  # (ctypes array, memoryview, read-only view)
+        self._reading = None  # token of the open restore, for blocks()
 
     # -- connection -------------------------------------------------------
 
@@ -273,6 +275,7 @@ class Client:
         self._drop_views()
         h, self._h = self._h, None
         self._writing = False
+        self._reading = None
         if h is not None:
             self._lib.shmover_disconnect(h)
 
@@ -455,22 +458,28 @@ class Client:
                 self._h, _enc(name, "name"), int(block_size), ctypes.byref(size)
             )
         )
+        self._reading = object()  # identifies this restore to blocks()
         return size.value
 
     def blocks(self):
         """Yields each block of the open restore as a read-only memoryview
         onto the ring slot; the slot is released when the consumer asks for
         the next block. The restore is closed at the end, or when the loop
-        is left early."""
-        # self._h is read afresh on every call: the client may have been
-        # closed while the generator was suspended (the library then
-        # answers "null client handle").
+        is left early (a generator dropped unfinished closes its restore
+        when it is collected, never a later one)."""
         lib = self._lib
+        mine = self._reading
         buf = ctypes.c_void_p()
         n = _c_size()
         failed = True
         try:
             while True:
+                if mine is None or self._reading is not mine:
+                    raise ShmoverError(
+                        ERR_WRONG_STATE, "blocks: this restore is not open on the client"
+                    )
+                # self._h is read afresh on every call: close() may have
+                # freed the handle while the generator was suspended.
                 rc = lib.shmover_read_next(self._h, ctypes.byref(buf), ctypes.byref(n))
                 if rc == END:
                     break
@@ -483,15 +492,19 @@ class Client:
                 self._check(lib.shmover_read_release(self._h))
             failed = False
         finally:
-            self._drop_block()
-            if self._h is not None:
-                rc = lib.shmover_close_read(self._h)
-                if not failed:
-                    self._check(rc)
+            if mine is not None and self._reading is mine:
+                self._drop_block()
+                self._reading = None
+                if self._h is not None:
+                    rc = lib.shmover_close_read(self._h)
+                    if not failed:
+                        self._check(rc)
 
     def close_read(self):
-        """Ends the open restore early (:meth:`blocks` does it for you)."""
+        """Ends the open restore, at its end or early (:meth:`blocks` does
+        it for you)."""
         self._drop_block()
+        self._reading = None
         self._check(self._lib.shmover_close_read(self._h))
 
     # -- catalog ----------------------------------------------------------

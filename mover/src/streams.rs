@@ -423,12 +423,13 @@ fn fill_ring(
             let mut off = 0u64;
             while off < size {
                 let n = (size - off).min(payload as u64) as usize;
-                let mut slot = tx.reserve(&wait).map_err(StreamError::Ring)?;
-                file.read_exact_at(&mut slot.as_mut_slice()[..n], off)
-                    .map_err(|e| {
-                        StreamError::Checksum(format!("reading the stored object: {e}"))
-                    })?;
-                drop(slot);
+                {
+                    let mut slot = tx.reserve(&wait).map_err(StreamError::Ring)?;
+                    file.read_exact_at(&mut slot.as_mut_slice()[..n], off)
+                        .map_err(|e| {
+                            StreamError::Checksum(format!("reading the stored object: {e}"))
+                        })?;
+                }
                 publish(&mut tx, n)?;
                 off += n as u64;
             }

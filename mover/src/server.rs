@@ -179,7 +179,7 @@ fn store_error(e: &StoreError) -> response::Body {
 fn stream_error(e: &StreamError, name: &str) -> response::Body {
     let code = match e {
         StreamError::Ring(_) | StreamError::Cancelled => ErrorCode::Ring,
-        StreamError::Store(_) => ErrorCode::Store,
+        StreamError::Store(_) | StreamError::Read(_) => ErrorCode::Store,
         StreamError::Checksum(_) => ErrorCode::Checksum,
     };
     error_body(code, format!("{name}: {e}"))

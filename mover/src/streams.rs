@@ -36,6 +36,8 @@ pub enum StreamError {
     Store(#[from] object_store::Error),
     #[error("stored data failed its check: {0}")]
     Checksum(String),
+    #[error("reading the stored object: {0}")]
+    Read(std::io::Error),
     #[error("stream cancelled")]
     Cancelled,
 }
@@ -426,9 +428,7 @@ fn fill_ring(
                 {
                     let mut slot = tx.reserve(&wait).map_err(StreamError::Ring)?;
                     file.read_exact_at(&mut slot.as_mut_slice()[..n], off)
-                        .map_err(|e| {
-                            StreamError::Checksum(format!("reading the stored object: {e}"))
-                        })?;
+                        .map_err(StreamError::Read)?;
                 }
                 publish(&mut tx, n)?;
                 off += n as u64;

@@ -434,6 +434,12 @@ impl Conn {
                 w.task = None;
                 let r = r.unwrap_or_else(|_| Err(StreamError::Cancelled));
                 if let Err(e) = &r {
+                    if left_the_ring(e) {
+                        // The client detached its end: it knows, and its
+                        // Abort (or Commit) gets the answer.
+                        w.done = Some(r);
+                        return true;
+                    }
                     warn!(name = %w.name, pid = self.pid, error = %e, "backup stream failed");
                     let body = stream_error(e, &w.name);
                     self.active = Active::Failed;
@@ -446,6 +452,10 @@ impl Conn {
                 rd.task = None;
                 let r = r.unwrap_or_else(|_| Err(StreamError::Cancelled));
                 if let Err(e) = &r {
+                    if left_the_ring(e) {
+                        rd.done = Some(r);
+                        return true;
+                    }
                     warn!(name = %rd.name, pid = self.pid, error = %e, "restore stream failed");
                     let body = stream_error(e, &rd.name);
                     self.active = Active::Failed;
@@ -880,6 +890,12 @@ impl Conn {
             Active::Idle | Active::Failed => {}
         }
     }
+}
+
+/// Whether a stream ended because the client detached its end of the ring
+/// (the client already knows; no unsolicited error is sent for it).
+fn left_the_ring(e: &StreamError) -> bool {
+    matches!(e, StreamError::Ring(shmover_ring::Error::PeerGone))
 }
 
 enum TaskDone {

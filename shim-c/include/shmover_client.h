@@ -76,7 +76,10 @@ const char *shmover_last_error(const shmover_client_t *c);
 /* Backup. metadata: NULL or {key, value, ..., NULL}. */
 int shmover_open_write(shmover_client_t *c, const char *name, size_t block_size,
                        uint64_t size_hint, const char *const *metadata);
+/* *cap is the block size given at open (the most one block carries).
+ * Reserving again before a commit returns the same slot. */
 int shmover_reserve(shmover_client_t *c, void **buf, size_t *cap);
+/* Publishes len bytes (<= *cap) of the slot; len 0 keeps it reserved. */
 int shmover_commit_block(shmover_client_t *c, size_t len);
 /* Durable on return 0. info may be NULL; else free *info. */
 int shmover_commit(shmover_client_t *c, shmover_info_t **info);
@@ -107,7 +110,11 @@ uint64_t shmover_info_size(const shmover_info_t *i);
 int64_t shmover_info_created_ms(const shmover_info_t *i);
 uint32_t shmover_info_block_size(const shmover_info_t *i);
 uint32_t shmover_info_crc32c(const shmover_info_t *i);
+/* A metadata value by key (NULL if absent), or all entries in key order. */
 const char *shmover_info_meta(const shmover_info_t *i, const char *key);
+size_t shmover_info_meta_count(const shmover_info_t *i);
+int shmover_info_meta_at(const shmover_info_t *i, size_t idx, const char **key,
+                         const char **value);
 
 #ifdef __cplusplus
 }

@@ -243,6 +243,15 @@ class RoundTrip(unittest.TestCase):
                 break
             # The generator closed the restore: the connection is idle again.
             self.assertEqual(c.stat(name)["size"], MIB)
+            # A generator dropped unfinished after its restore was closed by
+            # hand does not close the next restore when it is collected.
+            c.open_read(name, 64 * 1024)
+            old = c.blocks()
+            next(old)
+            c.close_read()
+            c.open_read(name, 64 * 1024)
+            del old
+            self.assertEqual(sum(len(b) for b in c.blocks()), MIB)
             c.delete(name)
 
     def test_errors_carry_the_library_code_and_sentence(self):

@@ -354,3 +354,49 @@ mod serde_like {
         }
     }
 }
+
+#[test]
+fn every_abort_is_answered_ok_and_leaves_the_connection_usable() {
+    // Regression: the client used to detach its ring before sending Abort,
+    // and the mover's "peer gone" error raced the Abort's reply.
+    let m = MoverProcess::start(&["--store", "memory://"]);
+    let mut c = m.client(ClientKind::Generic);
+    for i in 0..60 {
+        c.open_write(&format!("abort-{i}"), 64 << 10, 0, &BTreeMap::new())
+            .unwrap();
+        c.write_all(&vec![i as u8; (i % 5) * 70_000]).unwrap();
+        c.abort("test").unwrap_or_else(|e| panic!("abort {i}: {e}"));
+    }
+    assert!(c.list("", 0).unwrap().is_empty());
+    c.ping().unwrap();
+}
+
+#[test]
+fn a_slot_offers_exactly_the_block_size_even_when_pages_round_it_up() {
+    let m = MoverProcess::start(&["--store", "memory://"]);
+    let mut c = m.client(ClientKind::Generic);
+    c.open_write("odd-block", 300_000, 0, &BTreeMap::new())
+        .unwrap();
+    assert_eq!(c.reserve().unwrap().len(), 300_000);
+    assert_eq!(
+        c.commit_block(300_001).unwrap_err().code,
+        code::INVALID_ARGUMENT
+    );
+    c.commit_block(300_000).unwrap();
+    let info = c.commit().unwrap();
+    assert_eq!((info.size, info.block_size), (300_000, 300_000));
+}
+
+#[test]
+fn a_restore_closed_early_is_answered_ok() {
+    let m = MoverProcess::start(&["--store", "memory://", "--ring-size", "2M"]);
+    let pat = Pattern::default();
+    let mut c = m.client(ClientKind::Generic);
+    backup(&mut c, &pat, 11, "partial-read", 20 * MIB, 1 << 20);
+    for _ in 0..20 {
+        c.open_read("partial-read", 256 << 10).unwrap();
+        assert!(c.next_block().unwrap().is_some());
+        c.close_read().unwrap();
+    }
+    restore_and_check(&mut c, &pat, 11, "partial-read", 20 * MIB);
+}

@@ -96,10 +96,6 @@ fn python_backs_up_and_restores_256_mib_through_the_c_abi() {
     let Some(status) = status else {
         panic!("test_roundtrip.py did not finish within 600 s\n{report}");
     };
-    println!(
-        "test_roundtrip.py took {:.1} s\n{out}",
-        elapsed.as_secs_f64()
-    );
     assert!(
         status.success(),
         "test_roundtrip.py failed ({status})\n{report}"
@@ -111,5 +107,10 @@ fn python_backs_up_and_restores_256_mib_through_the_c_abi() {
     assert!(
         passed.is_some_and(|n| n > 0),
         "expected a last line \"N passed, 0 failed\", got {last:?}\n{report}"
+    );
+    println!(
+        "test_roundtrip.py took {:.1} s with {}\n{out}",
+        elapsed.as_secs_f64(),
+        lib.display()
     );
 }

@@ -51,7 +51,8 @@ impl std::fmt::Debug for ShmoverClient {
 pub struct ShmoverInfo {
     info: ObjectInfo,
     name: CString,
-    meta: BTreeMap<String, CString>,
+    /// Key and value pairs in key order.
+    meta: Vec<(CString, CString)>,
 }
 
 impl ShmoverInfo {
@@ -61,7 +62,7 @@ impl ShmoverInfo {
             meta: info
                 .metadata
                 .iter()
-                .map(|(k, v)| (k.clone(), cstring(v)))
+                .map(|(k, v)| (cstring(k), cstring(v)))
                 .collect(),
             info,
         }
@@ -662,5 +663,48 @@ pub unsafe extern "C" fn shmover_info_meta(
     let Ok(key) = (unsafe { str_arg(key, "key") }) else {
         return std::ptr::null();
     };
-    i.meta.get(key).map_or(std::ptr::null(), |v| v.as_ptr())
+    i.meta
+        .iter()
+        .find(|(k, _)| k.to_bytes() == key.as_bytes())
+        .map_or(std::ptr::null(), |(_, v)| v.as_ptr())
+}
+
+/// Number of metadata entries.
+///
+/// # Safety
+///
+/// `i` a live info or NULL.
+#[no_mangle]
+pub unsafe extern "C" fn shmover_info_meta_count(i: *const ShmoverInfo) -> usize {
+    // SAFETY: a live info or null.
+    unsafe { i.as_ref() }.map_or(0, |i| i.meta.len())
+}
+
+/// Metadata entry `idx` (in key order): sets `*key` and `*value` (owned by
+/// the info) and returns 0, or `SHMOVER_ERR_INVALID_ARGUMENT` when out of
+/// range.
+///
+/// # Safety
+///
+/// `i` a live info or NULL; `key` and `value` valid for writes.
+#[no_mangle]
+pub unsafe extern "C" fn shmover_info_meta_at(
+    i: *const ShmoverInfo,
+    idx: usize,
+    key: *mut *const c_char,
+    value: *mut *const c_char,
+) -> c_int {
+    // SAFETY: a live info or null.
+    let entry = unsafe { i.as_ref() }.and_then(|i| i.meta.get(idx));
+    match entry {
+        Some((k, v)) if !key.is_null() && !value.is_null() => {
+            // SAFETY: both outputs checked non-null.
+            unsafe {
+                *key = k.as_ptr();
+                *value = v.as_ptr();
+            }
+            SHMOVER_OK
+        }
+        _ => code::INVALID_ARGUMENT as c_int,
+    }
 }

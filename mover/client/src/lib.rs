@@ -125,6 +125,8 @@ impl Default for Options {
 struct WriteStream {
     tx: Producer<ShmSegment>,
     name: String,
+    /// The block size given at open: the most one block may carry.
+    block: usize,
     bytes: u64,
     reserved: Option<usize>,
 }
@@ -276,6 +278,7 @@ impl Client {
         self.state = State::Writing(WriteStream {
             tx: Producer::new(seg),
             name: name.to_string(),
+            block: block_size,
             bytes: 0,
             reserved: None,
         });
@@ -324,6 +327,8 @@ impl Client {
         let wait = wait_base.alive(&alive);
         match w.tx.reserve_raw(&wait) {
             Ok((ptr, cap)) => {
+                // The slot may be larger (page rounding); a block is not.
+                let cap = cap.min(w.block);
                 w.reserved = Some(cap);
                 // SAFETY: the ring handed us this slot: `cap` bytes that only
                 // we write until the commit; the borrow of `self` keeps the
@@ -420,11 +425,13 @@ impl Client {
     pub fn abort(&mut self, reason: &str) -> Result<()> {
         match std::mem::replace(&mut self.state, State::Idle) {
             State::Writing(w) => {
-                drop(w);
-                self.call(request::Body::Abort(v1::Abort {
+                // Keep the ring until the mover has answered, so that it
+                // sees an abort and not a client that left mid-stream.
+                let res = self.call(request::Body::Abort(v1::Abort {
                     reason: reason.to_string(),
-                }))
-                .map(|_| ())
+                }));
+                drop(w);
+                res.map(|_| ())
             }
             State::Broken(e) => {
                 self.state = State::Broken(e.clone());
@@ -531,9 +538,9 @@ impl Client {
     pub fn close_read(&mut self) -> Result<()> {
         match std::mem::replace(&mut self.state, State::Idle) {
             State::Reading(r) => {
+                let res = self.call(request::Body::CloseRead(v1::CloseRead {}));
                 drop(r);
-                self.call(request::Body::CloseRead(v1::CloseRead {}))
-                    .map(|_| ())
+                res.map(|_| ())
             }
             State::Broken(e) => {
                 self.state = State::Broken(e.clone());
@@ -669,12 +676,18 @@ impl Client {
         let mut cmsg = nix::cmsg_space!([RawFd; 4]);
         let (n, fds) = {
             let mut iov = [IoSliceMut::new(&mut buf)];
-            let msg = recvmsg::<UnixAddr>(
-                self.sock.as_raw_fd(),
-                &mut iov,
-                Some(&mut cmsg),
-                MsgFlags::MSG_CMSG_CLOEXEC,
-            );
+            // A signal (the host process may use many) is not a failure.
+            let msg = loop {
+                match recvmsg::<UnixAddr>(
+                    self.sock.as_raw_fd(),
+                    &mut iov,
+                    Some(&mut cmsg),
+                    MsgFlags::MSG_CMSG_CLOEXEC,
+                ) {
+                    Err(nix::errno::Errno::EINTR) => continue,
+                    other => break other,
+                }
+            };
             match msg {
                 Ok(m) => {
                     let mut fds = Vec::new();
@@ -697,7 +710,6 @@ impl Client {
                         ),
                     ))
                 }
-                Err(nix::errno::Errno::EINTR) => (0, Vec::new()),
                 Err(e) => return Err(io_error(std::io::Error::from(e))),
             }
         };

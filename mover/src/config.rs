@@ -102,27 +102,7 @@ pub struct ServeArgs {
     pub log: Option<String>,
 }
 
-/// Parses `4096`, `64K`, `1M`, `2G`, `1T` (powers of 1024).
-pub fn parse_size(s: &str) -> Result<u64, String> {
-    let s = s.trim();
-    let (num, mult) = match s.chars().last() {
-        Some(c) if c.is_ascii_alphabetic() => {
-            let m = match c.to_ascii_uppercase() {
-                'K' => 1u64 << 10,
-                'M' => 1 << 20,
-                'G' => 1 << 30,
-                'T' => 1 << 40,
-                _ => return Err(format!("unknown size suffix in {s:?}")),
-            };
-            (&s[..s.len() - 1], m)
-        }
-        _ => (s, 1),
-    };
-    num.parse::<u64>()
-        .ok()
-        .and_then(|n| n.checked_mul(mult))
-        .ok_or_else(|| format!("not a size: {s:?}"))
-}
+pub use shmover_client::units::parse_size;
 
 /// The resolved configuration.
 #[derive(Debug, Clone)]
@@ -266,15 +246,6 @@ fn load_file(path: &Path) -> anyhow::Result<FileConfig> {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn sizes_parse_with_binary_suffixes() {
-        assert_eq!(parse_size("64K"), Ok(65536));
-        assert_eq!(parse_size("1m"), Ok(1 << 20));
-        assert_eq!(parse_size("12"), Ok(12));
-        assert!(parse_size("1Q").is_err());
-        assert!(parse_size("").is_err());
-    }
 
     #[test]
     fn flags_override_the_file_and_the_file_overrides_defaults() {

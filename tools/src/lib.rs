@@ -8,7 +8,6 @@
 pub mod fdpass;
 pub mod pattern;
 pub mod ringxfer;
-pub mod units;
 
 use std::path::PathBuf;
 

@@ -19,6 +19,7 @@
 
 pub mod ffi;
 pub mod paths;
+pub mod units;
 
 use std::collections::{BTreeMap, VecDeque};
 use std::io::{IoSliceMut, Write};

@@ -10,8 +10,8 @@
 use std::process::ExitCode;
 use std::time::Instant;
 
+use shmover_client::units::parse_size;
 use shmover_ring::Geometry;
-use shmover_tools::units::parse_size;
 use shmover_tools::{pattern, ringxfer, workspace_binary};
 
 const USAGE: &str =

@@ -22,7 +22,7 @@ pub mod paths;
 pub mod units;
 
 use std::collections::{BTreeMap, VecDeque};
-use std::io::{IoSliceMut, Write};
+use std::io::IoSliceMut;
 use std::os::fd::{AsFd, AsRawFd, FromRawFd, OwnedFd, RawFd};
 use std::os::unix::net::UnixStream;
 use std::path::PathBuf;
@@ -631,7 +631,7 @@ impl Client {
             return Err(e.clone());
         }
         let frame = shmover_proto::request_frame(body);
-        if let Err(e) = self.sock.write_all(&frame) {
+        if let Err(e) = send_all(&self.sock, &frame) {
             // The mover may have said why before it closed (a refused peer).
             let err = match self.read_response() {
                 Ok(response::Body::Error(e)) => Error::new(e.code as u32, e.message),
@@ -731,6 +731,21 @@ impl Client {
         self.rbuf.extend_from_slice(&buf[..n]);
         Ok(())
     }
+}
+
+/// Writes all of `buf` with `MSG_NOSIGNAL`: a mover that has gone away
+/// must be an error, never a SIGPIPE that kills the host process (an
+/// Oracle server process keeps SIGPIPE's default action).
+fn send_all(sock: &UnixStream, mut buf: &[u8]) -> std::io::Result<()> {
+    while !buf.is_empty() {
+        match nix::sys::socket::send(sock.as_raw_fd(), buf, MsgFlags::MSG_NOSIGNAL) {
+            Ok(0) => return Err(std::io::ErrorKind::WriteZero.into()),
+            Ok(n) => buf = &buf[n..],
+            Err(nix::errno::Errno::EINTR) => {}
+            Err(e) => return Err(e.into()),
+        }
+    }
+    Ok(())
 }
 
 fn unexpected(body: &response::Body) -> Error {

@@ -1,0 +1,682 @@
+/*
+ * sbt-driver: exercises an SBT 2.0 library the way an Oracle server process
+ * does (dlopen, sbtinit, the function table, a context per session) and
+ * checks the results the SBT specification requires (section 5 of
+ * ../shared/specs/sbt.md). Prints one line per check and finally
+ * "N passed, M failed"; exits 1 if anything failed.
+ *
+ *   sbt-driver [--lib PATH] [--socket PATH] [--channels N] [--large]
+ *              [--prefix P] [--only NAME] [--kill-mover PID]
+ *
+ * --socket sets MOVER_SOCKET before the library is loaded, as RMAN's
+ * PARMS 'ENV=(MOVER_SOCKET=...)' does. --large adds a piece over 4 GiB.
+ * --kill-mover PID runs only the mover-death scenario: it SIGKILLs the
+ * mover mid-piece and checks the library fails the piece, without hanging.
+ */
+#include <dlfcn.h>
+#include <errno.h>
+#include <limits.h>
+#include <pthread.h>
+#include <signal.h>
+#include <stdarg.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "../../shim-c/sbt/c/sbt.h"
+
+typedef int (*sbtinit_fn)(bserc *, sbtinit_input *, sbtinit_output **);
+
+static sbtinit_fn g_init;
+static const sbt_mms_fptr *g_t;
+static sbt_ulong g_ctxsize;
+static char g_prefix[256];
+static const char *g_only;
+static char g_lib[PATH_MAX];
+static char g_socket[PATH_MAX];
+static int g_channels = 4;
+static int g_large;
+static pid_t g_kill_mover;
+static pthread_mutex_t g_out_lock = PTHREAD_MUTEX_INITIALIZER;
+static int g_passed, g_failed;
+
+static void report(int ok, const char *scenario, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
+static void report(int ok, const char *scenario, const char *fmt, ...) {
+    char msg[1536];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(msg, sizeof msg, fmt, ap);
+    va_end(ap);
+    pthread_mutex_lock(&g_out_lock);
+    printf("%s %s: %s\n", ok ? "ok" : "FAIL", scenario, msg);
+    fflush(stdout);
+    if (ok) g_passed++;
+    else g_failed++;
+    pthread_mutex_unlock(&g_out_lock);
+}
+
+#define CHECK(sc, cond, ...) report((cond) != 0, sc, __VA_ARGS__)
+
+/* ---- sessions ----------------------------------------------------------------- */
+
+typedef struct chan {
+    void *ctx;
+} chan;
+
+static int open_session(chan *ch, sbt_ulong level) {
+    ch->ctx = calloc(1, g_ctxsize);
+    sbt_ulong api = SBT_APIVSN(2, 0);
+    sbtinit2_input in[] = {{SBTINIT2_TRACE_LEVEL, &level}, {SBTINIT2_CLIENT_APIVSN, &api}, {SBTINIT2_END, NULL}};
+    sbtinit2_output *out = NULL;
+    return g_t->sbtinit2(ch->ctx, 0, in, &out);
+}
+
+static void close_session(chan *ch) {
+    g_t->sbtend(ch->ctx, 0);
+    free(ch->ctx);
+    ch->ctx = NULL;
+}
+
+/* The pending error: returns the code (0 if none) and copies the text. */
+static sbt_ulong last_error(chan *ch, char *text, size_t cap) {
+    sbt_ulong code = 0;
+    char *native = NULL, *utf8 = NULL;
+    text[0] = '\0';
+    if (g_t->sbterror(ch->ctx, 0, &code, &native, &utf8) != 0) return 0;
+    if (native) snprintf(text, cap, "%s", native);
+    return code;
+}
+
+/* rc must be -1 with `code` pending and a non-empty text under 1024 bytes. */
+static int expect_error(const char *sc, chan *ch, int rc, sbt_ulong code, const char *what, const char *must_contain) {
+    char text[1100];
+    sbt_ulong got = last_error(ch, text, sizeof text);
+    int ok = rc == -1 && got == code && text[0] != '\0' && strlen(text) < 1024 &&
+             (must_contain == NULL || strstr(text, must_contain) != NULL);
+    report(ok, sc, "%s fails with %lu (rc %d, code %lu: %s)", what, code, rc, got, text);
+    return ok;
+}
+
+/* ---- data -------------------------------------------------------------------- */
+
+static uint64_t splitmix64(uint64_t x) {
+    x += 0x9E3779B97F4A7C15ULL;
+    x = (x ^ (x >> 30)) * 0xBF58476D1CE4E5B9ULL;
+    x = (x ^ (x >> 27)) * 0x94D049BB133111EBULL;
+    return x ^ (x >> 31);
+}
+
+/* Bytes [off, off+len) of stream `seed`, whatever the block size. */
+static void gen(uint64_t seed, uint64_t off, unsigned char *buf, size_t len) {
+    size_t i = 0;
+    while (i < len) {
+        uint64_t o = off + i;
+        uint64_t w = splitmix64(seed ^ (o / 8));
+        size_t k = o % 8;
+        for (; k < 8 && i < len; k++, i++) buf[i] = (unsigned char)(w >> (8 * k));
+    }
+}
+
+static void piece_name(char *out, size_t cap, const char *sc, const char *tag) {
+    snprintf(out, cap, "%s/%s/%s", g_prefix, sc, tag);
+}
+
+/* Writes `blocks` blocks of `bs` bytes of stream `seed`; returns 0 or the failing rc. */
+static int backup(chan *ch, const char *name, size_t bs, uint64_t blocks, uint64_t seed, int close) {
+    sbt_ulong dbid = 12345, ftype = 1;
+    sbtobject info[] = {{SBTOBJECT_DBNAME, "DRV"}, {SBTOBJECT_DBID, &dbid}, {SBTOBJECT_FILETYPE, &ftype},
+                        {SBTOBJECT_END, NULL}};
+    int rc = g_t->sbtbackup(ch->ctx, 0, (char *)name, info, bs, 0, 1, 0);
+    if (rc != 0) return rc;
+    unsigned char *buf = malloc(bs);
+    for (uint64_t b = 0; b < blocks && rc == 0; b++) {
+        gen(seed, b * bs, buf, bs);
+        rc = g_t->sbtwrite2(ch->ctx, 0, buf);
+    }
+    free(buf);
+    if (rc == 0 && close) rc = g_t->sbtclose2(ch->ctx, 0);
+    return rc;
+}
+
+/* Restores with block size `bs` and checks every byte of a `total`-byte
+ * stream, the short last block (tail untouched) and EOF (7504). */
+static int restore_check(const char *sc, chan *ch, const char *name, size_t bs, uint64_t total, uint64_t seed) {
+    int rc = g_t->sbtrestore(ch->ctx, 0, (char *)name, bs);
+    if (rc != 0) {
+        char text[1100];
+        report(0, sc, "sbtrestore %s bs=%zu: code %lu %s", name, bs, last_error(ch, text, sizeof text), text);
+        return 0;
+    }
+    unsigned char *buf = malloc(bs), *want = malloc(bs);
+    uint64_t off = 0, reads = 0;
+    int ok = 1;
+    char why[256] = "";
+    for (;;) {
+        memset(buf, 0xEE, bs);
+        rc = g_t->sbtread2(ch->ctx, 0, buf);
+        if (rc != 0) break;
+        size_t n = total - off < bs ? (size_t)(total - off) : bs;
+        if (n == 0) {
+            ok = 0;
+            snprintf(why, sizeof why, "data past the end");
+            break;
+        }
+        gen(seed, off, want, n);
+        if (memcmp(buf, want, n) != 0) {
+            ok = 0;
+            snprintf(why, sizeof why, "bytes differ in the block at %llu", (unsigned long long)off);
+            break;
+        }
+        for (size_t i = n; i < bs; i++)
+            if (buf[i] != 0xEE) {
+                ok = 0;
+                snprintf(why, sizeof why, "the short last block wrote past its data");
+                break;
+            }
+        off += n;
+        reads++;
+    }
+    char text[1100];
+    sbt_ulong code = rc == 0 ? 0 : last_error(ch, text, sizeof text);
+    if (ok && (off != total || code != SBT_ERROR_EOF)) {
+        ok = 0;
+        snprintf(why, sizeof why, "ended at %llu of %llu with code %lu", (unsigned long long)off,
+                 (unsigned long long)total, code);
+    }
+    if (ok) { /* EOF again, before close */
+        rc = g_t->sbtread2(ch->ctx, 0, buf);
+        if (rc != -1 || last_error(ch, text, sizeof text) != SBT_ERROR_EOF) {
+            ok = 0;
+            snprintf(why, sizeof why, "a read after EOF did not say 7504 again");
+        }
+    }
+    int crc = g_t->sbtclose2(ch->ctx, 0);
+    report(ok && crc == 0, sc, "restore of %s with %zu-byte blocks: %llu reads, %llu bytes%s%s", name, bs,
+           (unsigned long long)reads, (unsigned long long)off, why[0] ? ": " : "", why);
+    free(buf);
+    free(want);
+    return ok;
+}
+
+/* sbtinfo2 on one name: 1 found, 0 NOTFOUND, -1 failure. */
+static int info_one(chan *ch, const char *name, sbtbfinfo **out) {
+    char *names[] = {(char *)name, NULL};
+    if (g_t->sbtinfo2(ch->ctx, 0, names, out) != 0) return -1;
+    for (sbtbfinfo *p = *out; p->type != SBTBFINFO_END; p++)
+        if (p->type == SBTBFINFO_NOTFOUND) return 0;
+    return 1;
+}
+
+static int remove_one(chan *ch, const char *name) {
+    char *names[] = {(char *)name, NULL};
+    return g_t->sbtremove2(ch->ctx, 0, names);
+}
+
+static int wanted(const char *sc) { return g_only == NULL || strstr(g_only, sc) != NULL; }
+
+/* ---- scenarios ---------------------------------------------------------------- */
+
+static void sc_load(void) {
+    const char *sc = "load";
+    void *h = dlopen(g_lib, RTLD_NOW | RTLD_LOCAL);
+    if (h == NULL) {
+        report(0, sc, "dlopen %s: %s", g_lib, dlerror());
+        return;
+    }
+    g_init = (sbtinit_fn)dlsym(h, "sbtinit");
+    CHECK(sc, g_init != NULL, "sbtinit is exported");
+    if (g_init == NULL) return;
+    const char *v2[] = {"sbtinit2", "sbtbackup", "sbtwrite2", "sbtclose2", "sbtrestore", "sbtread2",
+                        "sbtremove2", "sbtinfo2", "sbtcommand", "sbterror", "sbtend"};
+    int all = 1;
+    for (size_t i = 0; i < sizeof v2 / sizeof *v2; i++) all &= dlsym(h, v2[i]) != NULL;
+    CHECK(sc, all, "the 11 v2 entry points are exported");
+    const char *v1[] = {"sbtopen", "sbtread", "sbtwrite", "sbtclose", "sbtinfo", "sbtremove"};
+    int stubs = 1;
+    for (size_t i = 0; i < sizeof v1 / sizeof *v1; i++) {
+        int (*f)(void) = (int (*)(void))dlsym(h, v1[i]);
+        stubs &= f != NULL && f() == -1;
+    }
+    CHECK(sc, stubs, "the 6 v1 names exist and fail cleanly");
+    sbtinit_output *firsts = NULL;
+    for (int round = 1; round <= 2; round++) {
+        bserc se = {-1, -1};
+        char trace[PATH_MAX];
+        snprintf(trace, sizeof trace, "/tmp/sbt-driver-%d.trc", (int)getpid());
+        sbtinit_input in[] = {{SBTINIT_TRACE_NAME, trace}, {SBTINIT_INEND, NULL}};
+        sbtinit_output *out = NULL;
+        int rc = g_init(&se, in, &out);
+        CHECK(sc, rc == 0 && se.bsercoer == 0 && out != NULL, "sbtinit (call %d) succeeds", round);
+        if (rc != 0 || out == NULL) return;
+        sbt_ulong api = 0, mms = 0;
+        const char *desc = NULL;
+        int proxy = 0, n = 0;
+        for (sbtinit_output *p = out; p->type != SBTINIT_OUTEND && n < 64; p++, n++) {
+            if (p->type == SBTINIT_MMS_APIVSN && p->value) api = *(sbt_ulong *)p->value;
+            if (p->type == SBTINIT_MMS_DESC) desc = p->value;
+            if (p->type == SBTINIT_MMS_FPTR) g_t = p->value;
+            if (p->type == SBTINIT_CTXSIZE && p->value) g_ctxsize = *(sbt_ulong *)p->value;
+            if (p->type == SBTINIT_MMSVSN && p->value) mms = *(sbt_ulong *)p->value;
+            if (p->type == SBTINIT_PROXY) proxy = 1;
+        }
+        if (round == 1) firsts = out;
+        CHECK(sc, ((api >> 8) & 0xff) == 2, "API version 2.x (%#lx)", api);
+        CHECK(sc, desc != NULL && strlen(desc) > 0 && strlen(desc) <= 63, "a description of at most 63 characters: %s",
+              desc ? desc : "(none)");
+        CHECK(sc, g_ctxsize > 0 && g_ctxsize <= 1048576, "a context size (%lu bytes)", g_ctxsize);
+        CHECK(sc, mms != 0 || out != NULL, "an MMS version %lu.%lu.%lu.%lu", mms >> 24, (mms >> 16) & 255,
+              (mms >> 8) & 255, mms & 255);
+        CHECK(sc, !proxy, "proxy copy is not advertised");
+        int slots = 0;
+        if (g_t) {
+            void *const *f = (void *const *)g_t;
+            for (int i = 0; i < 21; i++) slots += f[i] != NULL;
+        }
+        CHECK(sc, slots == 21, "the function table has 21 slots, none NULL (%d)", slots);
+        if (round == 2) CHECK(sc, out == firsts, "a second sbtinit returns the same table");
+    }
+    chan ch;
+    sbt_ulong level = 0, odd = 5;
+    ch.ctx = calloc(1, g_ctxsize);
+    sbtinit2_input in[] = {{SBTINIT2_TRACE_LEVEL, &level}, {77, &odd}, {SBTINIT2_OPERATOR_NOTIFY, NULL},
+                           {SBTINIT2_END, NULL}};
+    sbtinit2_output *out = NULL;
+    CHECK(sc, g_t->sbtinit2(ch.ctx, 0, in, &out) == 0, "sbtinit2 ignores item types it does not know");
+    close_session(&ch);
+}
+
+static void sc_backup_restore(void) {
+    const char *sc = "backup";
+    chan ch;
+    if (open_session(&ch, 1) != 0) {
+        report(0, sc, "sbtinit2 failed");
+        return;
+    }
+    char name[512];
+    piece_name(name, sizeof name, sc, "p16k");
+    int rc = backup(&ch, name, 16384, 100, 1, 1);
+    CHECK(sc, rc == 0, "a 100-block piece of 16 KiB blocks is written and closed");
+    sbtbfinfo *out = NULL;
+    int found = info_one(&ch, name, &out);
+    CHECK(sc, found == 1, "sbtinfo2 finds the piece after the close");
+    if (found == 1) {
+        int name_first = out[0].type == SBTBFINFO_NAME && strcmp(out[0].value, name) == 0;
+        sbt_ulong method = 0, order = 0, share = 0;
+        time_t cre = 0;
+        const char *label = NULL, *comment = NULL;
+        int end = 0;
+        for (sbtbfinfo *p = out; p->type != SBTBFINFO_END; p++) {
+            if (p->type == SBTBFINFO_METHOD) method = *(sbt_ulong *)p->value;
+            if (p->type == SBTBFINFO_ORDER) order = *(sbt_ulong *)p->value;
+            if (p->type == SBTBFINFO_SHARE) share = *(sbt_ulong *)p->value;
+            if (p->type == SBTBFINFO_CRETIME) cre = *(time_t *)p->value;
+            if (p->type == SBTBFINFO_LABEL) label = p->value;
+            if (p->type == SBTBFINFO_COMMENT) comment = p->value;
+            end = p[1].type == SBTBFINFO_END;
+        }
+        CHECK(sc, name_first, "the group starts with NAME, the caller's string");
+        CHECK(sc, method == 1 && order >= 1 && share >= 1, "METHOD stream, ORDER and SHARE given");
+        long skew = (long)(cre - time(NULL));
+        CHECK(sc, skew > -300 && skew < 300, "CRETIME is now (%ld s off)", skew);
+        CHECK(sc, label && strlen(label) <= 63 && comment && strlen(comment) <= 79, "LABEL %s, COMMENT %s",
+              label ? label : "-", comment ? comment : "-");
+        CHECK(sc, end, "the list ends with 9999");
+    }
+    sc = "restore";
+    restore_check(sc, &ch, name, 16384, 100 * 16384ULL, 1);
+    sc = "restore-other-block-size";
+    char big[512];
+    piece_name(big, sizeof big, sc, "p256k");
+    /* 1,638,400 bytes: 6.25 blocks of 256 KiB */
+    CHECK(sc, backup(&ch, big, 16384, 100, 7, 1) == 0, "a 1,638,400-byte piece is written");
+    restore_check(sc, &ch, big, 262144, 1638400, 7);
+    restore_check(sc, &ch, big, 4096, 1638400, 7);
+    restore_check(sc, &ch, big, 10000, 1638400, 7);
+    restore_check(sc, &ch, big, 4 << 20, 1638400, 7);
+    sc = "empty-piece";
+    char empty[512];
+    piece_name(empty, sizeof empty, sc, "p0");
+    CHECK(sc, backup(&ch, empty, 8192, 0, 3, 1) == 0, "a piece with no blocks is saved");
+    restore_check(sc, &ch, empty, 8192, 0, 3);
+    char *names[] = {name, big, empty, NULL};
+    CHECK(sc, g_t->sbtremove2(ch.ctx, 0, names) == 0, "the pieces are deleted");
+    close_session(&ch);
+}
+
+static void sc_visibility(void) {
+    const char *sc = "invisible-until-close";
+    chan a, b;
+    open_session(&a, 0);
+    open_session(&b, 0);
+    char name[512];
+    piece_name(name, sizeof name, sc, "p");
+    CHECK(sc, backup(&a, name, 8192, 20, 2, 0) == 0, "session A writes without closing");
+    sbtbfinfo *out;
+    CHECK(sc, info_one(&b, name, &out) == 0, "session B sees NOTFOUND while the piece is open");
+    expect_error(sc, &b, g_t->sbtrestore(b.ctx, 0, name, 8192), SBT_ERROR_NOTFOUND, "sbtrestore of the open piece",
+                 NULL);
+    CHECK(sc, g_t->sbtclose2(a.ctx, 0) == 0, "session A closes");
+    CHECK(sc, info_one(&b, name, &out) == 1, "session B sees it after the close");
+    remove_one(&b, name);
+    close_session(&a);
+    close_session(&b);
+}
+
+static void sc_errors(void) {
+    chan ch;
+    open_session(&ch, 0);
+    const char *sc = "not-found";
+    char missing[512], a[512];
+    piece_name(missing, sizeof missing, sc, "never-written");
+    piece_name(a, sizeof a, sc, "a");
+    backup(&ch, a, 4096, 3, 4, 1);
+    char *names[] = {a, missing, a, NULL};
+    sbtbfinfo *out = NULL;
+    int rc = g_t->sbtinfo2(ch.ctx, 0, names, &out);
+    int groups = 0, order_ok = rc == 0, nf = 0;
+    for (sbtbfinfo *p = out; rc == 0 && p->type != SBTBFINFO_END; p++) {
+        if (p->type == SBTBFINFO_NAME) {
+            order_ok &= strcmp(p->value, names[groups]) == 0;
+            groups++;
+        }
+        if (p->type == SBTBFINFO_NOTFOUND) nf++;
+    }
+    CHECK(sc, rc == 0 && groups == 3 && order_ok && nf == 1, "sbtinfo2 answers one group per name, in order, one NOTFOUND");
+    expect_error(sc, &ch, g_t->sbtrestore(ch.ctx, 0, missing, 4096), SBT_ERROR_NOTFOUND, "sbtrestore of a missing piece",
+                 missing);
+
+    sc = "duplicate";
+    expect_error(sc, &ch, backup(&ch, a, 4096, 1, 4, 1), SBT_ERROR_EXISTS, "sbtbackup of an existing name", a);
+    char other[512];
+    piece_name(other, sizeof other, sc, "fresh");
+    CHECK(sc, backup(&ch, other, 4096, 2, 5, 1) == 0, "the session still backs up a new name");
+
+    sc = "abort";
+    char ab[512];
+    piece_name(ab, sizeof ab, sc, "aborted");
+    CHECK(sc, backup(&ch, ab, 8192, 10, 6, 0) == 0, "10 blocks written");
+    CHECK(sc, g_t->sbtclose2(ch.ctx, SBTCLOSE2_ABORT) == 0, "sbtclose2 with SBTCLOSE2_ABORT succeeds");
+    CHECK(sc, info_one(&ch, ab, &out) == 0, "the aborted piece is not found");
+    CHECK(sc, backup(&ch, ab, 8192, 2, 6, 1) == 0, "the name can be written again");
+    char ended[512];
+    piece_name(ended, sizeof ended, sc, "ended-open");
+    chan e;
+    open_session(&e, 0);
+    CHECK(sc, backup(&e, ended, 8192, 5, 8, 0) == 0, "another session writes and ends without a close");
+    close_session(&e);
+    CHECK(sc, info_one(&ch, ended, &out) == 0, "a piece open at sbtend is not found");
+
+    sc = "delete";
+    char *del[] = {ab, missing, NULL};
+    expect_error(sc, &ch, g_t->sbtremove2(ch.ctx, 0, del), SBT_ERROR_NOTFOUND, "sbtremove2 of a present and a missing name",
+                 missing);
+    CHECK(sc, info_one(&ch, ab, &out) == 0, "the present name was deleted anyway");
+    char *del2[] = {a, other, NULL};
+    CHECK(sc, g_t->sbtremove2(ch.ctx, 0, del2) == 0, "sbtremove2 of present names succeeds");
+
+    sc = "commands";
+    CHECK(sc, g_t->sbtcommand(ch.ctx, 0, "ENV=(SOMETHING=else)") == 0, "an unknown ENV key is accepted");
+    CHECK(sc, g_t->sbtcommand(ch.ctx, 0, "set username U password P") == 0, "an unknown command is accepted");
+    char cmd[600];
+    snprintf(cmd, sizeof cmd, "ENV=(MOVER_SOCKET='%.400s',MOVER_TIMEOUT=30)", g_socket);
+    CHECK(sc, g_t->sbtcommand(ch.ctx, 0, cmd) == 0, "ENV=(MOVER_SOCKET=...,MOVER_TIMEOUT=30) is accepted");
+    char after[512];
+    piece_name(after, sizeof after, sc, "after-send");
+    CHECK(sc, backup(&ch, after, 4096, 2, 9, 1) == 0 && remove_one(&ch, after) == 0, "a backup works after SEND");
+    char longcmd[700];
+    memset(longcmd, 'x', sizeof longcmd - 1);
+    longcmd[sizeof longcmd - 1] = '\0';
+    expect_error(sc, &ch, g_t->sbtcommand(ch.ctx, 0, longcmd), SBT_ERROR_MM, "a command over 511 bytes", NULL);
+
+    sc = "error-text";
+    chan x;
+    open_session(&x, 0);
+    g_t->sbtcommand(x.ctx, 0, "MOVER_SOCKET=/nonexistent/dir/mover.sock");
+    char nm[512];
+    piece_name(nm, sizeof nm, sc, "unreachable");
+    rc = g_t->sbtbackup(x.ctx, 0, nm, NULL, 8192, 0, 1, 0);
+    expect_error(sc, &x, rc, SBT_ERROR_MM, "sbtbackup with no mover at the socket", "/nonexistent/dir/mover.sock");
+    char t1[1100], t2[1100];
+    last_error(&x, t1, sizeof t1);
+    last_error(&x, t2, sizeof t2);
+    CHECK(sc, strstr(t1, nm) != NULL && strstr(t1, "no such socket") != NULL, "the text names the piece and the cause: %s", t1);
+    CHECK(sc, strcmp(t1, t2) == 0, "sbterror does not clear the error");
+    snprintf(cmd, sizeof cmd, "MOVER_SOCKET=%.400s", g_socket);
+    g_t->sbtcommand(x.ctx, 0, cmd);
+    sbt_ulong code;
+    char *nat;
+    CHECK(sc, g_t->sbterror(x.ctx, 0, &code, &nat, NULL) == -1, "a successful call clears the pending error");
+    close_session(&x);
+    close_session(&ch);
+}
+
+static void sc_call_order(void) {
+    const char *sc = "call-order";
+    chan ch;
+    ch.ctx = calloc(1, g_ctxsize);
+    unsigned char buf[8192];
+    expect_error(sc, &ch, g_t->sbtbackup(ch.ctx, 0, "x", NULL, 8192, 0, 1, 0), SBT_ERROR_MM, "sbtbackup before sbtinit2",
+                 NULL);
+    free(ch.ctx);
+    open_session(&ch, 0);
+    expect_error(sc, &ch, g_t->sbtwrite2(ch.ctx, 0, buf), SBT_ERROR_MM, "sbtwrite2 before sbtbackup", NULL);
+    expect_error(sc, &ch, g_t->sbtread2(ch.ctx, 0, buf), SBT_ERROR_MM, "sbtread2 before sbtrestore", NULL);
+    expect_error(sc, &ch, g_t->sbtclose2(ch.ctx, 0), SBT_ERROR_MM, "sbtclose2 with nothing open", NULL);
+    char name[512], second[512];
+    piece_name(name, sizeof name, sc, "first");
+    piece_name(second, sizeof second, sc, "second");
+    CHECK(sc, backup(&ch, name, 8192, 2, 10, 0) == 0, "a piece is open");
+    expect_error(sc, &ch, g_t->sbtbackup(ch.ctx, 0, second, NULL, 8192, 0, 1, 0), SBT_ERROR_MM,
+                 "a second sbtbackup while one is open", "already open");
+    expect_error(sc, &ch, g_t->sbtread2(ch.ctx, 0, buf), SBT_ERROR_MM, "sbtread2 on a backup", NULL);
+    CHECK(sc, g_t->sbtclose2(ch.ctx, 0) == 0, "the first piece still closes");
+    CHECK(sc, g_t->sbtrestore(ch.ctx, 0, name, 8192) == 0, "a restore is open");
+    expect_error(sc, &ch, g_t->sbtwrite2(ch.ctx, 0, buf), SBT_ERROR_MM, "sbtwrite2 on a restore", NULL);
+    g_t->sbtclose2(ch.ctx, 0);
+    remove_one(&ch, name);
+    g_t->sbtend(ch.ctx, 0);
+    int rc = g_t->sbtread2(ch.ctx, 0, buf);
+    expect_error(sc, &ch, rc, SBT_ERROR_MM, "sbtread2 after sbtend", NULL);
+    CHECK(sc, g_t->sbtend(ch.ctx, 0) == 0, "a second sbtend succeeds");
+    CHECK(sc, open_session(&ch, 0) == 0 || 1, "a new session on a fresh context");
+    void *zero = calloc(1, g_ctxsize);
+    CHECK(sc, g_t->sbtend(zero, 0) == 0, "sbtend on a never-initialised context succeeds");
+    free(zero);
+    CHECK(sc, g_t->sbtbackup(NULL, 0, "x", NULL, 8192, 0, 1, 0) == -1, "a NULL context fails without a crash");
+    close_session(&ch);
+}
+
+static void sc_trace(void) {
+    const char *sc = "trace";
+    char path[PATH_MAX];
+    snprintf(path, sizeof path, "/tmp/sbt-driver-%d-trace.log", (int)getpid());
+    unlink(path);
+    bserc se;
+    sbtinit_input in[] = {{SBTINIT_TRACE_NAME, path}, {SBTINIT_INEND, NULL}};
+    sbtinit_output *out;
+    g_init(&se, in, &out);
+    chan ch;
+    open_session(&ch, 2);
+    char name[512];
+    piece_name(name, sizeof name, sc, "traced");
+    backup(&ch, name, 4096, 1, 11, 1);
+    remove_one(&ch, name);
+    close_session(&ch);
+    FILE *f = fopen(path, "r");
+    char line[2100];
+    int enter = 0, hex = 0;
+    while (f && fgets(line, sizeof line, f)) {
+        enter += strstr(line, "sbtbackup: enter") != NULL;
+        char *p = strstr(line, "first 32 bytes: ");
+        hex += p != NULL && strlen(p + 16) >= 64;
+    }
+    if (f) fclose(f);
+    unlink(path);
+    CHECK(sc, enter > 0 && hex > 0, "level 2 traces calls and the first 32 bytes of buffers in %s", path);
+    in[0].value = NULL;
+    g_init(&se, in, &out);
+}
+
+/* One full session: the body of a channel (process or thread). */
+static int channel_body(int k, const char *sc) {
+    chan ch;
+    if (open_session(&ch, 0) != 0) return 0;
+    char name[512], tag[32];
+    snprintf(tag, sizeof tag, "channel-%d", k);
+    piece_name(name, sizeof name, sc, tag);
+    uint64_t seed = 100 + (uint64_t)k;
+    int ok = backup(&ch, name, 65536, 64 + (uint64_t)k, seed, 1) == 0;
+    ok = ok && restore_check(sc, &ch, name, 16384 * (size_t)(k % 3 + 1), 65536ULL * (64 + (uint64_t)k), seed);
+    sbtbfinfo *out;
+    ok = ok && info_one(&ch, name, &out) == 1 && remove_one(&ch, name) == 0;
+    /* A deliberate not-found in channel 0 must not leak into the others. */
+    if (k == 0) g_t->sbtrestore(ch.ctx, 0, "never/written/anywhere", 8192);
+    else {
+        sbt_ulong code;
+        char *nat;
+        ok = ok && g_t->sbterror(ch.ctx, 0, &code, &nat, NULL) == -1;
+    }
+    close_session(&ch);
+    return ok;
+}
+
+static pthread_barrier_t g_barrier;
+
+static void *thread_main(void *arg) {
+    int k = (int)(intptr_t)arg;
+    pthread_barrier_wait(&g_barrier);
+    int ok = channel_body(k, "channels-threads");
+    report(ok, "channels-threads", "channel %d (a thread) backed up, restored, listed and deleted its piece", k);
+    return NULL;
+}
+
+static void sc_channels(const char *self) {
+    pthread_t th[64];
+    int n = g_channels > 64 ? 64 : g_channels;
+    pthread_barrier_init(&g_barrier, NULL, (unsigned)n);
+    for (int k = 0; k < n; k++) pthread_create(&th[k], NULL, thread_main, (void *)(intptr_t)k);
+    for (int k = 0; k < n; k++) pthread_join(th[k], NULL);
+    pthread_barrier_destroy(&g_barrier);
+
+    const char *sc = "channels-processes";
+    pid_t pids[64];
+    for (int k = 0; k < n; k++) {
+        pids[k] = fork();
+        if (pids[k] == 0) {
+            char ks[16];
+            snprintf(ks, sizeof ks, "%d", k);
+            execl(self, self, "--lib", g_lib, "--socket", g_socket, "--prefix", g_prefix, "--child", ks, (char *)NULL);
+            _exit(127);
+        }
+    }
+    for (int k = 0; k < n; k++) {
+        int st = 0;
+        waitpid(pids[k], &st, 0);
+        CHECK(sc, WIFEXITED(st) && WEXITSTATUS(st) == 0, "channel %d (a process with its own dlopen) succeeded", k);
+    }
+}
+
+static void sc_large(void) {
+    const char *sc = "large";
+    chan ch;
+    open_session(&ch, 0);
+    char name[512];
+    piece_name(name, sizeof name, sc, "over-4gib");
+    uint64_t blocks = 16385; /* 4 GiB + 256 KiB in 256 KiB blocks */
+    CHECK(sc, backup(&ch, name, 262144, blocks, 12, 1) == 0, "a piece of 4 GiB + 256 KiB is written");
+    restore_check(sc, &ch, name, 1 << 20, blocks * 262144ULL, 12);
+    remove_one(&ch, name);
+    close_session(&ch);
+}
+
+/* The mover dies mid-piece: the next calls that need it fail with text
+ * naming the piece instead of hanging, and the session can still end. */
+static void sc_mover_death(void) {
+    const char *sc = "mover-death";
+    chan ch;
+    open_session(&ch, 0);
+    char name[512];
+    piece_name(name, sizeof name, sc, "orphan");
+    CHECK(sc, backup(&ch, name, 65536, 8, 13, 0) == 0, "a piece is open with 8 blocks written");
+    kill(g_kill_mover, SIGKILL);
+    unsigned char *buf = calloc(1, 65536);
+    int rc = 0;
+    uint64_t writes = 0;
+    time_t t0 = time(NULL);
+    while (rc == 0 && writes < 100000) {
+        rc = g_t->sbtwrite2(ch.ctx, 0, buf);
+        writes++;
+    }
+    if (rc == 0) rc = g_t->sbtclose2(ch.ctx, 0);
+    char text[1100];
+    sbt_ulong code = last_error(&ch, text, sizeof text);
+    CHECK(sc, rc == -1 && code == SBT_ERROR_MM && strstr(text, name) != NULL,
+          "a call fails after the mover died (%llu more writes, %ld s): %s", (unsigned long long)writes,
+          (long)(time(NULL) - t0), text);
+    CHECK(sc, g_t->sbtclose2(ch.ctx, SBTCLOSE2_ABORT) == 0 || 1, "sbtclose2 ABORT returns");
+    CHECK(sc, g_t->sbtend(ch.ctx, 0) == 0, "sbtend returns 0");
+    free(ch.ctx);
+    free(buf);
+    printf("orphan piece: %s\n", name);
+}
+
+int sbt_driver_main(int argc, char **argv) {
+    signal(SIGPIPE, SIG_DFL); /* as in an Oracle server process */
+    int child = -1;
+    const char *sock = getenv("MOVER_SOCKET");
+    snprintf(g_socket, sizeof g_socket, "%s", sock ? sock : "");
+    char exe[PATH_MAX];
+    ssize_t el = readlink("/proc/self/exe", exe, sizeof exe - 1);
+    exe[el > 0 ? el : 0] = '\0';
+    snprintf(g_lib, sizeof g_lib, "%.*s/libsbtmover.so", (int)(strrchr(exe, '/') ? strrchr(exe, '/') - exe : 1),
+             el > 0 ? exe : ".");
+    snprintf(g_prefix, sizeof g_prefix, "sbt-driver/%d-%ld", (int)getpid(), (long)time(NULL));
+    for (int i = 1; i < argc; i++) {
+        const char *a = argv[i], *v = i + 1 < argc ? argv[i + 1] : NULL;
+        if (strcmp(a, "--lib") == 0 && v) snprintf(g_lib, sizeof g_lib, "%s", argv[++i]);
+        else if (strcmp(a, "--socket") == 0 && v) snprintf(g_socket, sizeof g_socket, "%s", argv[++i]);
+        else if (strcmp(a, "--channels") == 0 && v) g_channels = atoi(argv[++i]);
+        else if (strcmp(a, "--prefix") == 0 && v) snprintf(g_prefix, sizeof g_prefix, "%s", argv[++i]);
+        else if (strcmp(a, "--only") == 0 && v) g_only = argv[++i];
+        else if (strcmp(a, "--child") == 0 && v) child = atoi(argv[++i]);
+        else if (strcmp(a, "--large") == 0) g_large = 1;
+        else if (strcmp(a, "--kill-mover") == 0 && v) g_kill_mover = (pid_t)atoi(argv[++i]);
+        else {
+            fprintf(stderr, "usage: sbt-driver [--lib PATH] [--socket PATH] [--channels N] [--large] [--prefix P] "
+                            "[--only NAMES] [--kill-mover PID]\n");
+            return 2;
+        }
+    }
+    if (g_socket[0]) setenv("MOVER_SOCKET", g_socket, 1); /* PARMS 'ENV=(MOVER_SOCKET=...)' */
+    if (child >= 0) {
+        /* A channel process: its own dlopen and statics, like an Oracle server process. */
+        g_only = "";
+        sc_load();
+        if (g_t == NULL) return 1;
+        return channel_body(child, "channels-processes") ? 0 : 1;
+    }
+    sc_load();
+    if (g_t == NULL) {
+        printf("%d passed, %d failed\n", g_passed, g_failed);
+        return 1;
+    }
+    if (g_kill_mover > 0) {
+        sc_mover_death();
+        printf("%d passed, %d failed\n", g_passed, g_failed);
+        return g_failed == 0 ? 0 : 1;
+    }
+    if (wanted("backup")) sc_backup_restore();
+    if (wanted("invisible")) sc_visibility();
+    if (wanted("errors")) sc_errors();
+    if (wanted("call-order")) sc_call_order();
+    if (wanted("trace")) sc_trace();
+    if (wanted("channels")) sc_channels(exe);
+    if (g_large) sc_large();
+    printf("%d passed, %d failed\n", g_passed, g_failed);
+    return g_failed == 0 ? 0 : 1;
+}

@@ -32,6 +32,10 @@ pub enum StoreError {
     Store(#[from] object_store::Error),
     #[error("{0}: manifest is unreadable: {1}")]
     BadManifest(String, String),
+    /// Publishing failed and reading back could not tell whether the
+    /// manifest landed: the data must be kept.
+    #[error("{0}: the outcome is unknown ({1}); check with `mover info` before retrying")]
+    Uncertain(String, String),
 }
 
 impl StoreError {
@@ -42,7 +46,7 @@ impl StoreError {
             Self::AlreadyExists(_) => ErrorCode::AlreadyExists,
             Self::BadName(..) => ErrorCode::BadName,
             Self::Store(object_store::Error::NotFound { .. }) => ErrorCode::NotFound,
-            Self::Store(_) | Self::BadManifest(..) => ErrorCode::Store,
+            Self::Store(_) | Self::BadManifest(..) | Self::Uncertain(..) => ErrorCode::Store,
         }
     }
 }
@@ -125,7 +129,22 @@ pub fn open_store(cfg: &Config) -> anyhow::Result<Arc<dyn ObjectStore>> {
         if bucket.is_empty() {
             anyhow::bail!("store {url}: no bucket");
         }
+        // No whole-request timeout: a restore's GET streams for as long as
+        // the database takes to read it, and a large part may take minutes.
+        // A stalled connection still ends, by the idle read timeout.
+        // (`with_client_options` replaces every client option, so
+        // allow_http is set here, from the config or AWS_ALLOW_HTTP.)
+        let allow_http = cfg.s3.allow_http.unwrap_or_else(|| {
+            std::env::var("AWS_ALLOW_HTTP")
+                .is_ok_and(|v| v.eq_ignore_ascii_case("true") || v == "1")
+        });
+        let client = object_store::ClientOptions::new()
+            .with_timeout_disabled()
+            .with_connect_timeout(std::time::Duration::from_secs(10))
+            .with_read_timeout(std::time::Duration::from_secs(300))
+            .with_allow_http(allow_http);
         let mut b = object_store::aws::AmazonS3Builder::from_env()
+            .with_client_options(client)
             .with_bucket_name(bucket)
             .with_retry(retry);
         let s3 = &cfg.s3;
@@ -143,9 +162,6 @@ pub fn open_store(cfg: &Config) -> anyhow::Result<Arc<dyn ObjectStore>> {
         }
         if let Some(v) = &s3.session_token {
             b = b.with_token(v);
-        }
-        if let Some(v) = s3.allow_http {
-            b = b.with_allow_http(v);
         }
         let s3 = b
             .build()
@@ -216,7 +232,32 @@ impl Catalog {
 
     /// Publishes a manifest: the backup becomes visible. Fails with
     /// `AlreadyExists` if another writer published the name first.
+    ///
+    /// An error can come back for a write that landed (a lost reply, a
+    /// retried create answered "exists", a failed directory fsync after
+    /// the link): every error is checked by reading the manifest back. A
+    /// manifest with our data key means success; if that cannot be read
+    /// either, the answer is [`StoreError::Uncertain`] and the caller must
+    /// keep the data.
     pub async fn publish(&self, kind: ClientKind, m: &Manifest) -> Result<(), StoreError> {
+        let Err(e) = self.publish_once(kind, m).await else {
+            return Ok(());
+        };
+        match self.manifest(kind, &m.name).await {
+            Ok(Some(found)) if found.data_key == m.data_key => {
+                tracing::warn!(name = %m.name, error = %e, "publish reported an error but the manifest is in place");
+                Ok(())
+            }
+            Ok(Some(_)) => Err(StoreError::AlreadyExists(m.name.clone())),
+            Ok(None) => Err(e),
+            Err(read) => Err(StoreError::Uncertain(
+                m.name.clone(),
+                format!("{e}; reading back: {read}"),
+            )),
+        }
+    }
+
+    async fn publish_once(&self, kind: ClientKind, m: &Manifest) -> Result<(), StoreError> {
         use std::sync::atomic::Ordering::Relaxed;
         let key = names::manifest_key(kind, &m.name);
         let body = Bytes::from(serde_json::to_vec_pretty(m).expect("manifest serialises"));

@@ -103,7 +103,11 @@ fn serve(args: config::ServeArgs) -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    match runtime.block_on(server::serve(cfg, metrics)) {
+    let result = runtime.block_on(server::serve(cfg, metrics));
+    // Streams still running (a stalled client's restore thread) must not
+    // keep the process alive after SIGTERM.
+    runtime.shutdown_timeout(std::time::Duration::from_secs(5));
+    match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             tracing::error!("{e:#}");

@@ -127,8 +127,10 @@ pub async fn serve(cfg: Config, metrics: Arc<Metrics>) -> anyhow::Result<()> {
         limits: StreamLimits {
             part_size: cfg.part_size,
             grow_parts,
+            store_keeps_payloads: cfg.store.starts_with("memory:"),
             max_inflight_parts: cfg.max_inflight_parts,
             memory: Arc::new(Semaphore::new((cfg.memory_limit / 1024) as usize)),
+            memory_kib: (cfg.memory_limit / 1024).min(u64::from(u32::MAX)) as u32,
         },
         catalog: Catalog::new(store),
         metrics,
@@ -518,9 +520,7 @@ impl Conn {
                     .list(self.kind, &l.prefix, l.limit as usize)
                     .await
                 {
-                    Ok(ms) => response::Body::List(v1::ListReply {
-                        objects: ms.iter().map(Manifest::info).collect(),
-                    }),
+                    Ok(ms) => list_reply(&ms),
                     Err(e) => store_error(&e),
                 },
             },
@@ -608,13 +608,26 @@ impl Conn {
         )
     }
 
-    fn ctx(&self, cancel: &Arc<AtomicBool>, progress: Arc<AtomicU64>) -> StreamCtx {
-        StreamCtx {
+    fn ctx(
+        &self,
+        cancel: &Arc<AtomicBool>,
+        progress: Arc<AtomicU64>,
+    ) -> Result<StreamCtx, response::Body> {
+        let peer = std::os::fd::AsFd::as_fd(&self.stream)
+            .try_clone_to_owned()
+            .map_err(|e| {
+                error_body(
+                    ErrorCode::Resource,
+                    format!("cannot watch the client's socket: {e}"),
+                )
+            })?;
+        Ok(StreamCtx {
             limits: self.shared.limits.clone(),
             cancel: Arc::clone(cancel),
             progress,
             metrics: Arc::clone(&self.shared.metrics),
-        }
+            peer: Arc::new(peer),
+        })
     }
 
     fn geometry(&self, payload: u64) -> Result<Geometry, response::Body> {
@@ -684,6 +697,8 @@ impl Conn {
             .put_multipart(&data_key)
             .await
             .map_err(|e| store_error(&StoreError::Store(e)))?;
+        let cancel = Arc::new(AtomicBool::new(false));
+        let ctx = self.ctx(&cancel, progress)?;
         let fds: Vec<RawFd> = seg.fds().iter().map(|f| f.as_raw_fd()).collect();
         let frame = shmover_proto::response_frame(response::Body::Ring(v1::RingOpened {
             slot_count: geometry.slot_count,
@@ -693,13 +708,12 @@ impl Conn {
         if send(&self.stream, &frame, &fds).await.is_err() {
             return Ok(()); // the client left; the upload is dropped (aborted)
         }
-        let cancel = Arc::new(AtomicBool::new(false));
         let task = tokio::spawn(streams::upload(
             Consumer::new(seg),
             upload,
-            self.ctx(&cancel, progress),
+            ctx,
             o.name.clone(),
-            geometry.capacity_bytes() as u64,
+            geometry,
         ));
         info!(name = %o.name, kind = ?kind, pid = self.pid, label = %self.label, block_size = o.block_size, slots = geometry.slot_count, slot_size = geometry.slot_size, "backup opened");
         self.active = Active::Writing(Writing {
@@ -766,9 +780,13 @@ impl Conn {
             transform: "none".into(),
         };
         if let Err(e) = self.shared.catalog.publish(self.kind, &m).await {
-            let key = object_store::path::Path::from(w.data_key.as_str());
-            let _ = self.shared.catalog.store().delete(&key).await;
-            warn!(name = %w.name, error = %e, "publishing the manifest failed; data removed");
+            if matches!(e, StoreError::Uncertain(..)) {
+                warn!(name = %w.name, error = %e, "publishing the manifest had an unknown outcome; data kept");
+            } else {
+                let key = object_store::path::Path::from(w.data_key.as_str());
+                let _ = self.shared.catalog.store().delete(&key).await;
+                warn!(name = %w.name, error = %e, "publishing the manifest failed; data removed");
+            }
             return store_error(&e);
         }
         self.shared.metrics.objects_committed.fetch_add(1, Relaxed);
@@ -817,6 +835,9 @@ impl Conn {
                 format!("{}: cannot create a ring: {e}", o.name),
             )
         })?;
+        let (reg, progress) = self.register(&o.name, false, None);
+        let cancel = Arc::new(AtomicBool::new(false));
+        let ctx = self.ctx(&cancel, progress)?;
         let fds: Vec<RawFd> = seg.fds().iter().map(|f| f.as_raw_fd()).collect();
         let frame = shmover_proto::response_frame(response::Body::Ring(v1::RingOpened {
             slot_count: geometry.slot_count,
@@ -826,14 +847,12 @@ impl Conn {
         if send(&self.stream, &frame, &fds).await.is_err() {
             return Ok(());
         }
-        let (reg, progress) = self.register(&o.name, false, None);
-        let cancel = Arc::new(AtomicBool::new(false));
         let task = tokio::spawn(streams::download(
             Arc::clone(self.shared.catalog.store()),
             Producer::new(seg),
             m,
             payload as usize,
-            self.ctx(&cancel, progress),
+            ctx,
         ));
         info!(name = %o.name, kind = ?self.kind, pid = self.pid, "restore opened");
         self.active = Active::Reading(Reading {
@@ -890,6 +909,24 @@ impl Conn {
             Active::Idle | Active::Failed => {}
         }
     }
+}
+
+/// A list reply, or an error when it would not fit in one frame.
+fn list_reply(ms: &[Manifest]) -> response::Body {
+    use prost::Message;
+    let reply = v1::ListReply {
+        objects: ms.iter().map(Manifest::info).collect(),
+    };
+    if reply.encoded_len() + 64 > shmover_proto::MAX_FRAME {
+        return error_body(
+            ErrorCode::Resource,
+            format!(
+                "{} backups match; the answer would exceed one frame: use a longer prefix or a limit",
+                ms.len()
+            ),
+        );
+    }
+    response::Body::List(reply)
 }
 
 /// Whether a stream ended because the client detached its end of the ring

@@ -48,9 +48,15 @@ pub struct StreamLimits {
     pub part_size: u64,
     /// Whether parts grow (S3's 10,000-part limit) or stay fixed.
     pub grow_parts: bool,
+    /// Whether the store keeps part payloads after storing them (the
+    /// in-memory store does): then parts are copied out of the ring, or the
+    /// slots would never come back.
+    pub store_keeps_payloads: bool,
     pub max_inflight_parts: usize,
     /// Bytes outside the rings, in KiB permits.
     pub memory: Arc<Semaphore>,
+    /// The semaphore's total, so no single request asks for more.
+    pub memory_kib: u32,
 }
 
 /// What every stream task carries besides its ring.
@@ -62,6 +68,17 @@ pub struct StreamCtx {
     /// Bytes moved so far, for `mover status`.
     pub progress: Arc<AtomicU64>,
     pub metrics: Arc<Metrics>,
+    /// A duplicate of the client's control socket: its hang-up ends the
+    /// stream even while the connection task is busy elsewhere.
+    pub peer: Arc<std::os::fd::OwnedFd>,
+}
+
+impl StreamCtx {
+    /// Whether the stream should go on: not cancelled, client still there.
+    fn alive(&self) -> bool {
+        !self.cancel.load(Relaxed)
+            && !shmover_ring::fd_hung_up(std::os::fd::AsFd::as_fd(&*self.peer))
+    }
 }
 
 /// The largest part S3 accepts.
@@ -70,7 +87,9 @@ const MAX_PART: u64 = 5 << 30;
 /// Target size of part `n` (0-based): `base` for the first 1,000 parts,
 /// doubling every 1,000 parts after that, at most 5 GiB. With a 16 MiB
 /// base, 10,000 parts hold about 12.8 TiB, so a 5 TB object fits S3's
-/// 10,000-part limit.
+/// 10,000-part limit. (`drain` also caps a part at memory_limit /
+/// (max_inflight_parts + 1): objects of 5 TB need a memory_limit of about
+/// 3 GiB with 4 parts in flight.)
 pub fn part_target(base: u64, n: u64, grow: bool) -> u64 {
     if !grow {
         return base;
@@ -88,6 +107,9 @@ enum Item {
     Block(Bytes, u32),
     End,
     Failed(shmover_ring::Error),
+    /// A block whose CRC32C differs from the one the client put in its
+    /// descriptor.
+    BadCrc(u64),
 }
 
 /// A finished upload, not yet completed: all parts are stored.
@@ -111,7 +133,7 @@ impl std::fmt::Debug for Uploaded {
 fn spawn_consumer(
     mut rx: Consumer<ShmSegment>,
     tx: mpsc::Sender<Item>,
-    cancel: Arc<AtomicBool>,
+    ctx: StreamCtx,
     name: String,
 ) -> std::io::Result<()> {
     std::thread::Builder::new()
@@ -120,15 +142,19 @@ fn spawn_consumer(
             name.chars().take(20).collect::<String>()
         ))
         .spawn(move || {
-            let alive = || !cancel.load(Relaxed);
+            let alive = || ctx.alive();
             loop {
                 match rx.next(&Wait::forever().alive(&alive)) {
                     Ok(lease) => {
                         let end = lease.is_end();
                         if !lease.is_empty() {
-                            // The client's CRC if it sent one (it owns the
-                            // bytes); else ours.
-                            let crc = lease.crc().unwrap_or_else(|| crc32c::crc32c(&lease));
+                            // Always our own CRC: the manifest must describe
+                            // the bytes we store, whatever the client claims.
+                            let crc = crc32c::crc32c(&lease);
+                            if lease.crc().is_some_and(|c| c != crc) {
+                                let _ = tx.blocking_send(Item::BadCrc(lease.seq()));
+                                return;
+                            }
                             if tx
                                 .blocking_send(Item::Block(Bytes::from_owner(lease), crc))
                                 .is_err()
@@ -164,39 +190,25 @@ pub async fn upload(
     mut upload: Box<dyn MultipartUpload>,
     ctx: StreamCtx,
     name: String,
-    ring_bytes: u64,
+    geometry: shmover_ring::Geometry,
 ) -> Result<Uploaded, StreamError> {
-    let StreamCtx {
-        limits,
-        cancel,
-        progress,
-        metrics,
-    } = ctx;
     let (tx, mut items) = mpsc::channel(256);
-    if let Err(e) = spawn_consumer(rx, tx, Arc::clone(&cancel), name) {
+    if let Err(e) = spawn_consumer(rx, tx, ctx.clone(), name) {
         let _ = upload.abort().await;
         return Err(StreamError::Ring(shmover_ring::Error::Io(
             e.raw_os_error().unwrap_or(0),
         )));
     }
-    let result = drain(
-        &mut items,
-        upload.as_mut(),
-        &limits,
-        &progress,
-        &metrics,
-        ring_bytes,
-    )
-    .await;
+    let result = drain(&mut items, upload.as_mut(), &ctx, geometry).await;
     match result {
-        Ok((size, crc32c, parts)) if !cancel.load(Relaxed) => Ok(Uploaded {
+        Ok((size, crc32c, parts)) if !ctx.cancel.load(Relaxed) => Ok(Uploaded {
             upload,
             size,
             crc32c,
             parts,
         }),
         other => {
-            cancel.store(true, Relaxed);
+            ctx.cancel.store(true, Relaxed);
             let _ = upload.abort().await;
             Err(other.err().unwrap_or(StreamError::Cancelled))
         }
@@ -206,36 +218,127 @@ pub async fn upload(
 type PartFuture =
     futures::future::BoxFuture<'static, Result<std::time::Duration, object_store::Error>>;
 
-async fn drain(
-    items: &mut mpsc::Receiver<Item>,
-    upload: &mut dyn MultipartUpload,
-    limits: &StreamLimits,
-    progress: &AtomicU64,
-    metrics: &Metrics,
-    ring_bytes: u64,
-) -> Result<(u64, u32, u64), StreamError> {
-    let mut inflight: FuturesUnordered<PartFuture> = FuturesUnordered::new();
-    let (mut size, mut crc, mut parts) = (0u64, 0u32, 0u64);
-    let mut part: Vec<Bytes> = Vec::new();
-    let mut permits: Vec<OwnedSemaphorePermit> = Vec::new();
-    let mut part_len = 0u64;
-    let record = |r: Result<std::time::Duration, object_store::Error>| -> Result<(), StreamError> {
+/// The smallest part S3 accepts (except the last).
+const MIN_PART: u64 = 5 << 20;
+
+/// The part being filled: either leases of ring slots (zero copy), or
+/// bytes copied out of the ring under memory permits.
+#[derive(Default)]
+struct Part {
+    chunks: Vec<Bytes>,
+    len: u64,
+    permits: Vec<OwnedSemaphorePermit>,
+    copied: bool,
+}
+
+struct Uploader<'a> {
+    upload: &'a mut dyn MultipartUpload,
+    inflight: FuturesUnordered<PartFuture>,
+    ctx: &'a StreamCtx,
+    parts: u64,
+}
+
+impl Uploader<'_> {
+    fn record(
+        &self,
+        r: Result<std::time::Duration, object_store::Error>,
+    ) -> Result<(), StreamError> {
         let took = r?;
-        metrics.parts_uploaded.fetch_add(1, Relaxed);
-        metrics
+        self.ctx.metrics.parts_uploaded.fetch_add(1, Relaxed);
+        self.ctx
+            .metrics
             .part_latency_micros
             .fetch_add(took.as_micros() as u64, Relaxed);
         Ok(())
+    }
+
+    /// Memory permits for `bytes`, while parts in flight keep completing
+    /// (they hold permits of their own). At most the semaphore's total is
+    /// asked for, so one large request cannot wait forever.
+    async fn permits(&mut self, bytes: usize) -> Result<OwnedSemaphorePermit, StreamError> {
+        let want = kib(bytes).clamp(1, self.ctx.limits.memory_kib.max(1));
+        let acquire = Arc::clone(&self.ctx.limits.memory).acquire_many_owned(want);
+        tokio::pin!(acquire);
+        loop {
+            tokio::select! {
+                p = &mut acquire => return p.map_err(|_| StreamError::Cancelled),
+                done = self.inflight.next(), if !self.inflight.is_empty() => {
+                    self.record(done.expect("non-empty"))?;
+                }
+            }
+        }
+    }
+
+    /// Copies the part's leases out of the ring, giving the slots back.
+    async fn copy_out(&mut self, part: &mut Part) -> Result<(), StreamError> {
+        if part.copied || part.chunks.is_empty() {
+            part.copied = true;
+            return Ok(());
+        }
+        let permit = self.permits(part.len as usize).await?;
+        let mut owned = bytes::BytesMut::with_capacity(part.len as usize);
+        for c in part.chunks.drain(..) {
+            owned.extend_from_slice(&c);
+        }
+        part.chunks.push(owned.freeze());
+        part.permits.push(permit);
+        part.copied = true;
+        Ok(())
+    }
+
+    async fn submit(&mut self, part: Part) -> Result<(), StreamError> {
+        while self.inflight.len() >= self.ctx.limits.max_inflight_parts {
+            let done = self.inflight.next().await.expect("non-empty");
+            self.record(done)?;
+        }
+        let fut = self.upload.put_part(PutPayload::from_iter(part.chunks));
+        let permits = part.permits;
+        self.inflight.push(Box::pin(async move {
+            let t = Instant::now();
+            let r = fut.await;
+            drop(permits);
+            r.map(|()| t.elapsed())
+        }));
+        self.parts += 1;
+        Ok(())
+    }
+}
+
+async fn drain(
+    items: &mut mpsc::Receiver<Item>,
+    upload: &mut dyn MultipartUpload,
+    ctx: &StreamCtx,
+    geometry: shmover_ring::Geometry,
+) -> Result<(u64, u32, u64), StreamError> {
+    let limits = &ctx.limits;
+    let mut up = Uploader {
+        upload,
+        inflight: FuturesUnordered::new(),
+        ctx,
+        parts: 0,
     };
+    // A part may hold at most half the ring's slots as leases: beyond that
+    // the client could not make progress (short blocks, large parts).
+    let lease_limit = (geometry.slot_count as usize / 2).max(1);
+    let (mut size, mut crc) = (0u64, 0u32);
+    let fresh = || Part {
+        copied: limits.store_keeps_payloads,
+        ..Part::default()
+    };
+    let mut part = fresh();
     loop {
-        let target = part_target(limits.part_size, parts, limits.grow_parts);
-        // Parts larger than half the ring would stall the client: copy
-        // them out (bounded by memory_limit) and give the slots back.
-        let copy_out = target > ring_bytes / 2;
+        // Growing parts (S3) are capped so that the parts in flight plus the
+        // one being filled fit in memory_limit when they have to be copied.
+        let mut target = part_target(limits.part_size, up.parts, limits.grow_parts);
+        if limits.grow_parts {
+            let share =
+                u64::from(limits.memory_kib) * 1024 / (limits.max_inflight_parts as u64 + 1);
+            target = target.min(share.max(MIN_PART));
+        }
         let item = tokio::select! {
             biased;
-            done = inflight.next(), if !inflight.is_empty() => {
-                record(done.expect("non-empty"))?;
+            done = up.inflight.next(), if !up.inflight.is_empty() => {
+                up.record(done.expect("non-empty"))?;
                 continue;
             }
             item = items.recv() => item,
@@ -243,61 +346,48 @@ async fn drain(
         match item {
             None => return Err(StreamError::Cancelled),
             Some(Item::Failed(e)) => return Err(StreamError::Ring(e)),
+            Some(Item::BadCrc(seq)) => {
+                return Err(StreamError::Checksum(format!(
+                    "block {seq} does not match the CRC32C the client gave for it"
+                )))
+            }
             Some(Item::Block(b, c)) => {
                 let len = b.len() as u64;
                 crc = crc32c::crc32c_combine(crc, c, b.len());
                 size += len;
-                part_len += len;
-                progress.fetch_add(len, Relaxed);
-                metrics.bytes_in.fetch_add(len, Relaxed);
-                if copy_out {
-                    let p = Arc::clone(&limits.memory)
-                        .acquire_many_owned(kib(b.len()))
-                        .await
-                        .map_err(|_| StreamError::Cancelled)?;
-                    permits.push(p);
-                    part.push(Bytes::copy_from_slice(&b));
+                ctx.progress.fetch_add(len, Relaxed);
+                ctx.metrics.bytes_in.fetch_add(len, Relaxed);
+                if part.copied {
+                    let p = up.permits(b.len()).await?;
+                    part.permits.push(p);
+                    part.chunks.push(Bytes::copy_from_slice(&b));
                 } else {
-                    part.push(b);
+                    part.chunks.push(b);
                 }
-                if part_len >= target {
-                    while inflight.len() >= limits.max_inflight_parts {
-                        record(inflight.next().await.expect("non-empty"))?;
+                part.len += len;
+                if part.len >= target {
+                    up.submit(std::mem::replace(&mut part, fresh())).await?;
+                } else if !part.copied && part.chunks.len() >= lease_limit {
+                    // The part holds half the ring. Stores without a part
+                    // count limit take it as it is; on S3 (10,000 parts,
+                    // 5 MiB minimum) it is copied out and keeps growing.
+                    if limits.grow_parts {
+                        up.copy_out(&mut part).await?;
+                    } else {
+                        up.submit(std::mem::replace(&mut part, fresh())).await?;
                     }
-                    inflight.push(submit(
-                        upload,
-                        std::mem::take(&mut part),
-                        std::mem::take(&mut permits),
-                    ));
-                    parts += 1;
-                    part_len = 0;
                 }
             }
             Some(Item::End) => break,
         }
     }
-    if part_len > 0 || parts == 0 {
-        inflight.push(submit(upload, part, permits));
-        parts += 1;
+    if part.len > 0 || up.parts == 0 {
+        up.submit(part).await?;
     }
-    while let Some(r) = inflight.next().await {
-        record(r)?;
+    while let Some(r) = up.inflight.next().await {
+        up.record(r)?;
     }
-    Ok((size, crc, parts))
-}
-
-fn submit(
-    upload: &mut dyn MultipartUpload,
-    part: Vec<Bytes>,
-    permits: Vec<OwnedSemaphorePermit>,
-) -> PartFuture {
-    let fut = upload.put_part(PutPayload::from_iter(part));
-    Box::pin(async move {
-        let t = Instant::now();
-        let r = fut.await;
-        drop(permits);
-        r.map(|()| t.elapsed())
-    })
+    Ok((size, crc, up.parts))
 }
 
 /// What the store task hands to the producer thread: a batch of chunks
@@ -403,7 +493,7 @@ fn fill_ring(
     (size, crc_want): (u64, u32),
     ctx: &StreamCtx,
 ) -> Result<(), StreamError> {
-    let alive = || !ctx.cancel.load(Relaxed);
+    let alive = || ctx.alive();
     let wait = Wait::forever().alive(&alive);
     let (mut total, mut crc) = (0u64, 0u32);
     // Commits the first `len` bytes of the reserved slot. (Reserving again

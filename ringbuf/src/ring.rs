@@ -187,9 +187,13 @@ impl<'a> Wait<'a> {
         }
     }
 
-    /// Give up after `timeout` from now.
+    /// Give up after `timeout` from now (a timeout too large to represent
+    /// means no deadline).
     pub fn timeout(timeout: Duration) -> Self {
-        Self::until(Instant::now() + timeout)
+        Self {
+            deadline: Instant::now().checked_add(timeout),
+            alive: None,
+        }
     }
 
     /// Also give up with [`Error::PeerGone`] as soon as `alive()` returns

@@ -381,3 +381,32 @@ fn nothing_appears_in_dev_shm_while_streams_run() {
     c.commit().unwrap();
     assert!(during.iter().all(|n| before.contains(n)), "{during:?}");
 }
+
+#[test]
+fn a_commit_without_the_end_of_stream_from_a_client_that_dies_does_not_hang_the_mover() {
+    // Regression: the connection task waited for the upload, whose ring
+    // thread only stopped on an explicit cancel.
+    let mut m = MoverProcess::start(&["--store", "memory://"]);
+    let mut r = Raw::connect(&m);
+    r.hello();
+    r.request(request::Body::OpenWrite(v1::OpenWrite {
+        name: "never-ends".into(),
+        block_size: 1 << 20,
+        ..Default::default()
+    }));
+    assert!(matches!(r.reply(), Some(response::Body::Ring(_))));
+    r.request(request::Body::Commit(v1::Commit { bytes: 0 }));
+    drop(r); // the client dies without ever writing the end-of-stream slot
+    assert!(
+        eventually(Duration::from_secs(30), || live_streams(&m) == 0),
+        "the stream was never cleaned up"
+    );
+    let mut c = m.client(ClientKind::Generic);
+    assert_eq!(c.stat("never-ends").unwrap_err().code, code::NOT_FOUND);
+    // The name is free again.
+    c.open_write("never-ends", 4096, 0, &BTreeMap::new())
+        .unwrap();
+    c.write_all(b"x").unwrap();
+    assert_eq!(c.commit().unwrap().size, 1);
+    still_serves(&mut m);
+}

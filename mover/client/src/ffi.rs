@@ -76,7 +76,12 @@ pub struct ShmoverList {
 }
 
 fn set_thread_error(code: c_int, msg: &str) -> c_int {
-    THREAD_ERROR.with(|e| *e.borrow_mut() = (code, cstring(msg)));
+    // try_with: during thread teardown the slot may be gone; never panic.
+    let _ = THREAD_ERROR.try_with(|e| {
+        if let Ok(mut slot) = e.try_borrow_mut() {
+            *slot = (code, cstring(msg));
+        }
+    });
     code
 }
 
@@ -246,7 +251,9 @@ pub unsafe extern "C" fn shmover_last_error_code(c: *const ShmoverClient) -> c_i
     // SAFETY: a live handle or null.
     match unsafe { c.as_ref() } {
         Some(h) => h.last_code,
-        None => THREAD_ERROR.with(|e| e.borrow().0),
+        None => THREAD_ERROR
+            .try_with(|e| e.try_borrow().map_or(0, |e| e.0))
+            .unwrap_or(0),
     }
 }
 
@@ -261,7 +268,9 @@ pub unsafe extern "C" fn shmover_last_error(c: *const ShmoverClient) -> *const c
     // SAFETY: a live handle or null.
     match unsafe { c.as_ref() } {
         Some(h) => h.last_error.as_ptr(),
-        None => THREAD_ERROR.with(|e| e.borrow().1.as_ptr()),
+        None => THREAD_ERROR
+            .try_with(|e| e.try_borrow().map_or(c"".as_ptr(), |e| e.1.as_ptr()))
+            .unwrap_or(c"".as_ptr()),
     }
 }
 

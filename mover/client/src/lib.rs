@@ -269,13 +269,17 @@ impl Client {
             size_hint,
             metadata: metadata.clone(),
         }))?;
-        let seg = self.attach_ring(&reply, Direction::ToMover, name)?;
-        if seg.geometry().slot_size < block_size as u32 {
-            return Err(Error::new(
-                code::PROTOCOL,
-                format!("{name}: ring slots smaller than the block size"),
-            ));
-        }
+        let seg = match self.attach_ring(&reply, Direction::ToMover, name) {
+            Ok(seg) if seg.geometry().slot_size >= block_size as u32 => seg,
+            Ok(_) => {
+                let e = Error::new(
+                    code::PROTOCOL,
+                    format!("{name}: ring slots smaller than the block size"),
+                );
+                return Err(self.abandon_connection(e));
+            }
+            Err(e) => return Err(self.abandon_connection(e)),
+        };
         self.state = State::Writing(WriteStream {
             tx: Producer::new(seg),
             name: name.to_string(),
@@ -414,7 +418,13 @@ impl Client {
         let State::Writing(w) = std::mem::replace(&mut self.state, State::Idle) else {
             unreachable!("checked above")
         };
+        // Completing a large upload can take a while (the last parts, then
+        // the store's completion and the manifest): wait ten timeouts.
+        let _ = self
+            .sock
+            .set_read_timeout(Some(self.timeout.saturating_mul(10)));
         let reply = self.call(request::Body::Commit(v1::Commit { bytes }));
+        let _ = self.sock.set_read_timeout(Some(self.timeout));
         drop(w);
         match reply? {
             response::Body::Info(info) => Ok(info),
@@ -463,7 +473,10 @@ impl Client {
             response::Body::Ring(r) => r.object_size,
             other => return Err(unexpected(other)),
         };
-        let seg = self.attach_ring(&reply, Direction::FromMover, name)?;
+        let seg = match self.attach_ring(&reply, Direction::FromMover, name) {
+            Ok(seg) => seg,
+            Err(e) => return Err(self.abandon_connection(e)),
+        };
         self.state = State::Reading(ReadStream {
             rx: Consumer::new(seg),
             name: name.to_string(),
@@ -602,6 +615,15 @@ impl Client {
         }
     }
 
+    /// The mover opened a stream this side cannot use: the connection is
+    /// closed (the mover aborts the stream) and unusable from now on.
+    fn abandon_connection(&mut self, e: Error) -> Error {
+        self.fds.clear();
+        let _ = self.sock.shutdown(std::net::Shutdown::Both);
+        self.state = State::Broken(e.clone());
+        e
+    }
+
     fn not_in(&self, what: &str, stream: &str) -> Error {
         match &self.state {
             State::Broken(e) => e.clone(),
@@ -690,6 +712,24 @@ impl Client {
                 }
             };
             match msg {
+                Ok(m) if m.flags.contains(MsgFlags::MSG_CTRUNC) => {
+                    // Descriptors were lost (the process is at its fd limit):
+                    // the stream cannot be set up. Close what did arrive.
+                    if let Ok(cmsgs) = m.cmsgs() {
+                        for c in cmsgs {
+                            if let ControlMessageOwned::ScmRights(raw) = c {
+                                for fd in raw {
+                                    // SAFETY: SCM_RIGHTS installed these just now.
+                                    drop(unsafe { OwnedFd::from_raw_fd(fd) });
+                                }
+                            }
+                        }
+                    }
+                    return Err(Error::new(
+                        code::IO,
+                        "descriptors from the mover were truncated (too many open files?)",
+                    ));
+                }
                 Ok(m) => {
                     let mut fds = Vec::new();
                     if let Ok(cmsgs) = m.cmsgs() {
@@ -719,7 +759,7 @@ impl Client {
             // just now; nothing else owns them.
             self.fds.push_back(unsafe { OwnedFd::from_raw_fd(raw) });
         }
-        if n == 0 && self.fds.is_empty() {
+        if n == 0 {
             return Err(Error::new(
                 code::DISCONNECTED,
                 format!(

@@ -4,8 +4,10 @@
 //! server on loopback for tests of the mover's object-store path, and
 //! [`MoverProcess`], a `mover serve` child process in a private directory.
 
-pub mod mover;
 pub mod s3;
 
-pub use mover::MoverProcess;
 pub use s3::S3Server;
+/// The mover process harness lives in `shmover-tools`, shared with
+/// `mover-bench`.
+pub use shmover_tools::mover;
+pub use shmover_tools::mover::MoverProcess;

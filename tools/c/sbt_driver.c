@@ -10,6 +10,8 @@
  *
  * --socket sets MOVER_SOCKET before the library is loaded, as RMAN's
  * PARMS 'ENV=(MOVER_SOCKET=...)' does. --large adds a piece over 4 GiB.
+ * --bench-bytes N times a backup and a restore of N bytes instead (used by
+ * `mover-bench sbt`).
  * --kill-mover PID runs only the mover-death scenario: it SIGKILLs the
  * mover mid-piece and checks the library fails the piece, without hanging.
  */
@@ -42,6 +44,8 @@ static char g_socket[PATH_MAX];
 static int g_channels = 4;
 static int g_large;
 static pid_t g_kill_mover;
+static unsigned long long g_bench_bytes;
+static size_t g_bench_block = 1 << 20;
 static pthread_mutex_t g_out_lock = PTHREAD_MUTEX_INITIALIZER;
 static int g_passed, g_failed;
 
@@ -625,6 +629,55 @@ static void sc_mover_death(void) {
     printf("orphan piece: %s\n", name);
 }
 
+static double now_s(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
+}
+
+/* Benchmark: one piece of g_bench_bytes in g_bench_block blocks, copied by
+ * sbtwrite2 from a 64 MiB buffer (as from RMAN's buffers), then restored;
+ * prints the seconds of each, close and end included. */
+static int bench(void) {
+    chan ch;
+    if (open_session(&ch, 0) != 0) return 1;
+    size_t bs = g_bench_block;
+    size_t src_blocks = ((size_t)64 << 20) / bs ? ((size_t)64 << 20) / bs : 1;
+    unsigned char *src = malloc(src_blocks * bs), *buf = malloc(bs);
+    for (size_t b = 0; b < src_blocks; b++) gen(99, (uint64_t)b * bs, src + b * bs, bs);
+    char name[512];
+    piece_name(name, sizeof name, "bench", "piece");
+    unsigned long long blocks = g_bench_bytes / bs;
+    double t0 = now_s();
+    int rc = g_t->sbtbackup(ch.ctx, 0, name, NULL, bs, 0, 1, 0);
+    for (unsigned long long b = 0; rc == 0 && b < blocks; b++) rc = g_t->sbtwrite2(ch.ctx, 0, src + (b % src_blocks) * bs);
+    if (rc == 0) rc = g_t->sbtclose2(ch.ctx, 0);
+    double t1 = now_s();
+    if (rc != 0) {
+        char text[1100];
+        fprintf(stderr, "bench backup failed: %s\n", (last_error(&ch, text, sizeof text), text));
+        return 1;
+    }
+    unsigned long long got = 0;
+    double t2 = now_s();
+    rc = g_t->sbtrestore(ch.ctx, 0, name, bs);
+    while (rc == 0 && (rc = g_t->sbtread2(ch.ctx, 0, buf)) == 0) got += bs;
+    char text[1100];
+    sbt_ulong code = last_error(&ch, text, sizeof text);
+    int crc = g_t->sbtclose2(ch.ctx, 0);
+    double t3 = now_s();
+    if (code != SBT_ERROR_EOF || crc != 0 || got != blocks * bs) {
+        fprintf(stderr, "bench restore failed: %llu of %llu bytes: %s\n", got, blocks * bs, text);
+        return 1;
+    }
+    remove_one(&ch, name);
+    close_session(&ch);
+    printf("bench bytes=%llu block=%zu backup_seconds=%.6f restore_seconds=%.6f\n", blocks * bs, bs, t1 - t0, t3 - t2);
+    free(src);
+    free(buf);
+    return 0;
+}
+
 int sbt_driver_main(int argc, char **argv) {
     signal(SIGPIPE, SIG_DFL); /* as in an Oracle server process */
     int child = -1;
@@ -646,9 +699,11 @@ int sbt_driver_main(int argc, char **argv) {
         else if (strcmp(a, "--child") == 0 && v) child = atoi(argv[++i]);
         else if (strcmp(a, "--large") == 0) g_large = 1;
         else if (strcmp(a, "--kill-mover") == 0 && v) g_kill_mover = (pid_t)atoi(argv[++i]);
+        else if (strcmp(a, "--bench-bytes") == 0 && v) g_bench_bytes = strtoull(argv[++i], NULL, 10);
+        else if (strcmp(a, "--bench-block") == 0 && v) g_bench_block = (size_t)strtoull(argv[++i], NULL, 10);
         else {
             fprintf(stderr, "usage: sbt-driver [--lib PATH] [--socket PATH] [--channels N] [--large] [--prefix P] "
-                            "[--only NAMES] [--kill-mover PID]\n");
+                            "[--only NAMES] [--kill-mover PID] [--bench-bytes N [--bench-block B]]\n");
             return 2;
         }
     }
@@ -664,6 +719,10 @@ int sbt_driver_main(int argc, char **argv) {
     if (g_t == NULL) {
         printf("%d passed, %d failed\n", g_passed, g_failed);
         return 1;
+    }
+    if (g_bench_bytes > 0) {
+        g_only = "";
+        return bench();
     }
     if (g_kill_mover > 0) {
         sc_mover_death();

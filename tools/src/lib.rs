@@ -6,6 +6,7 @@
 #![warn(missing_docs)]
 
 pub mod fdpass;
+pub mod mover;
 pub mod pattern;
 pub mod ringxfer;
 

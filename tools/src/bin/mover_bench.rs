@@ -115,10 +115,138 @@ fn ring(args: &[String]) -> Result<(), String> {
     Ok(())
 }
 
+/// Peak RSS (MiB) and CPU seconds (user + system) of a process, from /proc.
+fn proc_usage(pid: u32) -> (f64, f64) {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+    let hwm_kib: f64 = status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmHWM:"))
+        .and_then(|v| v.split_whitespace().next()?.parse().ok())
+        .unwrap_or(0.0);
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    let after = stat.rsplit_once(')').map_or("", |(_, a)| a);
+    let fields: Vec<&str> = after.split_whitespace().collect();
+    // After the ")": state is field 3 of stat(5); utime and stime are 14, 15.
+    let ticks: f64 = [11, 12]
+        .iter()
+        .filter_map(|&i| fields.get(i)?.parse::<f64>().ok())
+        .sum();
+    // Linux reports these in USER_HZ, which is 100 on every supported
+    // architecture.
+    let hz = 100.0;
+    (hwm_kib / 1024.0, ticks / hz)
+}
+
+/// `write(2)` of `bytes` in `block` pieces from the 64 MiB source into a
+/// new file in `dir`, then fsync; seconds.
+fn write_seconds(dir: &std::path::Path, bytes: u64, block: usize) -> Result<f64, String> {
+    use std::io::Write;
+    let src = pattern::source(block);
+    let k = pattern::source_blocks(block);
+    let path = dir.join("write-baseline.bin");
+    let mut f = std::fs::File::create(&path).map_err(|e| e.to_string())?;
+    let t0 = Instant::now();
+    let (mut done, mut i) = (0u64, 0usize);
+    while done < bytes {
+        let len = ((bytes - done) as usize).min(block);
+        f.write_all(&src[(i % k) * block..][..len])
+            .map_err(|e| e.to_string())?;
+        done += len as u64;
+        i += 1;
+    }
+    f.sync_all().map_err(|e| e.to_string())?;
+    let s = t0.elapsed().as_secs_f64();
+    drop(f);
+    let _ = std::fs::remove_file(&path);
+    Ok(s)
+}
+
+fn sbt(args: &[String]) -> Result<(), String> {
+    let mut bytes: u64 = 4 << 30;
+    let mut block: usize = 1 << 20;
+    let mut runs = 2u32;
+    let mut it = args.iter();
+    while let Some(flag) = it.next() {
+        let mut value = || it.next().ok_or_else(|| format!("{flag} needs a value"));
+        match flag.as_str() {
+            "--bytes" => bytes = parse_size(value()?)?,
+            "--block" => block = parse_size(value()?)? as usize,
+            "--runs" => runs = parse_size(value()?)?.max(1) as u32,
+            other => return Err(format!("unknown flag {other}\n{USAGE}")),
+        }
+    }
+    let driver = workspace_binary("sbt-driver").map_err(|e| e.to_string())?;
+    let lib = driver.with_file_name("libsbtmover.so");
+    if !lib.is_file() {
+        return Err(format!(
+            "{} not found; run cargo build --release",
+            lib.display()
+        ));
+    }
+    let mut m = shmover_tools::mover::MoverProcess::start(&["--log", "warn"]);
+    let (mut backup_s, mut restore_s, mut write_s) = (f64::MAX, f64::MAX, f64::MAX);
+    // Interleaved runs, best of each: the disk and the other tenants of
+    // this machine vary from one second to the next.
+    for _ in 0..runs {
+        let out = std::process::Command::new(&driver)
+            .arg("--lib")
+            .arg(&lib)
+            .arg("--socket")
+            .arg(&m.socket)
+            .args([
+                "--bench-bytes",
+                &bytes.to_string(),
+                "--bench-block",
+                &block.to_string(),
+            ])
+            .output()
+            .map_err(|e| e.to_string())?;
+        let text = String::from_utf8_lossy(&out.stdout);
+        let line = text
+            .lines()
+            .find(|l| l.starts_with("bench "))
+            .ok_or_else(|| {
+                format!(
+                    "sbt-driver failed: {}{}",
+                    text,
+                    String::from_utf8_lossy(&out.stderr)
+                )
+            })?;
+        let field = |k: &str| -> Result<f64, String> {
+            line.split_whitespace()
+                .find_map(|kv| kv.strip_prefix(k)?.strip_prefix('='))
+                .and_then(|v| v.parse().ok())
+                .ok_or_else(|| format!("no {k} in {line}"))
+        };
+        backup_s = backup_s.min(field("backup_seconds")?);
+        restore_s = restore_s.min(field("restore_seconds")?);
+        write_s = write_s.min(write_seconds(&m.dir, bytes, block)?);
+    }
+    let (rss_mib, cpu_s) = proc_usage(m.pid());
+    let memcpy_s = memcpy_seconds(bytes, block, 64 << 20);
+    m.kill();
+    let (b, r, w, c) = (
+        gbps(bytes, backup_s),
+        gbps(bytes, restore_s),
+        gbps(bytes, write_s),
+        gbps(bytes, memcpy_s),
+    );
+    let gib = bytes as f64 / (1u64 << 30) as f64;
+    println!(
+        "{{\"scenario\":\"sbt\",\"bytes\":{bytes},\"block\":{block},\"backup_gbps\":{b:.3},\"restore_gbps\":{r:.3},\"write_gbps\":{w:.3},\"memcpy_gbps\":{c:.3},\"ratio_write\":{:.3},\"ratio_restore_backup\":{:.3},\"ratio_memcpy\":{:.3},\"mover_peak_rss_mib\":{rss_mib:.1},\"mover_cpu_s_per_gib\":{:.3}}}",
+        b / w,
+        r / b,
+        b / c,
+        cpu_s / (2.0 * gib * f64::from(runs))
+    );
+    Ok(())
+}
+
 fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
     let result = match args.first().map(String::as_str) {
         Some("ring") => ring(&args[1..]),
+        Some("sbt") => sbt(&args[1..]),
         Some("-h" | "--help") => {
             println!("{USAGE}");
             Ok(())

@@ -22,7 +22,7 @@ pub struct MoverProcess {
 
 /// A fresh directory under the temp dir.
 pub fn temp_dir(tag: &str) -> PathBuf {
-    let p = shmover_tools::unique_socket_path(tag).with_extension("d");
+    let p = crate::unique_socket_path(tag).with_extension("d");
     std::fs::create_dir_all(&p).expect("create temp dir");
     p
 }
@@ -44,7 +44,7 @@ impl MoverProcess {
     }
 
     fn spawn(&mut self, setup: impl FnOnce(&mut Command)) {
-        let exe = shmover_tools::workspace_binary("mover").expect("the mover binary is built");
+        let exe = crate::workspace_binary("mover").expect("the mover binary is built");
         let log = std::fs::OpenOptions::new()
             .create(true)
             .append(true)
@@ -129,7 +129,7 @@ impl MoverProcess {
 
     /// A `mover` CLI command aimed at this mover.
     pub fn cli(&self) -> Command {
-        let mut c = Command::new(shmover_tools::workspace_binary("mover").expect("mover built"));
+        let mut c = Command::new(crate::workspace_binary("mover").expect("mover built"));
         c.env("MOVER_SOCKET", &self.socket);
         c
     }

@@ -16,4 +16,20 @@ fn main() {
         .opt_level(2)
         .define("_GNU_SOURCE", None)
         .compile("shmover_ring_producer");
+
+    println!("cargo:rerun-if-changed=backint");
+    cc::Build::new()
+        .file("backint/hdbbackint.c")
+        .include("include")
+        .flag_if_supported("-std=gnu11")
+        .flag_if_supported("-Wall")
+        .flag_if_supported("-Wextra")
+        .flag_if_supported("-Werror")
+        .opt_level(2)
+        .define("_GNU_SOURCE", None)
+        .define(
+            "HDBBACKINT_VERSION",
+            format!("\"{}\"", env!("CARGO_PKG_VERSION")).as_str(),
+        )
+        .compile("shmover_hdbbackint");
 }

@@ -91,6 +91,14 @@ fn kind_from(s: &str) -> ClientKind {
     }
 }
 
+/// The store path of a manifest's `data_key`. The key is stored in its
+/// encoded form (`Path`'s display), so it is parsed, not encoded again: a
+/// name with `%` in it would otherwise point elsewhere.
+pub fn data_path(key: &str) -> Result<Path, StoreError> {
+    Path::parse(key)
+        .map_err(|e| StoreError::BadManifest(key.chars().take(80).collect(), e.to_string()))
+}
+
 /// The store and its catalog.
 #[derive(Debug, Clone)]
 pub struct Catalog {
@@ -338,7 +346,7 @@ impl Catalog {
     pub async fn delete(&self, kind: ClientKind, name: &str) -> Result<(), StoreError> {
         let m = self.require(kind, name).await?;
         self.store.delete(&names::manifest_key(kind, name)).await?;
-        match self.store.delete(&Path::from(m.data_key.as_str())).await {
+        match self.store.delete(&data_path(&m.data_key)?).await {
             Ok(()) | Err(object_store::Error::NotFound { .. }) => Ok(()),
             Err(e) => Err(e.into()),
         }

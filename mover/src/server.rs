@@ -783,8 +783,9 @@ impl Conn {
             if matches!(e, StoreError::Uncertain(..)) {
                 warn!(name = %w.name, error = %e, "publishing the manifest had an unknown outcome; data kept");
             } else {
-                let key = object_store::path::Path::from(w.data_key.as_str());
-                let _ = self.shared.catalog.store().delete(&key).await;
+                if let Ok(key) = crate::catalog::data_path(&w.data_key) {
+                    let _ = self.shared.catalog.store().delete(&key).await;
+                }
                 warn!(name = %w.name, error = %e, "publishing the manifest failed; data removed");
             }
             return store_error(&e);

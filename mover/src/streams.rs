@@ -418,7 +418,8 @@ pub async fn download(
     payload: usize,
     ctx: StreamCtx,
 ) -> Result<(), StreamError> {
-    let key = object_store::path::Path::from(m.data_key.as_str());
+    let key =
+        crate::catalog::data_path(&m.data_key).map_err(|e| StreamError::Checksum(e.to_string()))?;
     let got = store.get(&key).await?;
     let expect = (m.size, m.crc32c);
     if let object_store::GetResultPayload::File(file, _) = got.payload {

@@ -165,6 +165,7 @@ fn sbt(args: &[String]) -> Result<(), String> {
     let mut bytes: u64 = 4 << 30;
     let mut block: usize = 1 << 20;
     let mut runs = 2u32;
+    let mut store: Option<String> = None;
     let mut it = args.iter();
     while let Some(flag) = it.next() {
         let mut value = || it.next().ok_or_else(|| format!("{flag} needs a value"));
@@ -172,6 +173,7 @@ fn sbt(args: &[String]) -> Result<(), String> {
             "--bytes" => bytes = parse_size(value()?)?,
             "--block" => block = parse_size(value()?)? as usize,
             "--runs" => runs = parse_size(value()?)?.max(1) as u32,
+            "--store" => store = Some(value()?.clone()),
             other => return Err(format!("unknown flag {other}\n{USAGE}")),
         }
     }
@@ -183,7 +185,11 @@ fn sbt(args: &[String]) -> Result<(), String> {
             lib.display()
         ));
     }
-    let mut m = shmover_tools::mover::MoverProcess::start(&["--log", "warn"]);
+    let mut margs = vec!["--log", "warn"];
+    if let Some(s) = &store {
+        margs.extend(["--store", s.as_str()]);
+    }
+    let mut m = shmover_tools::mover::MoverProcess::start(&margs);
     let (mut backup_s, mut restore_s, mut write_s) = (f64::MAX, f64::MAX, f64::MAX);
     // Interleaved runs, best of each: the disk and the other tenants of
     // this machine vary from one second to the next.
@@ -242,11 +248,177 @@ fn sbt(args: &[String]) -> Result<(), String> {
     Ok(())
 }
 
+/// Writes `bytes` from the 64 MiB source into a FIFO (opened when its
+/// reader is there).
+fn fifo_writer(
+    path: std::path::PathBuf,
+    bytes: u64,
+) -> std::thread::JoinHandle<Result<(), String>> {
+    std::thread::spawn(move || {
+        use std::io::Write;
+        let src = pattern::source(1 << 20);
+        let mut f = std::fs::OpenOptions::new()
+            .write(true)
+            .open(&path)
+            .map_err(|e| e.to_string())?;
+        let mut done = 0u64;
+        let mut i = 0usize;
+        while done < bytes {
+            let n = ((bytes - done) as usize).min(1 << 20);
+            let off = (i % 64) << 20;
+            f.write_all(&src[off..off + n]).map_err(|e| e.to_string())?;
+            done += n as u64;
+            i += 1;
+        }
+        Ok(())
+    })
+}
+
+/// Reads a FIFO to its end, discarding; returns the bytes read.
+fn fifo_reader(path: std::path::PathBuf) -> std::thread::JoinHandle<Result<u64, String>> {
+    std::thread::spawn(move || {
+        use std::io::Read;
+        let mut f = std::fs::File::open(&path).map_err(|e| e.to_string())?;
+        let mut buf = vec![0u8; 1 << 20];
+        let mut total = 0u64;
+        loop {
+            let n = f.read(&mut buf).map_err(|e| e.to_string())?;
+            if n == 0 {
+                return Ok(total);
+            }
+            total += n as u64;
+        }
+    })
+}
+
+fn mkfifo(p: &std::path::Path) -> Result<(), String> {
+    nix::unistd::mkfifo(p, nix::sys::stat::Mode::from_bits_truncate(0o600))
+        .map_err(|e| format!("mkfifo {}: {e}", p.display()))
+}
+
+fn backint(args: &[String]) -> Result<(), String> {
+    let mut bytes: u64 = 4 << 30;
+    let mut pipes = 3usize;
+    let mut store: Option<String> = None;
+    let mut it = args.iter();
+    while let Some(flag) = it.next() {
+        let mut value = || it.next().ok_or_else(|| format!("{flag} needs a value"));
+        match flag.as_str() {
+            "--bytes" => bytes = parse_size(value()?)?,
+            "--pipes" => pipes = parse_size(value()?)?.max(1) as usize,
+            "--store" => store = Some(value()?.clone()),
+            other => return Err(format!("unknown flag {other}\n{USAGE}")),
+        }
+    }
+    let exe = workspace_binary("hdbbackint").map_err(|e| e.to_string())?;
+    let mut margs = vec!["--log", "warn"];
+    if let Some(s) = &store {
+        margs.extend(["--store", s.as_str()]);
+    }
+    let mut m = shmover_tools::mover::MoverProcess::start(&margs);
+    let dir = m.dir.join("hana");
+    std::fs::create_dir_all(&dir).map_err(|e| e.to_string())?;
+    let per = bytes / pipes as u64;
+    let total = per * pipes as u64;
+    let params = dir.join("params.toml");
+    std::fs::write(&params, format!("socket = \"{}\"\n", m.socket.display()))
+        .map_err(|e| e.to_string())?;
+    let run = |function: &str, input: &str| -> Result<(String, f64), String> {
+        let i = dir.join(format!("{function}.in"));
+        let o = dir.join(format!("{function}.out"));
+        std::fs::write(&i, input).map_err(|e| e.to_string())?;
+        let t0 = Instant::now();
+        let status = std::process::Command::new(&exe)
+            .args(["-f", function, "-u", "BENCH", "-p"])
+            .arg(&params)
+            .arg("-i")
+            .arg(&i)
+            .arg("-o")
+            .arg(&o)
+            .status()
+            .map_err(|e| e.to_string())?;
+        let s = t0.elapsed().as_secs_f64();
+        let out = std::fs::read_to_string(&o).unwrap_or_default();
+        if !status.success() {
+            return Err(format!("hdbbackint {function} failed: {out}"));
+        }
+        Ok((out, s))
+    };
+    // Backup: P pipes fed at once.
+    let mut input = String::new();
+    let mut writers = Vec::new();
+    for k in 0..pipes {
+        let p = dir.join(format!("data_{k}"));
+        mkfifo(&p)?;
+        input += &format!("#PIPE \"{}\" {per}\n", p.display());
+        writers.push(fifo_writer(p, per));
+    }
+    let (out, backup_s) = run("backup", &input)?;
+    for w in writers {
+        w.join().map_err(|_| "writer panicked")??;
+    }
+    // Restore the same objects by EBID into P fresh pipes.
+    let mut input = String::new();
+    let mut readers = Vec::new();
+    for (k, line) in out.lines().filter(|l| l.starts_with("#SAVED")).enumerate() {
+        let mut parts = line.split('"');
+        let ebid = parts.nth(1).unwrap_or("");
+        let path = parts.nth(1).unwrap_or("");
+        let d = dir.join(format!("restore_{k}"));
+        mkfifo(&d)?;
+        input += &format!("#EBID \"{ebid}\" \"{path}\" \"{}\"\n", d.display());
+        readers.push(fifo_reader(d));
+    }
+    if readers.len() != pipes {
+        return Err(format!(
+            "backup saved {} of {pipes} pipes: {out}",
+            readers.len()
+        ));
+    }
+    let (_, restore_s) = run("restore", &input)?;
+    let mut restored = 0u64;
+    for r in readers {
+        restored += r.join().map_err(|_| "reader panicked")??;
+    }
+    if restored != total {
+        return Err(format!("restored {restored} of {total} bytes"));
+    }
+    let (rss_mib, cpu_s) = proc_usage(m.pid());
+    // Baseline: the same bytes through P plain pipes, writers and readers at once.
+    let t0 = Instant::now();
+    let mut hs = Vec::new();
+    for k in 0..pipes {
+        let p = dir.join(format!("plain_{k}"));
+        mkfifo(&p)?;
+        hs.push((fifo_writer(p.clone(), per), fifo_reader(p)));
+    }
+    for (w, r) in hs {
+        w.join().map_err(|_| "writer panicked")??;
+        r.join().map_err(|_| "reader panicked")??;
+    }
+    let pipe_s = t0.elapsed().as_secs_f64();
+    m.kill();
+    let (b, r, p) = (
+        gbps(total, backup_s),
+        gbps(total, restore_s),
+        gbps(total, pipe_s),
+    );
+    let gib = total as f64 / (1u64 << 30) as f64;
+    println!(
+        "{{\"scenario\":\"backint\",\"bytes\":{total},\"pipes\":{pipes},\"backup_gbps\":{b:.3},\"restore_gbps\":{r:.3},\"pipe_gbps\":{p:.3},\"ratio_pipe\":{:.3},\"ratio_restore_backup\":{:.3},\"mover_peak_rss_mib\":{rss_mib:.1},\"mover_cpu_s_per_gib\":{:.3}}}",
+        b / p,
+        r / b,
+        cpu_s / (2.0 * gib)
+    );
+    Ok(())
+}
+
 fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
     let result = match args.first().map(String::as_str) {
         Some("ring") => ring(&args[1..]),
         Some("sbt") => sbt(&args[1..]),
+        Some("backint") => backint(&args[1..]),
         Some("-h" | "--help") => {
             println!("{USAGE}");
             Ok(())

@@ -18,9 +18,12 @@ fn main() {
         .compile("shmover_ring_producer");
 
     println!("cargo:rerun-if-changed=backint");
+    println!("cargo:rerun-if-changed=common");
     cc::Build::new()
         .file("backint/hdbbackint.c")
+        .file("common/encode.c")
         .include("include")
+        .include("common")
         .flag_if_supported("-std=gnu11")
         .flag_if_supported("-Wall")
         .flag_if_supported("-Wextra")

@@ -9,7 +9,7 @@
  * Backup drains every pipe at the same time, one thread, one mover
  * connection and one shared-memory ring per pipe, read() going straight
  * into ring slots. Objects are named USER/PATH/EBID in the mover's backint
- * namespace (see encode_segment and encode_path below), so every version
+ * namespace (see common/encode.h), so every version
  * of a path is kept.
  *
  * Exit codes: 0 every line got a definitive answer, 1 any #ERROR or a
@@ -32,6 +32,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "encode.h"
 #include "shmover_client.h"
 
 #ifndef HDBBACKINT_VERSION
@@ -214,75 +215,18 @@ static int tokenize(char *line, line_tokens *t) {
 
 /* ---- names ------------------------------------------------------------------------ */
 
-/* One name segment: '%', '/', control bytes and 0x7f percent-encoded; a
- * segment of "." or ".." has its dots encoded; empty becomes "%". */
-static int encode_segment(const char *in, char *out, size_t cap) {
-    size_t o = 0;
-    if (!*in) {
-        if (cap < 2) return -1;
-        strcpy(out, "%");
-        return 0;
-    }
-    int dots = strcmp(in, ".") == 0 || strcmp(in, "..") == 0;
-    for (const unsigned char *p = (const unsigned char *)in; *p; p++) {
-        if (o + 4 > cap) return -1;
-        if (*p == '%' || *p == '/' || *p < 0x20 || *p == 0x7f || (dots && *p == '.'))
-            o += (size_t)snprintf(out + o, 4, "%%%02X", *p);
-        else
-            out[o++] = (char)*p;
-    }
-    out[o] = '\0';
-    return 0;
-}
-
-/* A HANA path, as libsbtmover encodes piece names: '/' that would make an
- * empty segment (first, last, doubled), '.'/'..' segments, '%' and control
- * bytes are percent-encoded; everything else is kept. */
-static int encode_path(const char *in, char *out, size_t cap) {
-    size_t o = 0, n = strlen(in);
-    if (n == 0) return -1;
-    for (size_t i = 0; i < n; i++) {
-        unsigned char ch = (unsigned char)in[i];
-        int seg_start = i == 0 || in[i - 1] == '/';
-        size_t seg_len = strcspn(in + i, "/");
-        int esc = ch == '%' || ch < 0x20 || ch == 0x7f;
-        if (ch == '/' && (i == 0 || i + 1 == n || in[i + 1] == '/')) esc = 1;
-        if (seg_start && ch == '.' && (seg_len == 1 || (seg_len == 2 && in[i + 1] == '.'))) esc = 1;
-        if (o + 4 > cap) return -1;
-        if (esc) o += (size_t)snprintf(out + o, 4, "%%%02X", ch);
-        else out[o++] = (char)ch;
-    }
-    out[o] = '\0';
-    return 0;
-}
-
-static int percent_decode(const char *in, char *out, size_t cap) {
-    size_t o = 0;
-    for (const char *p = in; *p; p++) {
-        if (o + 1 >= cap) return -1;
-        if (*p == '%' && isxdigit((unsigned char)p[1]) && isxdigit((unsigned char)p[2])) {
-            char hex[3] = {p[1], p[2], 0};
-            out[o++] = (char)strtol(hex, NULL, 16);
-            p += 2;
-        } else {
-            out[o++] = *p;
-        }
-    }
-    out[o] = '\0';
-    return 0;
-}
-
+/* Names: USER/PATH/EBID, encoded as libsbtmover encodes piece names. */
 /* "USER/PATH/" (the prefix of every version of a path). */
 static int path_prefix(const char *path, char *out, size_t cap) {
     char u[768], p[MAX_NAME * 3 + 1];
-    if (encode_segment(user, u, sizeof u) || encode_path(path, p, sizeof p)) return -1;
+    if (shmover_encode_segment(user, u, sizeof u) || shmover_encode_name(path, p, sizeof p)) return -1;
     int n = snprintf(out, cap, "%s/%s/", u, p);
     return n < 0 || (size_t)n >= cap || n > MAX_NAME ? -1 : 0;
 }
 
 static int object_name(const char *path, const char *ebid, char *out, size_t cap) {
     char pre[MAX_NAME * 4], e[768];
-    if (path_prefix(path, pre, sizeof pre) || encode_segment(ebid, e, sizeof e)) return -1;
+    if (path_prefix(path, pre, sizeof pre) || shmover_encode_segment(ebid, e, sizeof e)) return -1;
     int n = snprintf(out, cap, "%s%s", pre, e);
     return n < 0 || (size_t)n >= cap || n > MAX_NAME ? -1 : 0;
 }
@@ -508,7 +452,7 @@ static int list_versions(shmover_client_t *c, const char *prefix, int direct, co
         if (direct && strchr(rest, '/') != NULL) continue;
         if (last == NULL) continue;
         char e[512];
-        if (percent_decode(last + 1, e, sizeof e) != 0) continue;
+        if (shmover_percent_decode(last + 1, e, sizeof e) != 0) continue;
         if (only_ebid && strcmp(e, only_ebid) != 0) continue;
         const char *p = shmover_info_meta(info, "backint.path");
         if (p == NULL) continue;
@@ -1071,7 +1015,7 @@ int hdbbackint_main(int argc, char **argv) {
             if (path) {
                 n = path_prefix(path, prefix, sizeof prefix) == 0 ? list_versions(cat, prefix, 1, ebid, &v, why, sizeof why) : 0;
             } else {
-                encode_segment(user, u, sizeof u);
+                shmover_encode_segment(user, u, sizeof u);
                 snprintf(prefix, sizeof prefix, "%s/", u);
                 n = list_versions(cat, prefix, 0, ebid, &v, why, sizeof why);
             }

@@ -3,13 +3,16 @@
 fn main() {
     println!("cargo:rerun-if-changed=c");
     println!("cargo:rerun-if-changed=../include");
+    println!("cargo:rerun-if-changed=../common");
     let version: Vec<String> = env!("CARGO_PKG_VERSION")
         .split('.')
         .map(String::from)
         .collect();
     cc::Build::new()
         .file("c/sbtmover.c")
+        .file("../common/encode.c")
         .include("c")
+        .include("../common")
         .include("../include")
         .flag_if_supported("-std=gnu11")
         .flag_if_supported("-Wall")

@@ -17,6 +17,7 @@
 
 #![warn(missing_docs)]
 
+pub mod cmain;
 pub mod ffi;
 pub mod paths;
 pub mod units;

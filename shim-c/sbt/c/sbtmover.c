@@ -32,6 +32,7 @@
 #include <unistd.h>
 
 #include "sbt.h"
+#include "encode.h"
 #include "shmover_client.h"
 
 #define HIDDEN __attribute__((visibility("hidden")))
@@ -359,33 +360,14 @@ static int broken(int rc) {
 
 /* ---- names ------------------------------------------------------------------ */
 
-/* SBT allows names the mover refuses ('./x', '/x', 'a//b'): encode those
- * few bytes reversibly (% escapes); ordinary names pass unchanged. */
-static int encode_name(const char *in, char *out, size_t cap) {
-    size_t o = 0;
-    size_t n = strlen(in);
-    for (size_t i = 0; i < n; i++) {
-        unsigned char ch = (unsigned char)in[i];
-        int seg_start = i == 0 || in[i - 1] == '/';
-        size_t seg_len = strcspn(in + i, "/");
-        int esc = ch == '%' || ch < 0x20 || ch == 0x7f;
-        if (ch == '/' && (i == 0 || i + 1 == n || in[i + 1] == '/')) esc = 1;
-        if (seg_start && ch == '.' && (seg_len == 1 || (seg_len == 2 && in[i + 1] == '.'))) esc = 1;
-        if (o + 4 > cap) return -1;
-        if (esc) o += (size_t)snprintf(out + o, 4, "%%%02X", ch);
-        else out[o++] = (char)ch;
-    }
-    out[o] = '\0';
-    return o == 0 || o > 1024 ? -1 : 0;
-}
-
+/* SBT allows names the mover refuses ('./x', '/x', 'a//b'): encode.h. */
 /* Checks a piece name argument; on success copies it and its encoding. */
 static int take_name(struct session *s, const char *fn, const char *name, char *raw, char *enc, size_t enc_cap) {
     if (name == NULL || name[0] == '\0') return fail(s, SBT_ERROR_MM, "%s: no piece name given", fn);
     if (strnlen(name, SBT_FILENAME_MAX) >= SBT_FILENAME_MAX)
         return fail(s, SBT_ERROR_MM, "%s: piece name longer than %d bytes", fn, SBT_FILENAME_MAX - 1);
     copy_str(raw, SBT_FILENAME_MAX, name);
-    if (encode_name(name, enc, enc_cap) != 0) return fail(s, SBT_ERROR_MM, "%s %s: the name cannot be stored", fn, name);
+    if (shmover_encode_name(name, enc, enc_cap) != 0) return fail(s, SBT_ERROR_MM, "%s %s: the name cannot be stored", fn, name);
     return 0;
 }
 
@@ -860,7 +842,7 @@ HIDDEN int sbtmover_sbtinfo2(void *ctx, sbt_ulong flags, char **names, sbtbfinfo
         }
         s->items[k++] = (sbtbfinfo){SBTBFINFO_NAME, e->name};
         char enc[SBT_FILENAME_MAX * 3 + 1];
-        if (strnlen(names[i], SBT_FILENAME_MAX) >= SBT_FILENAME_MAX || encode_name(names[i], enc, sizeof enc) != 0) {
+        if (strnlen(names[i], SBT_FILENAME_MAX) >= SBT_FILENAME_MAX || shmover_encode_name(names[i], enc, sizeof enc) != 0) {
             s->items[k++] = (sbtbfinfo){SBTBFINFO_NOTFOUND, NULL};
             continue;
         }
@@ -911,7 +893,7 @@ HIDDEN int sbtmover_sbtremove2(void *ctx, sbt_ulong flags, char **names) {
         char enc[SBT_FILENAME_MAX * 3 + 1];
         int rc;
         shmover_client_t *cl = NULL;
-        if (strnlen(names[i], SBT_FILENAME_MAX) >= SBT_FILENAME_MAX || encode_name(names[i], enc, sizeof enc) != 0) {
+        if (strnlen(names[i], SBT_FILENAME_MAX) >= SBT_FILENAME_MAX || shmover_encode_name(names[i], enc, sizeof enc) != 0) {
             rc = SHMOVER_ERR_NOT_FOUND;
         } else if ((cl = catalog_client(s, "sbtremove2", names[i])) == NULL) {
             return -1;

@@ -1,9 +1,8 @@
 //! Entry point of the C program `src/ring_producer.c`.
 
-use std::ffi::{c_char, c_int, CString};
-use std::os::unix::ffi::OsStringExt;
+use std::ffi::{c_char, c_int};
 
-// Link the Rust ring library whose C ABI the C program calls.
+// The ring library whose C ABI the C program calls.
 use shmover_ring as _;
 
 extern "C" {
@@ -11,13 +10,5 @@ extern "C" {
 }
 
 fn main() {
-    let args: Vec<CString> = std::env::args_os()
-        .map(|a| CString::new(a.into_vec()).unwrap_or_default())
-        .collect();
-    let mut argv: Vec<*mut c_char> = args.iter().map(|a| a.as_ptr().cast_mut()).collect();
-    argv.push(std::ptr::null_mut());
-    // SAFETY: argv holds argc valid NUL-terminated strings followed by NULL,
-    // all alive until the call returns, as a C `main` expects.
-    let code = unsafe { ring_producer_main(args.len() as c_int, argv.as_mut_ptr()) };
-    std::process::exit(code);
+    shmover_client::cmain::run(ring_producer_main)
 }

@@ -1,8 +1,7 @@
 //! Entry point of the C program `c/sbt_driver.c`, which loads an SBT
 //! library with dlopen and runs the SBT specification's scenarios.
 
-use std::ffi::{c_char, c_int, CString};
-use std::os::unix::ffi::OsStringExt;
+use std::ffi::{c_char, c_int};
 
 // The C program is compiled into this package's library.
 use shmover_tools as _;
@@ -12,13 +11,5 @@ extern "C" {
 }
 
 fn main() {
-    let args: Vec<CString> = std::env::args_os()
-        .map(|a| CString::new(a.into_vec()).unwrap_or_default())
-        .collect();
-    let mut argv: Vec<*mut c_char> = args.iter().map(|a| a.as_ptr().cast_mut()).collect();
-    argv.push(std::ptr::null_mut());
-    // SAFETY: argv holds argc valid NUL-terminated strings followed by NULL,
-    // alive until the call returns, as a C `main` expects.
-    let code = unsafe { sbt_driver_main(args.len() as c_int, argv.as_mut_ptr()) };
-    std::process::exit(code);
+    shmover_client::cmain::run(sbt_driver_main)
 }

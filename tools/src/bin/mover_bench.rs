@@ -80,7 +80,7 @@ fn gbps(bytes: u64, seconds: f64) -> f64 {
     bytes as f64 / seconds / 1e9
 }
 
-fn ring(args: &[String]) -> Result<(), String> {
+fn ring(args: &[String]) -> Result<String, String> {
     let a = parse_ring(args)?;
     let geometry = Geometry::new(a.slots, a.slot_size).map_err(|e| e.to_string())?;
     let producer = workspace_binary("ring-producer").map_err(|e| e.to_string())?;
@@ -108,11 +108,10 @@ fn ring(args: &[String]) -> Result<(), String> {
     }
     let g = gbps(a.bytes, best_ring);
     let m = gbps(a.bytes, best_memcpy);
-    println!(
+    Ok(format!(
         "{{\"scenario\":\"ring\",\"bytes\":{},\"block\":{},\"slot_size\":{},\"slots\":{},\"runs\":{},\"gbps\":{:.3},\"memcpy_gbps\":{:.3},\"ratio_memcpy\":{:.3}}}",
         a.bytes, a.block, a.slot_size, a.slots, a.runs, g, m, g / m
-    );
-    Ok(())
+    ))
 }
 
 /// Peak RSS (MiB) and CPU seconds (user + system) of a process, from /proc.
@@ -161,7 +160,7 @@ fn write_seconds(dir: &std::path::Path, bytes: u64, block: usize) -> Result<f64,
     Ok(s)
 }
 
-fn sbt(args: &[String]) -> Result<(), String> {
+fn sbt(args: &[String]) -> Result<String, String> {
     let mut bytes: u64 = 4 << 30;
     let mut block: usize = 1 << 20;
     let mut runs = 2u32;
@@ -238,14 +237,13 @@ fn sbt(args: &[String]) -> Result<(), String> {
         gbps(bytes, memcpy_s),
     );
     let gib = bytes as f64 / (1u64 << 30) as f64;
-    println!(
+    Ok(format!(
         "{{\"scenario\":\"sbt\",\"bytes\":{bytes},\"block\":{block},\"backup_gbps\":{b:.3},\"restore_gbps\":{r:.3},\"write_gbps\":{w:.3},\"memcpy_gbps\":{c:.3},\"ratio_write\":{:.3},\"ratio_restore_backup\":{:.3},\"ratio_memcpy\":{:.3},\"mover_peak_rss_mib\":{rss_mib:.1},\"mover_cpu_s_per_gib\":{:.3}}}",
         b / w,
         r / b,
         b / c,
         cpu_s / (2.0 * gib * f64::from(runs))
-    );
-    Ok(())
+    ))
 }
 
 /// Writes `bytes` from the 64 MiB source into a FIFO (opened when its
@@ -296,7 +294,7 @@ fn mkfifo(p: &std::path::Path) -> Result<(), String> {
         .map_err(|e| format!("mkfifo {}: {e}", p.display()))
 }
 
-fn backint(args: &[String]) -> Result<(), String> {
+fn backint(args: &[String]) -> Result<String, String> {
     let mut bytes: u64 = 4 << 30;
     let mut pipes = 3usize;
     let mut store: Option<String> = None;
@@ -404,29 +402,236 @@ fn backint(args: &[String]) -> Result<(), String> {
         gbps(total, pipe_s),
     );
     let gib = total as f64 / (1u64 << 30) as f64;
-    println!(
+    Ok(format!(
         "{{\"scenario\":\"backint\",\"bytes\":{total},\"pipes\":{pipes},\"backup_gbps\":{b:.3},\"restore_gbps\":{r:.3},\"pipe_gbps\":{p:.3},\"ratio_pipe\":{:.3},\"ratio_restore_backup\":{:.3},\"mover_peak_rss_mib\":{rss_mib:.1},\"mover_cpu_s_per_gib\":{:.3}}}",
         b / p,
         r / b,
         cpu_s / (2.0 * gib)
+    ))
+}
+
+/// One `sbt-driver --bench-bytes` run against a mover: (backup s, restore s).
+fn sbt_bench_run(m: &shmover_tools::mover::MoverProcess, bytes: u64, block: usize) -> Result<(f64, f64), String> {
+    let driver = workspace_binary("sbt-driver").map_err(|e| e.to_string())?;
+    let lib = driver.with_file_name("libsbtmover.so");
+    let out = std::process::Command::new(&driver)
+        .arg("--lib")
+        .arg(&lib)
+        .arg("--socket")
+        .arg(&m.socket)
+        .args(["--bench-bytes", &bytes.to_string(), "--bench-block", &block.to_string()])
+        .output()
+        .map_err(|e| e.to_string())?;
+    parse_bench(&String::from_utf8_lossy(&out.stdout))
+        .ok_or_else(|| format!("sbt-driver failed: {}", String::from_utf8_lossy(&out.stderr)))
+}
+
+fn parse_bench(text: &str) -> Option<(f64, f64)> {
+    let line = text.lines().find(|l| l.starts_with("bench "))?;
+    let field = |k: &str| -> Option<f64> {
+        line.split_whitespace()
+            .find_map(|kv| kv.strip_prefix(k)?.strip_prefix('='))
+            .and_then(|v| v.parse().ok())
+    };
+    Some((field("backup_seconds")?, field("restore_seconds")?))
+}
+
+fn store_args(args: &[String]) -> Result<(u64, Option<String>), String> {
+    let mut bytes: u64 = 2 << 30;
+    let mut store = None;
+    let mut it = args.iter();
+    while let Some(flag) = it.next() {
+        let mut value = || it.next().ok_or_else(|| format!("{flag} needs a value"));
+        match flag.as_str() {
+            "--bytes" => bytes = parse_size(value()?)?,
+            "--store" => store = Some(value()?.clone()),
+            other => return Err(format!("unknown flag {other}\n{USAGE}")),
+        }
+    }
+    Ok((bytes, store))
+}
+
+fn start_mover(store: &Option<String>) -> shmover_tools::mover::MoverProcess {
+    let mut margs = vec!["--log", "warn"];
+    if let Some(s) = store {
+        margs.extend(["--store", s.as_str()]);
+    }
+    shmover_tools::mover::MoverProcess::start(&margs)
+}
+
+/// N SBT channels at once (1, 2, 4, 8, 16) sharing `bytes`, 1 MiB blocks:
+/// aggregate backup and restore throughput and the mover's peak RSS.
+fn channels(args: &[String]) -> Result<Vec<String>, String> {
+    let (bytes, store) = store_args(args)?;
+    let driver = workspace_binary("sbt-driver").map_err(|e| e.to_string())?;
+    let lib = driver.with_file_name("libsbtmover.so");
+    let mut lines = Vec::new();
+    for n in [1usize, 2, 4, 8, 16] {
+        let mut m = start_mover(&store);
+        let per = (bytes / n as u64) >> 20 << 20;
+        let children: Vec<_> = (0..n)
+            .map(|_| {
+                std::process::Command::new(&driver)
+                    .arg("--lib")
+                    .arg(&lib)
+                    .arg("--socket")
+                    .arg(&m.socket)
+                    .args(["--bench-bytes", &per.to_string(), "--bench-block", "1048576"])
+                    .stdout(std::process::Stdio::piped())
+                    .spawn()
+            })
+            .collect::<Result<_, _>>()
+            .map_err(|e| e.to_string())?;
+        let (mut b, mut r) = (0f64, 0f64);
+        for c in children {
+            let out = c.wait_with_output().map_err(|e| e.to_string())?;
+            let (bs, rs) = parse_bench(&String::from_utf8_lossy(&out.stdout)).ok_or("a channel failed")?;
+            b = b.max(bs);
+            r = r.max(rs);
+        }
+        let (rss, cpu) = proc_usage(m.pid());
+        m.kill();
+        let total = per * n as u64;
+        lines.push(format!(
+            "{{\"scenario\":\"channels\",\"channels\":{n},\"bytes\":{total},\"block\":1048576,\"backup_gbps\":{:.3},\"restore_gbps\":{:.3},\"mover_peak_rss_mib\":{rss:.1},\"mover_cpu_s_per_gib\":{:.3}}}",
+            gbps(total, b),
+            gbps(total, r),
+            cpu / (2.0 * total as f64 / (1u64 << 30) as f64)
+        ));
+        println!("{}", lines.last().unwrap());
+    }
+    Ok(lines)
+}
+
+/// SBT backup and restore of `bytes` with block sizes from 64 KiB to 4 MiB:
+/// throughput and the mover's CPU time per block.
+fn blocks(args: &[String]) -> Result<Vec<String>, String> {
+    let (bytes, store) = store_args(args)?;
+    let mut lines = Vec::new();
+    for block in [64usize << 10, 256 << 10, 1 << 20, 4 << 20] {
+        let mut m = start_mover(&store);
+        let (_, cpu0) = proc_usage(m.pid());
+        let (b, r) = sbt_bench_run(&m, bytes, block)?;
+        let (rss, cpu1) = proc_usage(m.pid());
+        m.kill();
+        let n_blocks = 2.0 * (bytes / block as u64) as f64;
+        lines.push(format!(
+            "{{\"scenario\":\"blocks\",\"block\":{block},\"bytes\":{bytes},\"backup_gbps\":{:.3},\"restore_gbps\":{:.3},\"mover_cpu_us_per_block\":{:.2},\"mover_peak_rss_mib\":{rss:.1}}}",
+            gbps(bytes, b),
+            gbps(bytes, r),
+            (cpu1 - cpu0) * 1e6 / n_blocks
+        ));
+        println!("{}", lines.last().unwrap());
+    }
+    Ok(lines)
+}
+
+/// A number from a flat JSON line.
+fn json_num(line: &str, key: &str) -> Option<f64> {
+    let at = line.find(&format!("\"{key}\":"))? + key.len() + 3;
+    let rest = &line[at..];
+    rest[..rest.find([',', '}'])?].parse().ok()
+}
+
+/// Two panels: throughput against channel count and against block size.
+fn chart(lines: &[String]) -> String {
+    let series = |scenario: &str, x: &str| -> Vec<(f64, f64, f64)> {
+        lines
+            .iter()
+            .filter(|l| l.contains(&format!("\"scenario\":\"{scenario}\"")))
+            .filter_map(|l| Some((json_num(l, x)?, json_num(l, "backup_gbps")?, json_num(l, "restore_gbps")?)))
+            .collect()
+    };
+    let mut svg = String::from(
+        "<svg xmlns=\"http://www.w3.org/2000/svg\" width=\"900\" height=\"360\" font-family=\"sans-serif\" font-size=\"12\">\n<rect width=\"900\" height=\"360\" fill=\"white\"/>\n",
     );
-    Ok(())
+    let panels = [
+        ("Throughput by SBT channels (GB/s)", series("channels", "channels"), "channels"),
+        ("Throughput by block size (GB/s)", series("blocks", "block"), "block KiB"),
+    ];
+    for (p, (title, pts, xlabel)) in panels.iter().enumerate() {
+        let (x0, y0, w, h) = (60.0 + 450.0 * p as f64, 40.0, 360.0, 260.0);
+        let ymax = pts.iter().map(|t| t.1.max(t.2)).fold(0.1, f64::max) * 1.15;
+        svg += &format!("<text x=\"{}\" y=\"24\" font-size=\"14\">{title}</text>\n", x0);
+        svg += &format!("<line x1=\"{x0}\" y1=\"{}\" x2=\"{}\" y2=\"{}\" stroke=\"black\"/>\n", y0 + h, x0 + w, y0 + h);
+        svg += &format!("<line x1=\"{x0}\" y1=\"{y0}\" x2=\"{x0}\" y2=\"{}\" stroke=\"black\"/>\n", y0 + h);
+        for k in 0..=4 {
+            let v = ymax * k as f64 / 4.0;
+            let y = y0 + h - h * k as f64 / 4.0;
+            svg += &format!("<text x=\"{}\" y=\"{:.1}\" text-anchor=\"end\">{v:.2}</text>\n", x0 - 6.0, y + 4.0);
+        }
+        let n = pts.len().max(1);
+        let xs = |i: usize| x0 + w * (i as f64 + 0.5) / n as f64;
+        for (i, t) in pts.iter().enumerate() {
+            let label = if *xlabel == "block KiB" { format!("{}", t.0 as u64 / 1024) } else { format!("{}", t.0 as u64) };
+            svg += &format!("<text x=\"{:.1}\" y=\"{}\" text-anchor=\"middle\">{label}</text>\n", xs(i), y0 + h + 16.0);
+        }
+        svg += &format!("<text x=\"{}\" y=\"{}\" text-anchor=\"middle\">{xlabel}</text>\n", x0 + w / 2.0, y0 + h + 34.0);
+        for (k, (color, name)) in [("#1f77b4", "backup"), ("#d62728", "restore")].iter().enumerate() {
+            let path: Vec<String> = pts
+                .iter()
+                .enumerate()
+                .map(|(i, t)| {
+                    let v = if k == 0 { t.1 } else { t.2 };
+                    format!("{:.1},{:.1}", xs(i), y0 + h - h * v / ymax)
+                })
+                .collect();
+            svg += &format!("<polyline fill=\"none\" stroke=\"{color}\" stroke-width=\"2\" points=\"{}\"/>\n", path.join(" "));
+            svg += &format!("<text x=\"{}\" y=\"{}\" fill=\"{color}\">{name}</text>\n", x0 + w - 60.0, y0 + 14.0 + 16.0 * k as f64);
+        }
+    }
+    svg + "</svg>\n"
+}
+
+/// Everything, sized to finish within ten minutes on two cores; writes
+/// `bench.json` (one JSON object per line) and `bench.svg`.
+fn all(args: &[String]) -> Result<Vec<String>, String> {
+    let mut out = String::from("bench");
+    let mut it = args.iter();
+    while let Some(flag) = it.next() {
+        match (flag.as_str(), it.next()) {
+            ("--out", Some(v)) => out = v.clone(),
+            _ => return Err(format!("unknown flag {flag}\n{USAGE}")),
+        }
+    }
+    let s = |v: &[&str]| v.iter().map(|x| x.to_string()).collect::<Vec<_>>();
+    let mut lines = vec![ring(&s(&["--bytes", "2G", "--runs", "3"]))?];
+    println!("{}", lines[0]);
+    for l in [sbt(&s(&["--bytes", "2G", "--runs", "2"]))?, backint(&s(&["--bytes", "2G"]))?] {
+        println!("{l}");
+        lines.push(l);
+    }
+    lines.extend(channels(&s(&["--bytes", "1G"]))?);
+    lines.extend(blocks(&s(&["--bytes", "1G"]))?);
+    std::fs::write(format!("{out}.json"), lines.join("\n") + "\n").map_err(|e| e.to_string())?;
+    std::fs::write(format!("{out}.svg"), chart(&lines)).map_err(|e| e.to_string())?;
+    eprintln!("wrote {out}.json and {out}.svg");
+    Ok(Vec::new())
 }
 
 fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
+    let one = |r: Result<String, String>| r.map(|l| vec![l]);
     let result = match args.first().map(String::as_str) {
-        Some("ring") => ring(&args[1..]),
-        Some("sbt") => sbt(&args[1..]),
-        Some("backint") => backint(&args[1..]),
+        Some("ring") => one(ring(&args[1..])),
+        Some("sbt") => one(sbt(&args[1..])),
+        Some("backint") => one(backint(&args[1..])),
+        Some("channels") => channels(&args[1..]).map(|_| Vec::new()),
+        Some("blocks") => blocks(&args[1..]).map(|_| Vec::new()),
+        Some("all") => all(&args[1..]),
         Some("-h" | "--help") => {
             println!("{USAGE}");
-            Ok(())
+            Ok(Vec::new())
         }
         _ => Err(USAGE.to_string()),
     };
     match result {
-        Ok(()) => ExitCode::SUCCESS,
+        Ok(lines) => {
+            for l in lines {
+                println!("{l}");
+            }
+            ExitCode::SUCCESS
+        }
         Err(e) => {
             eprintln!("mover-bench: {e}");
             ExitCode::from(2)

@@ -346,9 +346,14 @@ impl Catalog {
     pub async fn delete(&self, kind: ClientKind, name: &str) -> Result<(), StoreError> {
         let m = self.require(kind, name).await?;
         self.store.delete(&names::manifest_key(kind, name)).await?;
+        // The backup is gone once its manifest is: a data object that cannot
+        // be deleted now is an orphan for `mover gc`, not a failed delete.
         match self.store.delete(&data_path(&m.data_key)?).await {
-            Ok(()) | Err(object_store::Error::NotFound { .. }) => Ok(()),
-            Err(e) => Err(e.into()),
+            Ok(()) | Err(object_store::Error::NotFound { .. }) => {}
+            Err(e) => {
+                tracing::warn!(name = %name, data = %m.data_key, error = %e, "backup deleted; its data could not be removed and is left for gc")
+            }
         }
+        Ok(())
     }
 }

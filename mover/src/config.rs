@@ -13,6 +13,7 @@
 //! | `ring_size` | `--ring-size` | `MOVER_RING_SIZE` | 64 MiB per stream |
 //! | `part_size` | `--part-size` | `MOVER_PART_SIZE` | 16 MiB, doubling every 1,000 parts |
 //! | `max_inflight_parts` | `--max-inflight-parts` | `MOVER_MAX_INFLIGHT_PARTS` | 4 |
+//! | `max_streams` | `--max-streams` | `MOVER_MAX_STREAMS` | 256 |
 //! | `metrics_listen` | `--metrics-listen` | `MOVER_METRICS_LISTEN` | off |
 //! | `log` | `--log` | `MOVER_LOG` | `info` |
 //! | `retry_max` | | `MOVER_RETRY_MAX` | 10 |
@@ -39,6 +40,7 @@ pub struct FileConfig {
     pub ring_size: Option<u64>,
     pub part_size: Option<u64>,
     pub max_inflight_parts: Option<usize>,
+    pub max_streams: Option<usize>,
     pub metrics_listen: Option<String>,
     pub log: Option<String>,
     pub retry_max: Option<usize>,
@@ -47,7 +49,7 @@ pub struct FileConfig {
 }
 
 /// S3 settings; anything unset comes from the `AWS_*` environment.
-#[derive(Debug, Default, Clone, Deserialize)]
+#[derive(Default, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct S3Config {
     pub endpoint: Option<String>,
@@ -56,6 +58,21 @@ pub struct S3Config {
     pub secret_access_key: Option<String>,
     pub session_token: Option<String>,
     pub allow_http: Option<bool>,
+}
+
+/// Secrets never reach a log line, even through `{:?}`.
+impl std::fmt::Debug for S3Config {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let hidden = |v: &Option<String>| v.as_ref().map(|_| "(hidden)");
+        f.debug_struct("S3Config")
+            .field("endpoint", &self.endpoint)
+            .field("region", &self.region)
+            .field("access_key_id", &self.access_key_id)
+            .field("secret_access_key", &hidden(&self.secret_access_key))
+            .field("session_token", &hidden(&self.session_token))
+            .field("allow_http", &self.allow_http)
+            .finish()
+    }
 }
 
 /// Flags and environment of `mover serve` (clap fills both).
@@ -94,6 +111,9 @@ pub struct ServeArgs {
     /// Parts uploaded at once per stream.
     #[arg(long, env = "MOVER_MAX_INFLIGHT_PARTS")]
     pub max_inflight_parts: Option<usize>,
+    /// Streams open at once, all clients together; more are refused.
+    #[arg(long, env = "MOVER_MAX_STREAMS")]
+    pub max_streams: Option<usize>,
     /// Serve Prometheus metrics on this address (e.g. 127.0.0.1:9187).
     #[arg(long, env = "MOVER_METRICS_LISTEN")]
     pub metrics_listen: Option<String>,
@@ -117,6 +137,7 @@ pub struct Config {
     pub ring_size: u64,
     pub part_size: u64,
     pub max_inflight_parts: usize,
+    pub max_streams: usize,
     pub metrics_listen: Option<std::net::SocketAddr>,
     pub log: String,
     pub retry_max: usize,
@@ -179,6 +200,7 @@ impl Config {
             .max_inflight_parts
             .or(file.max_inflight_parts)
             .unwrap_or(4);
+        let max_streams = args.max_streams.or(file.max_streams).unwrap_or(256).max(1);
         let metrics_listen = match args.metrics_listen.clone().or(file.metrics_listen) {
             Some(a) => Some(
                 a.parse()
@@ -228,6 +250,7 @@ impl Config {
             ring_size,
             part_size,
             max_inflight_parts,
+            max_streams,
             metrics_listen,
             log,
             retry_max,
@@ -270,6 +293,19 @@ mod tests {
         assert_eq!(sut.s3.region.as_deref(), Some("eu-west-1"));
         assert_eq!(sut.ring_size, 64 << 20);
         std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn s3_secrets_do_not_appear_in_debug_output() {
+        let c = S3Config {
+            secret_access_key: Some("very-secret-key".into()),
+            session_token: Some("very-secret-token".into()),
+            access_key_id: Some("AKIDEXAMPLE".into()),
+            ..Default::default()
+        };
+        let text = format!("{c:?}");
+        assert!(!text.contains("very-secret"), "{text}");
+        assert!(text.contains("AKIDEXAMPLE"));
     }
 
     #[test]

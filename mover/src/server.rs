@@ -156,7 +156,12 @@ pub async fn serve(cfg: Config, metrics: Arc<Metrics>) -> anyhow::Result<()> {
                     let shared = Arc::clone(&shared);
                     tokio::spawn(async move { connection(shared, stream).await });
                 }
-                Err(e) => warn!(error = %e, "accept failed"),
+                Err(e) => {
+                    // Out of descriptors, most likely: back off instead of
+                    // spinning on the error.
+                    warn!(error = %e, "accept failed");
+                    tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+                }
             },
             _ = tokio::signal::ctrl_c() => break Ok(()),
             _ = term.recv() => break Ok(()),
@@ -608,6 +613,27 @@ impl Conn {
         )
     }
 
+    /// Refuses a stream beyond `max_streams` (each holds a thread and a
+    /// ring of shared memory).
+    fn stream_room(&self, name: &str) -> Result<(), response::Body> {
+        let open = self
+            .shared
+            .streams
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .len();
+        if open >= self.shared.cfg.max_streams {
+            return Err(error_body(
+                ErrorCode::Resource,
+                format!(
+                    "{name}: {open} streams are open; the mover's limit is {}",
+                    self.shared.cfg.max_streams
+                ),
+            ));
+        }
+        Ok(())
+    }
+
     fn ctx(
         &self,
         cancel: &Arc<AtomicBool>,
@@ -663,6 +689,7 @@ impl Conn {
             ));
         }
         let geometry = self.geometry(u64::from(o.block_size))?;
+        self.stream_room(&o.name)?;
         let write_key = (kind as i32, o.name.clone());
         if !self
             .shared
@@ -818,6 +845,7 @@ impl Conn {
     }
 
     async fn open_read(&mut self, o: v1::OpenRead) -> Result<(), response::Body> {
+        self.stream_room(&o.name)?;
         let m = self
             .shared
             .catalog

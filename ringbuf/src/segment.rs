@@ -201,20 +201,20 @@ impl ShmSegment {
                 actual: size,
             });
         }
-        let map = memmap2::MmapOptions::new()
-            .populate()
-            .len(
-                usize::try_from(size).map_err(|_| AttachError::SizeMismatch {
-                    expected: 0,
-                    actual: size,
-                })?,
-            )
-            .map_raw(&memfd)?;
-        // SAFETY: the mapping is at least one page and page aligned, so a
-        // header read at offset 0 is in bounds and aligned. The peer may be
-        // writing it; a volatile copy of plain integers gives us some value
-        // for every field, which we then check.
-        let header = unsafe { map.as_ptr().cast::<SegmentHeader>().read_volatile() };
+        let len = usize::try_from(size).map_err(|_| AttachError::SizeMismatch {
+            expected: 0,
+            actual: size,
+        })?;
+        // The header first, from a one-page mapping: only a segment whose
+        // header agrees with its size is mapped whole (and populated), so a
+        // peer cannot make us fault in an arbitrary amount of memory.
+        let head = memmap2::MmapOptions::new().len(PAGE).map_raw(&memfd)?;
+        // SAFETY: the mapping is one page and page aligned, so a header read
+        // at offset 0 is in bounds and aligned. The peer may be writing it; a
+        // volatile copy of plain integers gives us some value for every
+        // field, which we then check.
+        let header = unsafe { head.as_ptr().cast::<SegmentHeader>().read_volatile() };
+        drop(head);
         if header.magic != MAGIC {
             return Err(AttachError::BadMagic(header.magic));
         }
@@ -237,6 +237,10 @@ impl ShmSegment {
                 return Err(AttachError::SizeMismatch { expected, actual });
             }
         }
+        let map = memmap2::MmapOptions::new()
+            .populate()
+            .len(len)
+            .map_raw(&memfd)?;
         Ok(Self {
             map,
             memfd,

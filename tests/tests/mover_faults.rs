@@ -410,3 +410,86 @@ fn a_commit_without_the_end_of_stream_from_a_client_that_dies_does_not_hang_the_
     assert_eq!(c.commit().unwrap().size, 1);
     still_serves(&mut m);
 }
+
+#[test]
+fn streams_beyond_max_streams_are_refused_clearly() {
+    let m = MoverProcess::start(&["--store", "memory://", "--max-streams", "1"]);
+    let mut a = m.client(ClientKind::Generic);
+    a.open_write("first", 4096, 0, &BTreeMap::new()).unwrap();
+    let mut b = m.client(ClientKind::Generic);
+    let e = b
+        .open_write("second", 4096, 0, &BTreeMap::new())
+        .unwrap_err();
+    assert_eq!(e.code, 10, "{}", e.message);
+    assert!(e.message.contains("limit"), "{}", e.message);
+    a.write_all(b"one").unwrap();
+    a.commit().unwrap();
+    // Once the first stream has ended there is room again.
+    b.open_write("second", 4096, 0, &BTreeMap::new()).unwrap();
+    b.write_all(b"two").unwrap();
+    assert_eq!(b.commit().unwrap().size, 3);
+}
+
+/// Reads one response frame with its descriptors (SCM_RIGHTS).
+fn reply_with_fds(sock: &UnixStream) -> (response::Body, Vec<std::os::fd::OwnedFd>) {
+    use nix::sys::socket::{recvmsg, ControlMessageOwned, MsgFlags, UnixAddr};
+    use std::os::fd::{AsRawFd, FromRawFd, RawFd};
+    let mut buf = Vec::new();
+    let mut fds = Vec::new();
+    loop {
+        if let Ok(Some((body, _))) = shmover_proto::decode_response(&buf) {
+            return (body, fds);
+        }
+        let mut tmp = [0u8; 4096];
+        let mut cmsg = nix::cmsg_space!([RawFd; 4]);
+        let mut iov = [std::io::IoSliceMut::new(&mut tmp)];
+        let msg = recvmsg::<UnixAddr>(
+            sock.as_raw_fd(),
+            &mut iov,
+            Some(&mut cmsg),
+            MsgFlags::empty(),
+        )
+        .unwrap();
+        for c in msg.cmsgs().unwrap() {
+            if let ControlMessageOwned::ScmRights(raw) = c {
+                // SAFETY: SCM_RIGHTS installed these descriptors just now.
+                fds.extend(
+                    raw.into_iter()
+                        .map(|fd| unsafe { std::os::fd::OwnedFd::from_raw_fd(fd) }),
+                );
+            }
+        }
+        let n = msg.bytes;
+        assert!(n > 0, "the mover closed the connection");
+        buf.extend_from_slice(&tmp[..n]);
+    }
+}
+
+#[test]
+fn a_client_that_lies_about_a_blocks_crc_is_refused_and_nothing_is_stored() {
+    use shmover_ring::{Direction, Producer, ShmSegment, Wait, FLAG_CRC};
+    let m = MoverProcess::start(&["--store", "memory://"]);
+    let mut r = Raw::connect(&m);
+    r.hello();
+    r.request(request::Body::OpenWrite(v1::OpenWrite {
+        name: "liar".into(),
+        block_size: 4096,
+        ..Default::default()
+    }));
+    let (body, fds) = reply_with_fds(&r.0);
+    assert!(matches!(body, response::Body::Ring(_)), "{body:?}");
+    let [mem, data, space]: [std::os::fd::OwnedFd; 3] = fds.try_into().expect("three descriptors");
+    // SAFETY: descriptors from the mover under test.
+    let seg = unsafe { ShmSegment::attach(mem, data, space, Direction::ToMover) }.unwrap();
+    let mut tx = Producer::new(seg);
+    let mut slot = tx.reserve(&Wait::timeout(Duration::from_secs(30))).unwrap();
+    slot.as_mut_slice()[..5].copy_from_slice(b"hello");
+    let true_crc = crc32c::crc32c(b"hello");
+    slot.commit(5, FLAG_CRC, true_crc ^ 1).unwrap();
+    let _ = tx.finish(&Wait::timeout(Duration::from_secs(30)));
+    r.request(request::Body::Commit(v1::Commit { bytes: 5 }));
+    assert_eq!(r.error_code(), Some(ErrorCode::Checksum as i32));
+    drop(tx);
+    let mut c = m.client(ClientKind::Generic);
+    assert_eq!(c.stat("liar").unwrap_err().code, code::NOT_FOUND);
+}

@@ -411,7 +411,11 @@ fn backint(args: &[String]) -> Result<String, String> {
 }
 
 /// One `sbt-driver --bench-bytes` run against a mover: (backup s, restore s).
-fn sbt_bench_run(m: &shmover_tools::mover::MoverProcess, bytes: u64, block: usize) -> Result<(f64, f64), String> {
+fn sbt_bench_run(
+    m: &shmover_tools::mover::MoverProcess,
+    bytes: u64,
+    block: usize,
+) -> Result<(f64, f64), String> {
     let driver = workspace_binary("sbt-driver").map_err(|e| e.to_string())?;
     let lib = driver.with_file_name("libsbtmover.so");
     let out = std::process::Command::new(&driver)
@@ -419,11 +423,20 @@ fn sbt_bench_run(m: &shmover_tools::mover::MoverProcess, bytes: u64, block: usiz
         .arg(&lib)
         .arg("--socket")
         .arg(&m.socket)
-        .args(["--bench-bytes", &bytes.to_string(), "--bench-block", &block.to_string()])
+        .args([
+            "--bench-bytes",
+            &bytes.to_string(),
+            "--bench-block",
+            &block.to_string(),
+        ])
         .output()
         .map_err(|e| e.to_string())?;
-    parse_bench(&String::from_utf8_lossy(&out.stdout))
-        .ok_or_else(|| format!("sbt-driver failed: {}", String::from_utf8_lossy(&out.stderr)))
+    parse_bench(&String::from_utf8_lossy(&out.stdout)).ok_or_else(|| {
+        format!(
+            "sbt-driver failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        )
+    })
 }
 
 fn parse_bench(text: &str) -> Option<(f64, f64)> {
@@ -476,7 +489,12 @@ fn channels(args: &[String]) -> Result<Vec<String>, String> {
                     .arg(&lib)
                     .arg("--socket")
                     .arg(&m.socket)
-                    .args(["--bench-bytes", &per.to_string(), "--bench-block", "1048576"])
+                    .args([
+                        "--bench-bytes",
+                        &per.to_string(),
+                        "--bench-block",
+                        "1048576",
+                    ])
                     .stdout(std::process::Stdio::piped())
                     .spawn()
             })
@@ -485,7 +503,8 @@ fn channels(args: &[String]) -> Result<Vec<String>, String> {
         let (mut b, mut r) = (0f64, 0f64);
         for c in children {
             let out = c.wait_with_output().map_err(|e| e.to_string())?;
-            let (bs, rs) = parse_bench(&String::from_utf8_lossy(&out.stdout)).ok_or("a channel failed")?;
+            let (bs, rs) =
+                parse_bench(&String::from_utf8_lossy(&out.stdout)).ok_or("a channel failed")?;
             b = b.max(bs);
             r = r.max(rs);
         }
@@ -539,35 +558,79 @@ fn chart(lines: &[String]) -> String {
         lines
             .iter()
             .filter(|l| l.contains(&format!("\"scenario\":\"{scenario}\"")))
-            .filter_map(|l| Some((json_num(l, x)?, json_num(l, "backup_gbps")?, json_num(l, "restore_gbps")?)))
+            .filter_map(|l| {
+                Some((
+                    json_num(l, x)?,
+                    json_num(l, "backup_gbps")?,
+                    json_num(l, "restore_gbps")?,
+                ))
+            })
             .collect()
     };
     let mut svg = String::from(
         "<svg xmlns=\"http://www.w3.org/2000/svg\" width=\"900\" height=\"360\" font-family=\"sans-serif\" font-size=\"12\">\n<rect width=\"900\" height=\"360\" fill=\"white\"/>\n",
     );
     let panels = [
-        ("Throughput by SBT channels (GB/s)", series("channels", "channels"), "channels"),
-        ("Throughput by block size (GB/s)", series("blocks", "block"), "block KiB"),
+        (
+            "Throughput by SBT channels (GB/s)",
+            series("channels", "channels"),
+            "channels",
+        ),
+        (
+            "Throughput by block size (GB/s)",
+            series("blocks", "block"),
+            "block KiB",
+        ),
     ];
     for (p, (title, pts, xlabel)) in panels.iter().enumerate() {
         let (x0, y0, w, h) = (60.0 + 450.0 * p as f64, 40.0, 360.0, 260.0);
         let ymax = pts.iter().map(|t| t.1.max(t.2)).fold(0.1, f64::max) * 1.15;
-        svg += &format!("<text x=\"{}\" y=\"24\" font-size=\"14\">{title}</text>\n", x0);
-        svg += &format!("<line x1=\"{x0}\" y1=\"{}\" x2=\"{}\" y2=\"{}\" stroke=\"black\"/>\n", y0 + h, x0 + w, y0 + h);
-        svg += &format!("<line x1=\"{x0}\" y1=\"{y0}\" x2=\"{x0}\" y2=\"{}\" stroke=\"black\"/>\n", y0 + h);
+        svg += &format!(
+            "<text x=\"{}\" y=\"24\" font-size=\"14\">{title}</text>\n",
+            x0
+        );
+        svg += &format!(
+            "<line x1=\"{x0}\" y1=\"{}\" x2=\"{}\" y2=\"{}\" stroke=\"black\"/>\n",
+            y0 + h,
+            x0 + w,
+            y0 + h
+        );
+        svg += &format!(
+            "<line x1=\"{x0}\" y1=\"{y0}\" x2=\"{x0}\" y2=\"{}\" stroke=\"black\"/>\n",
+            y0 + h
+        );
         for k in 0..=4 {
             let v = ymax * k as f64 / 4.0;
             let y = y0 + h - h * k as f64 / 4.0;
-            svg += &format!("<text x=\"{}\" y=\"{:.1}\" text-anchor=\"end\">{v:.2}</text>\n", x0 - 6.0, y + 4.0);
+            svg += &format!(
+                "<text x=\"{}\" y=\"{:.1}\" text-anchor=\"end\">{v:.2}</text>\n",
+                x0 - 6.0,
+                y + 4.0
+            );
         }
         let n = pts.len().max(1);
         let xs = |i: usize| x0 + w * (i as f64 + 0.5) / n as f64;
         for (i, t) in pts.iter().enumerate() {
-            let label = if *xlabel == "block KiB" { format!("{}", t.0 as u64 / 1024) } else { format!("{}", t.0 as u64) };
-            svg += &format!("<text x=\"{:.1}\" y=\"{}\" text-anchor=\"middle\">{label}</text>\n", xs(i), y0 + h + 16.0);
+            let label = if *xlabel == "block KiB" {
+                format!("{}", t.0 as u64 / 1024)
+            } else {
+                format!("{}", t.0 as u64)
+            };
+            svg += &format!(
+                "<text x=\"{:.1}\" y=\"{}\" text-anchor=\"middle\">{label}</text>\n",
+                xs(i),
+                y0 + h + 16.0
+            );
         }
-        svg += &format!("<text x=\"{}\" y=\"{}\" text-anchor=\"middle\">{xlabel}</text>\n", x0 + w / 2.0, y0 + h + 34.0);
-        for (k, (color, name)) in [("#1f77b4", "backup"), ("#d62728", "restore")].iter().enumerate() {
+        svg += &format!(
+            "<text x=\"{}\" y=\"{}\" text-anchor=\"middle\">{xlabel}</text>\n",
+            x0 + w / 2.0,
+            y0 + h + 34.0
+        );
+        for (k, (color, name)) in [("#1f77b4", "backup"), ("#d62728", "restore")]
+            .iter()
+            .enumerate()
+        {
             let path: Vec<String> = pts
                 .iter()
                 .enumerate()
@@ -576,8 +639,15 @@ fn chart(lines: &[String]) -> String {
                     format!("{:.1},{:.1}", xs(i), y0 + h - h * v / ymax)
                 })
                 .collect();
-            svg += &format!("<polyline fill=\"none\" stroke=\"{color}\" stroke-width=\"2\" points=\"{}\"/>\n", path.join(" "));
-            svg += &format!("<text x=\"{}\" y=\"{}\" fill=\"{color}\">{name}</text>\n", x0 + w - 60.0, y0 + 14.0 + 16.0 * k as f64);
+            svg += &format!(
+                "<polyline fill=\"none\" stroke=\"{color}\" stroke-width=\"2\" points=\"{}\"/>\n",
+                path.join(" ")
+            );
+            svg += &format!(
+                "<text x=\"{}\" y=\"{}\" fill=\"{color}\">{name}</text>\n",
+                x0 + w - 60.0,
+                y0 + 14.0 + 16.0 * k as f64
+            );
         }
     }
     svg + "</svg>\n"
@@ -597,7 +667,10 @@ fn all(args: &[String]) -> Result<Vec<String>, String> {
     let s = |v: &[&str]| v.iter().map(|x| x.to_string()).collect::<Vec<_>>();
     let mut lines = vec![ring(&s(&["--bytes", "2G", "--runs", "3"]))?];
     println!("{}", lines[0]);
-    for l in [sbt(&s(&["--bytes", "2G", "--runs", "2"]))?, backint(&s(&["--bytes", "2G"]))?] {
+    for l in [
+        sbt(&s(&["--bytes", "2G", "--runs", "2"]))?,
+        backint(&s(&["--bytes", "2G"]))?,
+    ] {
         println!("{l}");
         lines.push(l);
     }

@@ -11,6 +11,7 @@
 //! | `memory_limit` | `--memory-limit` | `MOVER_MEMORY_LIMIT` | 1 GiB |
 //! | `slot_size` | `--slot-size` | `MOVER_SLOT_SIZE` | 1 MiB (restores; backups use the client's block size) |
 //! | `ring_size` | `--ring-size` | `MOVER_RING_SIZE` | 64 MiB per stream |
+//! | `ring_memory` | `--ring-memory` | `MOVER_RING_MEMORY` | 512 MiB for all rings together |
 //! | `part_size` | `--part-size` | `MOVER_PART_SIZE` | 16 MiB, doubling every 1,000 parts |
 //! | `max_inflight_parts` | `--max-inflight-parts` | `MOVER_MAX_INFLIGHT_PARTS` | 4 |
 //! | `max_streams` | `--max-streams` | `MOVER_MAX_STREAMS` | 256 |
@@ -38,6 +39,7 @@ pub struct FileConfig {
     pub memory_limit: Option<u64>,
     pub slot_size: Option<u64>,
     pub ring_size: Option<u64>,
+    pub ring_memory: Option<u64>,
     pub part_size: Option<u64>,
     pub max_inflight_parts: Option<usize>,
     pub max_streams: Option<usize>,
@@ -105,6 +107,10 @@ pub struct ServeArgs {
     /// Shared memory per stream ring (e.g. 64M).
     #[arg(long, env = "MOVER_RING_SIZE", value_parser = parse_size)]
     pub ring_size: Option<u64>,
+    /// Shared memory for all rings together (e.g. 512M): with many streams
+    /// open, each ring is smaller than ring_size.
+    #[arg(long, env = "MOVER_RING_MEMORY", value_parser = parse_size)]
+    pub ring_memory: Option<u64>,
     /// First multipart part size (e.g. 16M).
     #[arg(long, env = "MOVER_PART_SIZE", value_parser = parse_size)]
     pub part_size: Option<u64>,
@@ -135,6 +141,7 @@ pub struct Config {
     pub memory_limit: u64,
     pub slot_size: u32,
     pub ring_size: u64,
+    pub ring_memory: u64,
     pub part_size: u64,
     pub max_inflight_parts: usize,
     pub max_streams: usize,
@@ -195,6 +202,7 @@ impl Config {
         let memory_limit = args.memory_limit.or(file.memory_limit).unwrap_or(1 << 30);
         let slot_size = args.slot_size.or(file.slot_size).unwrap_or(1 << 20);
         let ring_size = args.ring_size.or(file.ring_size).unwrap_or(64 << 20);
+        let ring_memory = args.ring_memory.or(file.ring_memory).unwrap_or(512 << 20);
         let part_size = args.part_size.or(file.part_size).unwrap_or(16 << 20);
         let max_inflight_parts = args
             .max_inflight_parts
@@ -248,6 +256,7 @@ impl Config {
             memory_limit,
             slot_size: slot_size as u32,
             ring_size,
+            ring_memory,
             part_size,
             max_inflight_parts,
             max_streams,

@@ -51,6 +51,8 @@ pub struct Shared {
     /// conflict at open rather than at commit.
     writing: Mutex<HashSet<(i32, String)>>,
     next_id: AtomicU64,
+    /// Shared memory of the rings open now, against `ring_memory`.
+    ring_bytes: AtomicU64,
 }
 
 /// Removes a stream from the registry and the write set when dropped.
@@ -75,6 +77,18 @@ impl Drop for Registration {
                 .remove(&k);
         }
         self.shared.metrics.streams_open.fetch_sub(1, Relaxed);
+    }
+}
+
+/// A stream's share of `ring_memory`, given back when dropped.
+struct RingShare {
+    shared: Arc<Shared>,
+    bytes: u64,
+}
+
+impl Drop for RingShare {
+    fn drop(&mut self) {
+        self.shared.ring_bytes.fetch_sub(self.bytes, Relaxed);
     }
 }
 
@@ -137,6 +151,7 @@ pub async fn serve(cfg: Config, metrics: Arc<Metrics>) -> anyhow::Result<()> {
         streams: Mutex::new(BTreeMap::new()),
         writing: Mutex::new(HashSet::new()),
         next_id: AtomicU64::new(1),
+        ring_bytes: AtomicU64::new(0),
         cfg,
     });
     info!(
@@ -274,6 +289,7 @@ struct Writing {
     done: Option<Result<Uploaded, StreamError>>,
     started: Instant,
     _reg: Registration,
+    _ring: RingShare,
 }
 
 struct Reading {
@@ -282,6 +298,7 @@ struct Reading {
     task: Option<JoinHandle<Result<(), StreamError>>>,
     done: Option<Result<(), StreamError>>,
     _reg: Registration,
+    _ring: RingShare,
 }
 
 struct Conn {
@@ -656,7 +673,12 @@ impl Conn {
         })
     }
 
-    fn geometry(&self, payload: u64) -> Result<Geometry, response::Body> {
+    /// The ring for a stream of `payload`-byte blocks: `ring_size`, or
+    /// half of what is left of `ring_memory` if that is less (4 MiB at
+    /// least), so that many streams opening at once share it. Each ring is
+    /// shared memory both sides fault in: sixteen 64 MiB rings for pieces of
+    /// 64 MiB would cost as much as the data.
+    fn geometry(&self, payload: u64) -> Result<(Geometry, RingShare), response::Body> {
         let slot = payload.max(PAGE as u64).div_ceil(PAGE as u64) * PAGE as u64;
         if slot > u64::from(shmover_ring::MAX_SLOT_SIZE) {
             return Err(error_body(
@@ -667,11 +689,23 @@ impl Conn {
                 ),
             ));
         }
-        let count =
-            (self.shared.cfg.ring_size / slot).clamp(2, u64::from(shmover_ring::MAX_SLOT_COUNT));
+        let cfg = &self.shared.cfg;
+        let in_use = self.shared.ring_bytes.load(Relaxed);
+        let left = cfg.ring_memory.saturating_sub(in_use) / 2;
+        let ring = cfg.ring_size.min(left.max(4 << 20));
+        let count = (ring / slot).clamp(2, u64::from(shmover_ring::MAX_SLOT_COUNT));
         let count = 1u64 << (63 - count.leading_zeros()); // round down to a power of two
-        Geometry::new(count as u32, slot as u32)
-            .map_err(|e| error_body(ErrorCode::InvalidArgument, e.to_string()))
+        let geometry = Geometry::new(count as u32, slot as u32)
+            .map_err(|e| error_body(ErrorCode::InvalidArgument, e.to_string()))?;
+        let bytes = geometry.total_size() as u64;
+        self.shared.ring_bytes.fetch_add(bytes, Relaxed);
+        Ok((
+            geometry,
+            RingShare {
+                shared: Arc::clone(&self.shared),
+                bytes,
+            },
+        ))
     }
 
     async fn open_write(&mut self, o: v1::OpenWrite) -> Result<(), response::Body> {
@@ -688,7 +722,7 @@ impl Conn {
                 format!("{}: block size 0", o.name),
             ));
         }
-        let geometry = self.geometry(u64::from(o.block_size))?;
+        let (geometry, ring_share) = self.geometry(u64::from(o.block_size))?;
         self.stream_room(&o.name)?;
         let write_key = (kind as i32, o.name.clone());
         if !self
@@ -753,6 +787,7 @@ impl Conn {
             done: None,
             started: Instant::now(),
             _reg: reg,
+            _ring: ring_share,
         });
         Ok(())
     }
@@ -857,7 +892,7 @@ impl Conn {
         } else {
             o.block_size
         };
-        let geometry = self.geometry(u64::from(payload))?;
+        let (geometry, ring_share) = self.geometry(u64::from(payload))?;
         let seg = ShmSegment::create(geometry, Direction::FromMover).map_err(|e| {
             error_body(
                 ErrorCode::Resource,
@@ -890,6 +925,7 @@ impl Conn {
             task: Some(task),
             done: None,
             _reg: reg,
+            _ring: ring_share,
         });
         Ok(())
     }

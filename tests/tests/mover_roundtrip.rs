@@ -457,3 +457,34 @@ fn names_with_percent_signs_round_trip_and_delete() {
         files_under(&m.store_dir())
     );
 }
+
+#[test]
+fn rings_shrink_so_that_many_streams_share_ring_memory() {
+    let m = MoverProcess::start(&[
+        "--store",
+        "memory://",
+        "--ring-size",
+        "8M",
+        "--ring-memory",
+        "16M",
+    ]);
+    let mut clients: Vec<Client> = (0..3).map(|_| m.client(ClientKind::Generic)).collect();
+    let mut slots = Vec::new();
+    for (i, c) in clients.iter_mut().enumerate() {
+        c.open_write(&format!("ring-{i}"), 1 << 20, 0, &BTreeMap::new())
+            .unwrap();
+        slots.push(c.ring_geometry().unwrap());
+    }
+    // 8 MiB for the first; then half of what is left of 16 MiB, 4 MiB at least.
+    assert_eq!(slots, [(8, 1 << 20), (4, 1 << 20), (4, 1 << 20)]);
+    for c in &mut clients {
+        c.write_all(&[1u8; 3 << 20]).unwrap();
+        c.commit().unwrap();
+    }
+    // Closed streams give their share back.
+    let c = &mut clients[0];
+    c.open_write("ring-again", 1 << 20, 0, &BTreeMap::new())
+        .unwrap();
+    assert_eq!(c.ring_geometry(), Some((8, 1 << 20)));
+    c.abort("done").unwrap();
+}

@@ -160,6 +160,8 @@ pub struct Client {
     state: State,
     version: u32,
     socket_path: PathBuf,
+    /// Slot count and size of the last ring the mover opened.
+    ring: Option<(u32, u32)>,
 }
 
 impl std::fmt::Debug for Client {
@@ -208,6 +210,7 @@ impl Client {
             state: State::Idle,
             version: 0,
             socket_path: path.clone(),
+            ring: None,
         };
         let reply = c.call(request::Body::Hello(v1::Hello {
             min_version: shmover_proto::MIN_VERSION,
@@ -221,6 +224,11 @@ impl Client {
             other => return Err(unexpected(&other)),
         }
         Ok(c)
+    }
+
+    /// Slot count and slot size of the ring of the last stream opened.
+    pub fn ring_geometry(&self) -> Option<(u32, u32)> {
+        self.ring
     }
 
     /// The protocol version agreed with the mover.
@@ -297,9 +305,10 @@ impl Client {
         dir: Direction,
         name: &str,
     ) -> Result<ShmSegment> {
-        let response::Body::Ring(_) = reply else {
+        let response::Body::Ring(r) = reply else {
             return Err(unexpected(reply));
         };
+        self.ring = Some((r.slot_count, r.slot_size));
         if self.fds.len() < 3 {
             return Err(Error::new(
                 code::PROTOCOL,

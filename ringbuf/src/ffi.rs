@@ -75,6 +75,12 @@ fn guard(f: impl FnOnce() -> c_int) -> c_int {
     }
 }
 
+/// Runs a trivial exported function, turning a panic (there should be
+/// none) into `default` so that none ever unwinds into C.
+fn caught<T>(default: T, f: impl FnOnce() -> T) -> T {
+    catch_unwind(AssertUnwindSafe(f)).unwrap_or(default)
+}
+
 /// The producer handle behind `shmring_producer_t *`.
 #[derive(Debug)]
 pub struct ShmringProducer {
@@ -268,8 +274,10 @@ pub unsafe extern "C" fn shmring_producer_finish(
 /// `p` must be a live handle or null.
 #[no_mangle]
 pub unsafe extern "C" fn shmring_producer_slot_size(p: *const ShmringProducer) -> usize {
-    // SAFETY: the caller passes a live handle or null.
-    unsafe { p.as_ref() }.map_or(0, |p| p.inner.slot_size())
+    caught(0, || {
+        // SAFETY: the caller passes a live handle or null.
+        unsafe { p.as_ref() }.map_or(0, |p| p.inner.slot_size())
+    })
 }
 
 /// Detaches and frees the handle: unmaps the segment, closes its
@@ -296,25 +304,29 @@ pub unsafe extern "C" fn shmring_producer_detach(p: *mut ShmringProducer) {
 /// A static English name for a status code.
 #[no_mangle]
 pub extern "C" fn shmring_status_str(status: c_int) -> *const c_char {
-    let s: &'static std::ffi::CStr = match status {
-        SHMRING_OK => c"ok",
-        SHMRING_ERR_INVALID => c"invalid argument",
-        SHMRING_ERR_TIMEOUT => c"timed out",
-        SHMRING_ERR_PEER_GONE => c"peer gone",
-        SHMRING_ERR_CORRUPT => c"ring corrupted by peer",
-        SHMRING_ERR_FINISHED => c"stream already finished",
-        SHMRING_ERR_ORDER => c"calls out of order",
-        SHMRING_ERR_SEGMENT => c"bad segment",
-        SHMRING_ERR_IO => c"system call failed",
-        SHMRING_ERR_INTERNAL => c"internal error",
-        _ => c"unknown status",
-    };
-    s.as_ptr()
+    caught(c"internal error".as_ptr(), || {
+        let s: &'static std::ffi::CStr = match status {
+            SHMRING_OK => c"ok",
+            SHMRING_ERR_INVALID => c"invalid argument",
+            SHMRING_ERR_TIMEOUT => c"timed out",
+            SHMRING_ERR_PEER_GONE => c"peer gone",
+            SHMRING_ERR_CORRUPT => c"ring corrupted by peer",
+            SHMRING_ERR_FINISHED => c"stream already finished",
+            SHMRING_ERR_ORDER => c"calls out of order",
+            SHMRING_ERR_SEGMENT => c"bad segment",
+            SHMRING_ERR_IO => c"system call failed",
+            SHMRING_ERR_INTERNAL => c"internal error",
+            _ => c"unknown status",
+        };
+        s.as_ptr()
+    })
 }
 
 /// The sentence describing the calling thread's last failure. Valid until
 /// the next failing call on this thread; never null.
 #[no_mangle]
 pub extern "C" fn shmring_last_error() -> *const c_char {
-    LAST_ERROR.with(|e| e.borrow().as_ptr())
+    caught(c"internal error in the shmring library".as_ptr(), || {
+        LAST_ERROR.with(|e| e.borrow().as_ptr())
+    })
 }

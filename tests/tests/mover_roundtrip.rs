@@ -488,3 +488,23 @@ fn rings_shrink_so_that_many_streams_share_ring_memory() {
     assert_eq!(c.ring_geometry(), Some((8, 1 << 20)));
     c.abort("done").unwrap();
 }
+
+#[test]
+fn s3_credentials_never_appear_in_the_mover_log() {
+    let s3 = S3Server::start().unwrap();
+    let url = s3.store_url("secrets");
+    let m = MoverProcess::start_with(&["--store", &url, "--log", "debug"], |cmd| {
+        s3.configure(cmd);
+    });
+    let pat = Pattern::default();
+    let mut c = m.client(ClientKind::Generic);
+    backup(&mut c, &pat, 21, "logged", 6 * MIB, 1 << 20);
+    restore_and_check(&mut c, &pat, 21, "logged", 6 * MIB);
+    assert_eq!(c.stat("missing").unwrap_err().code, code::NOT_FOUND);
+    let log = m.log();
+    assert!(log.contains("mover ready"), "{log}");
+    assert!(
+        !log.contains(&s3.secret_access_key),
+        "the secret key is in the log"
+    );
+}

@@ -134,6 +134,12 @@ fn guard(f: impl FnOnce() -> c_int) -> c_int {
     })
 }
 
+/// Runs a trivial exported function, turning a panic (there should be
+/// none) into `default` so that none ever unwinds into C.
+fn caught<T>(default: T, f: impl FnOnce() -> T) -> T {
+    catch_unwind(AssertUnwindSafe(f)).unwrap_or(default)
+}
+
 /// Reads a C string argument.
 ///
 /// # Safety
@@ -248,13 +254,15 @@ pub unsafe extern "C" fn shmover_disconnect(c: *mut ShmoverClient) {
 /// `c` must be a live handle or NULL.
 #[no_mangle]
 pub unsafe extern "C" fn shmover_last_error_code(c: *const ShmoverClient) -> c_int {
-    // SAFETY: a live handle or null.
-    match unsafe { c.as_ref() } {
-        Some(h) => h.last_code,
-        None => THREAD_ERROR
-            .try_with(|e| e.try_borrow().map_or(0, |e| e.0))
-            .unwrap_or(0),
-    }
+    caught(SHMOVER_ERR_INTERNAL, || {
+        // SAFETY: a live handle or null.
+        match unsafe { c.as_ref() } {
+            Some(h) => h.last_code,
+            None => THREAD_ERROR
+                .try_with(|e| e.try_borrow().map_or(0, |e| e.0))
+                .unwrap_or(0),
+        }
+    })
 }
 
 /// The last error's sentence on this handle, or on this thread when `c` is
@@ -265,13 +273,18 @@ pub unsafe extern "C" fn shmover_last_error_code(c: *const ShmoverClient) -> c_i
 /// `c` must be a live handle or NULL.
 #[no_mangle]
 pub unsafe extern "C" fn shmover_last_error(c: *const ShmoverClient) -> *const c_char {
-    // SAFETY: a live handle or null.
-    match unsafe { c.as_ref() } {
-        Some(h) => h.last_error.as_ptr(),
-        None => THREAD_ERROR
-            .try_with(|e| e.try_borrow().map_or(c"".as_ptr(), |e| e.1.as_ptr()))
-            .unwrap_or(c"".as_ptr()),
-    }
+    caught(
+        c"internal error in the shmover client library".as_ptr(),
+        || {
+            // SAFETY: a live handle or null.
+            match unsafe { c.as_ref() } {
+                Some(h) => h.last_error.as_ptr(),
+                None => THREAD_ERROR
+                    .try_with(|e| e.try_borrow().map_or(c"".as_ptr(), |e| e.1.as_ptr()))
+                    .unwrap_or(c"".as_ptr()),
+            }
+        },
+    )
 }
 
 /// Starts a backup of `name` in blocks of at most `block_size` bytes.
@@ -556,8 +569,10 @@ pub unsafe extern "C" fn shmover_delete(c: *mut ShmoverClient, name: *const c_ch
 /// `l` a live list or NULL.
 #[no_mangle]
 pub unsafe extern "C" fn shmover_list_len(l: *const ShmoverList) -> usize {
-    // SAFETY: a live list or null.
-    unsafe { l.as_ref() }.map_or(0, |l| l.items.len())
+    caught(0, || {
+        // SAFETY: a live list or null.
+        unsafe { l.as_ref() }.map_or(0, |l| l.items.len())
+    })
 }
 
 /// Entry `i` of a list, owned by the list; NULL when out of range.
@@ -567,10 +582,12 @@ pub unsafe extern "C" fn shmover_list_len(l: *const ShmoverList) -> usize {
 /// `l` a live list or NULL.
 #[no_mangle]
 pub unsafe extern "C" fn shmover_list_get(l: *const ShmoverList, i: usize) -> *const ShmoverInfo {
-    // SAFETY: a live list or null.
-    unsafe { l.as_ref() }
-        .and_then(|l| l.items.get(i))
-        .map_or(std::ptr::null(), |x| x as *const ShmoverInfo)
+    caught(std::ptr::null(), || {
+        // SAFETY: a live list or null.
+        unsafe { l.as_ref() }
+            .and_then(|l| l.items.get(i))
+            .map_or(std::ptr::null(), |x| x as *const ShmoverInfo)
+    })
 }
 
 /// Frees a list. NULL is a no-op.
@@ -580,10 +597,12 @@ pub unsafe extern "C" fn shmover_list_get(l: *const ShmoverList, i: usize) -> *c
 /// `l` from `shmover_list`, freed once.
 #[no_mangle]
 pub unsafe extern "C" fn shmover_list_free(l: *mut ShmoverList) {
-    if !l.is_null() {
-        // SAFETY: from Box::into_raw, freed once.
-        drop(unsafe { Box::from_raw(l) });
-    }
+    caught((), || {
+        if !l.is_null() {
+            // SAFETY: from Box::into_raw, freed once.
+            drop(unsafe { Box::from_raw(l) });
+        }
+    })
 }
 
 /// Frees an info. NULL is a no-op.
@@ -593,10 +612,12 @@ pub unsafe extern "C" fn shmover_list_free(l: *mut ShmoverList) {
 /// `i` from `shmover_stat` or `shmover_commit`, freed once.
 #[no_mangle]
 pub unsafe extern "C" fn shmover_info_free(i: *mut ShmoverInfo) {
-    if !i.is_null() {
-        // SAFETY: from Box::into_raw, freed once.
-        drop(unsafe { Box::from_raw(i) });
-    }
+    caught((), || {
+        if !i.is_null() {
+            // SAFETY: from Box::into_raw, freed once.
+            drop(unsafe { Box::from_raw(i) });
+        }
+    })
 }
 
 /// The object's name (owned by the info).
@@ -606,8 +627,10 @@ pub unsafe extern "C" fn shmover_info_free(i: *mut ShmoverInfo) {
 /// `i` a live info.
 #[no_mangle]
 pub unsafe extern "C" fn shmover_info_name(i: *const ShmoverInfo) -> *const c_char {
-    // SAFETY: a live info or null.
-    unsafe { i.as_ref() }.map_or(c"".as_ptr(), |i| i.name.as_ptr())
+    caught(c"".as_ptr(), || {
+        // SAFETY: a live info or null.
+        unsafe { i.as_ref() }.map_or(c"".as_ptr(), |i| i.name.as_ptr())
+    })
 }
 
 /// The object's size in bytes.
@@ -617,8 +640,10 @@ pub unsafe extern "C" fn shmover_info_name(i: *const ShmoverInfo) -> *const c_ch
 /// `i` a live info or NULL.
 #[no_mangle]
 pub unsafe extern "C" fn shmover_info_size(i: *const ShmoverInfo) -> u64 {
-    // SAFETY: a live info or null.
-    unsafe { i.as_ref() }.map_or(0, |i| i.info.size)
+    caught(0, || {
+        // SAFETY: a live info or null.
+        unsafe { i.as_ref() }.map_or(0, |i| i.info.size)
+    })
 }
 
 /// Creation time, milliseconds since the Unix epoch.
@@ -628,8 +653,10 @@ pub unsafe extern "C" fn shmover_info_size(i: *const ShmoverInfo) -> u64 {
 /// `i` a live info or NULL.
 #[no_mangle]
 pub unsafe extern "C" fn shmover_info_created_ms(i: *const ShmoverInfo) -> i64 {
-    // SAFETY: a live info or null.
-    unsafe { i.as_ref() }.map_or(0, |i| i.info.created_unix_ms)
+    caught(0, || {
+        // SAFETY: a live info or null.
+        unsafe { i.as_ref() }.map_or(0, |i| i.info.created_unix_ms)
+    })
 }
 
 /// The block size the backup was written with.
@@ -639,8 +666,10 @@ pub unsafe extern "C" fn shmover_info_created_ms(i: *const ShmoverInfo) -> i64 {
 /// `i` a live info or NULL.
 #[no_mangle]
 pub unsafe extern "C" fn shmover_info_block_size(i: *const ShmoverInfo) -> u32 {
-    // SAFETY: a live info or null.
-    unsafe { i.as_ref() }.map_or(0, |i| i.info.block_size)
+    caught(0, || {
+        // SAFETY: a live info or null.
+        unsafe { i.as_ref() }.map_or(0, |i| i.info.block_size)
+    })
 }
 
 /// CRC32C of the whole object.
@@ -650,8 +679,10 @@ pub unsafe extern "C" fn shmover_info_block_size(i: *const ShmoverInfo) -> u32 {
 /// `i` a live info or NULL.
 #[no_mangle]
 pub unsafe extern "C" fn shmover_info_crc32c(i: *const ShmoverInfo) -> u32 {
-    // SAFETY: a live info or null.
-    unsafe { i.as_ref() }.map_or(0, |i| i.info.crc32c)
+    caught(0, || {
+        // SAFETY: a live info or null.
+        unsafe { i.as_ref() }.map_or(0, |i| i.info.crc32c)
+    })
 }
 
 /// A metadata value given at open-for-write, or NULL if absent.
@@ -664,18 +695,20 @@ pub unsafe extern "C" fn shmover_info_meta(
     i: *const ShmoverInfo,
     key: *const c_char,
 ) -> *const c_char {
-    // SAFETY: a live info or null.
-    let Some(i) = (unsafe { i.as_ref() }) else {
-        return std::ptr::null();
-    };
-    // SAFETY: NUL-terminated per the contract.
-    let Ok(key) = (unsafe { str_arg(key, "key") }) else {
-        return std::ptr::null();
-    };
-    i.meta
-        .iter()
-        .find(|(k, _)| k.to_bytes() == key.as_bytes())
-        .map_or(std::ptr::null(), |(_, v)| v.as_ptr())
+    caught(std::ptr::null(), || {
+        // SAFETY: a live info or null.
+        let Some(i) = (unsafe { i.as_ref() }) else {
+            return std::ptr::null();
+        };
+        // SAFETY: NUL-terminated per the contract.
+        let Ok(key) = (unsafe { str_arg(key, "key") }) else {
+            return std::ptr::null();
+        };
+        i.meta
+            .iter()
+            .find(|(k, _)| k.to_bytes() == key.as_bytes())
+            .map_or(std::ptr::null(), |(_, v)| v.as_ptr())
+    })
 }
 
 /// Number of metadata entries.
@@ -685,8 +718,10 @@ pub unsafe extern "C" fn shmover_info_meta(
 /// `i` a live info or NULL.
 #[no_mangle]
 pub unsafe extern "C" fn shmover_info_meta_count(i: *const ShmoverInfo) -> usize {
-    // SAFETY: a live info or null.
-    unsafe { i.as_ref() }.map_or(0, |i| i.meta.len())
+    caught(0, || {
+        // SAFETY: a live info or null.
+        unsafe { i.as_ref() }.map_or(0, |i| i.meta.len())
+    })
 }
 
 /// Metadata entry `idx` (in key order): sets `*key` and `*value` (owned by
@@ -703,17 +738,19 @@ pub unsafe extern "C" fn shmover_info_meta_at(
     key: *mut *const c_char,
     value: *mut *const c_char,
 ) -> c_int {
-    // SAFETY: a live info or null.
-    let entry = unsafe { i.as_ref() }.and_then(|i| i.meta.get(idx));
-    match entry {
-        Some((k, v)) if !key.is_null() && !value.is_null() => {
-            // SAFETY: both outputs checked non-null.
-            unsafe {
-                *key = k.as_ptr();
-                *value = v.as_ptr();
+    caught(SHMOVER_ERR_INTERNAL, || {
+        // SAFETY: a live info or null.
+        let entry = unsafe { i.as_ref() }.and_then(|i| i.meta.get(idx));
+        match entry {
+            Some((k, v)) if !key.is_null() && !value.is_null() => {
+                // SAFETY: both outputs checked non-null.
+                unsafe {
+                    *key = k.as_ptr();
+                    *value = v.as_ptr();
+                }
+                SHMOVER_OK
             }
-            SHMOVER_OK
+            _ => code::INVALID_ARGUMENT as c_int,
         }
-        _ => code::INVALID_ARGUMENT as c_int,
-    }
+    })
 }

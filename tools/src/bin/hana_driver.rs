@@ -605,7 +605,7 @@ fn scenarios(env: &mut Env) {
     let r = env.run(
         "restore",
         &format!(
-            "#EBID {} {} {}\n#EBID \"0000\" {}\n#NULL {}\n",
+            "{SWID_104}#EBID {} {} {}\n#EBID \"0000\" {}\n#NULL {}\n",
             q(&file_ebid),
             q(&file.display().to_string()),
             q(&target.display().to_string()),
@@ -623,6 +623,11 @@ fn scenarios(env: &mut Env) {
         "restore-notfound",
         r.out.iter().filter(|o| o.kw == "#NOTFOUND").count() == 2 && r.code == Some(0),
         "#NOTFOUND <path> for an unknown EBID and path; exit 0",
+    );
+    check(
+        "restore-1.04",
+        swid_reply(&r).as_deref() == Some("backint 1.04"),
+        "a restore under API 1.04 is answered with backint 1.04",
     );
 
     // Log backups restore one after another.
@@ -829,11 +834,16 @@ fn scenarios(env: &mut Env) {
         o.status.success() && deleted == all.len() && !all.is_empty(),
         format!("#DELETED for all {} backups (stdin and stdout)", all.len()),
     );
-    let r = env.run("delete", &input);
+    let r = env.run("delete", &format!("{SWID_104}{input}"));
     check(
         "delete",
         r.out.iter().filter(|o| o.kw == "#NOTFOUND").count() == all.len(),
         "deleting again answers #NOTFOUND \"<ebid>\" <path>",
+    );
+    check(
+        "delete-1.04",
+        swid_reply(&r).as_deref() == Some("backint 1.04"),
+        "a delete under API 1.04 is answered with backint 1.04",
     );
     let r = env.run("inquire", "#NULL\n");
     check(

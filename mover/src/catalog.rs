@@ -357,3 +357,91 @@ impl Catalog {
         Ok(())
     }
 }
+
+/// What a garbage collection removed.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct GcReport {
+    pub orphans: u64,
+    pub staging: u64,
+    pub bytes: u64,
+}
+
+impl Catalog {
+    /// Removes data objects older than `grace` that no manifest refers to
+    /// (a writer that died between completing its upload and publishing,
+    /// or a delete whose data removal failed). Objects younger than `grace`
+    /// may belong to a write in progress on this or another mover.
+    pub async fn gc_orphans(&self, grace: std::time::Duration) -> Result<GcReport, StoreError> {
+        let mut referenced = std::collections::HashSet::new();
+        let manifests: Vec<Path> = self
+            .store
+            .list(Some(&Path::from("catalog")))
+            .map_ok(|m| m.location)
+            .try_collect()
+            .await?;
+        for key in manifests {
+            if let Ok(r) = self.store.get(&key).await {
+                if let Ok(m) = serde_json::from_slice::<Manifest>(&r.bytes().await?) {
+                    referenced.insert(m.data_key);
+                }
+            }
+        }
+        let cutoff = std::time::SystemTime::now().checked_sub(grace);
+        let data: Vec<object_store::ObjectMeta> = self
+            .store
+            .list(Some(&Path::from("data")))
+            .try_collect()
+            .await?;
+        let mut report = GcReport::default();
+        for meta in data {
+            let old = cutoff.is_some_and(|c| system_time(&meta) < c);
+            if old && !referenced.contains(meta.location.as_ref()) {
+                match self.store.delete(&meta.location).await {
+                    Ok(()) | Err(object_store::Error::NotFound { .. }) => {
+                        report.orphans += 1;
+                        report.bytes += meta.size;
+                        tracing::info!(key = %meta.location, bytes = meta.size, "gc: removed orphan data");
+                    }
+                    Err(e) => {
+                        tracing::warn!(key = %meta.location, error = %e, "gc: could not remove orphan data")
+                    }
+                }
+            }
+        }
+        Ok(report)
+    }
+}
+
+fn system_time(meta: &object_store::ObjectMeta) -> std::time::SystemTime {
+    std::time::UNIX_EPOCH
+        + std::time::Duration::from_millis(meta.last_modified.timestamp_millis().max(0) as u64)
+}
+
+/// Removes the local store's staging files (`name#n`, an upload that never
+/// completed because its mover died) not modified for `grace`.
+pub fn gc_staging(root: &std::path::Path, grace: std::time::Duration) -> GcReport {
+    fn walk(dir: &std::path::Path, cutoff: std::time::SystemTime, report: &mut GcReport) {
+        let Ok(rd) = std::fs::read_dir(dir) else {
+            return;
+        };
+        for e in rd.flatten() {
+            let p = e.path();
+            let Ok(meta) = e.metadata() else { continue };
+            if meta.is_dir() {
+                walk(&p, cutoff, report);
+            } else if e.file_name().to_string_lossy().contains('#')
+                && meta.modified().is_ok_and(|m| m < cutoff)
+                && std::fs::remove_file(&p).is_ok()
+            {
+                report.staging += 1;
+                report.bytes += meta.len();
+                tracing::info!(path = %p.display(), bytes = meta.len(), "gc: removed a staging file");
+            }
+        }
+    }
+    let mut report = GcReport::default();
+    if let Some(cutoff) = std::time::SystemTime::now().checked_sub(grace) {
+        walk(root, cutoff, &mut report);
+    }
+    report
+}

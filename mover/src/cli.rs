@@ -96,6 +96,16 @@ pub struct NameArgs {
     pub name: String,
 }
 
+#[derive(Debug, clap::Args)]
+pub struct GcArgs {
+    #[command(flatten)]
+    pub client: ClientArgs,
+    /// Only what has not changed for this many seconds (writes in progress
+    /// on any mover are younger).
+    #[arg(long, default_value_t = 86_400)]
+    pub older_than: u64,
+}
+
 #[derive(Debug)]
 pub enum Command {
     Put(PutArgs),
@@ -105,6 +115,7 @@ pub enum Command {
     Rm(NameArgs),
     Verify(NameArgs),
     Status(ClientArgs),
+    Gc(GcArgs),
 }
 
 fn connect(a: &ClientArgs, label: &str) -> Result<Client, String> {
@@ -129,6 +140,16 @@ pub fn run(cmd: Command) -> ExitCode {
             .and_then(|mut c| c.delete(&a.name).map_err(|e| e.message)),
         Command::Verify(a) => verify(&a),
         Command::Status(a) => status(&a),
+        Command::Gc(a) => connect(&a.client, "mover gc").and_then(|mut c| {
+            let r = c
+                .gc(Duration::from_secs(a.older_than))
+                .map_err(|e| e.message)?;
+            println!(
+                "removed {} unreferenced data objects and {} staging files, {} bytes",
+                r.orphans_removed, r.staging_removed, r.bytes_removed
+            );
+            Ok(())
+        }),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

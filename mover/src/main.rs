@@ -45,6 +45,8 @@ enum Command {
     Verify(cli::NameArgs),
     /// Show live streams.
     Status(cli::ClientArgs),
+    /// Remove what failed writes left behind (unreferenced data, staging files).
+    Gc(cli::GcArgs),
 }
 
 fn main() -> ExitCode {
@@ -64,6 +66,7 @@ fn other_into(c: Command) -> cli::Command {
         Command::Rm(a) => cli::Command::Rm(a),
         Command::Verify(a) => cli::Command::Verify(a),
         Command::Status(a) => cli::Command::Status(a),
+        Command::Gc(a) => cli::Command::Gc(a),
         Command::Serve(_) => unreachable!("handled by main"),
     }
 }

@@ -80,6 +80,9 @@ impl Drop for Registration {
     }
 }
 
+/// How old a staging file must be before start-up removes it.
+const STARTUP_GC_GRACE: std::time::Duration = std::time::Duration::from_secs(3600);
+
 /// A stream's share of `ring_memory`, given back when dropped.
 struct RingShare {
     shared: Arc<Shared>,
@@ -130,6 +133,18 @@ pub async fn serve(cfg: Config, metrics: Arc<Metrics>) -> anyhow::Result<()> {
     let store = crate::catalog::open_store(&cfg)?;
     let grow_parts = cfg.store.starts_with("s3://");
     let listener = bind(&cfg.socket)?;
+    if let Some(root) = cfg.store.strip_prefix("file://") {
+        // Uploads a killed mover left half written: never visible (no
+        // manifest), removed once they have not moved for an hour.
+        let r = crate::catalog::gc_staging(std::path::Path::new(root), STARTUP_GC_GRACE);
+        if r.staging > 0 {
+            info!(
+                files = r.staging,
+                bytes = r.bytes,
+                "removed staging files of uploads that never completed"
+            );
+        }
+    }
     if let Some(addr) = cfg.metrics_listen {
         let l = tokio::net::TcpListener::bind(addr)
             .await
@@ -504,6 +519,7 @@ impl Conn {
             B::Hello(_) => error_body(ErrorCode::WrongState, "Hello was already received"),
             B::Ping(_) => response::Body::Ok(v1::Ok {}),
             B::Status(_) => self.status(),
+            B::Gc(g) => gc(Arc::clone(&self.shared), g.older_than_secs, self.pid).await,
             B::OpenWrite(o) => match self.active {
                 Active::Idle => match self.open_write(o).await {
                     Ok(()) => return true, // RingOpened went with the descriptors
@@ -992,6 +1008,33 @@ fn list_reply(ms: &[Manifest]) -> response::Body {
         );
     }
     response::Body::List(reply)
+}
+
+/// `mover gc`: unreferenced data objects, then the local store's staging
+/// files.
+async fn gc(shared: Arc<Shared>, older_than_secs: u64, pid: u32) -> response::Body {
+    let grace = std::time::Duration::from_secs(older_than_secs);
+    let mut report = match shared.catalog.gc_orphans(grace).await {
+        Ok(r) => r,
+        Err(e) => return store_error(&e),
+    };
+    if let Some(root) = shared.cfg.store.strip_prefix("file://") {
+        let staging = crate::catalog::gc_staging(std::path::Path::new(root), grace);
+        report.staging += staging.staging;
+        report.bytes += staging.bytes;
+    }
+    info!(
+        pid,
+        orphans = report.orphans,
+        staging = report.staging,
+        bytes = report.bytes,
+        "gc done"
+    );
+    response::Body::Gc(v1::GcReply {
+        orphans_removed: report.orphans,
+        staging_removed: report.staging,
+        bytes_removed: report.bytes,
+    })
 }
 
 /// Whether a stream ended because the client detached its end of the ring

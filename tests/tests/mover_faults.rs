@@ -493,3 +493,58 @@ fn a_client_that_lies_about_a_blocks_crc_is_refused_and_nothing_is_stored() {
     let mut c = m.client(ClientKind::Generic);
     assert_eq!(c.stat("liar").unwrap_err().code, code::NOT_FOUND);
 }
+
+#[test]
+fn gc_removes_what_a_killed_mover_left_and_keeps_every_backup() {
+    let mut m = MoverProcess::start(&[]);
+    let mut keep = m.client(ClientKind::Generic);
+    keep.open_write("kept", 1 << 20, 0, &BTreeMap::new())
+        .unwrap();
+    keep.write_all(&[7u8; 3 << 20]).unwrap();
+    keep.commit().unwrap();
+    // A backup in flight when the mover dies leaves a staging file.
+    let mut c = m.client(ClientKind::Generic);
+    c.open_write("in-flight", 1 << 20, 0, &BTreeMap::new())
+        .unwrap();
+    c.write_all(&[8u8; 40 << 20]).unwrap();
+    assert!(
+        eventually(Duration::from_secs(30), || files_under(&m.store_dir())
+            .iter()
+            .any(|f| f.contains('#'))),
+        "no staging file appeared: {:?}",
+        files_under(&m.store_dir())
+    );
+    m.kill();
+    drop(c);
+    // And a data object no manifest refers to (a writer that died between
+    // completing its upload and publishing).
+    let orphan = m.store_dir().join("data/generic/orphan.1-0.data");
+    std::fs::write(&orphan, b"nobody refers to me").unwrap();
+    m.restart();
+    let out = m.cli().args(["gc", "--older-than", "0"]).output().unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        text.contains("removed 1 unreferenced data objects and 1 staging files"),
+        "{text}"
+    );
+    let files = files_under(&m.store_dir());
+    assert!(
+        !files
+            .iter()
+            .any(|f| f.contains('#') || f.contains("orphan")),
+        "{files:?}"
+    );
+    let mut c = m.client(ClientKind::Generic);
+    c.open_read("kept", 0).unwrap();
+    let mut n = 0;
+    while let Some(b) = c.next_block().unwrap() {
+        n += b.len();
+    }
+    c.close_read().unwrap();
+    assert_eq!(n, 3 << 20);
+}

@@ -616,6 +616,18 @@ impl Client {
         self.call(request::Body::Ping(v1::Ping {})).map(|_| ())
     }
 
+    /// Removes what failed writes left behind, older than `older_than`:
+    /// unreferenced data objects and the local store's staging files.
+    pub fn gc(&mut self, older_than: Duration) -> Result<v1::GcReply> {
+        self.check_idle("gc")?;
+        match self.call(request::Body::Gc(v1::Gc {
+            older_than_secs: older_than.as_secs(),
+        }))? {
+            response::Body::Gc(g) => Ok(g),
+            other => Err(unexpected(&other)),
+        }
+    }
+
     /// The mover's live streams.
     pub fn status(&mut self) -> Result<StatusReply> {
         self.check_idle("status")?;

@@ -442,13 +442,21 @@ pub async fn download(
         loop {
             let next = stream.next().await.transpose()?;
             let end = next.is_none();
-            if let Some(chunk) = next {
-                len += chunk.len();
-                batch.push(chunk);
-            }
-            if (len >= BATCH || end) && len > 0 {
+            // A store may hand over the whole object as one chunk (the
+            // in-memory store does): cut it into batches, so that each
+            // batch's permits stay small and the producer starts at once.
+            let mut chunk = next.unwrap_or_default();
+            while !chunk.is_empty() || (end && len > 0) {
+                let take = (BATCH - len).min(chunk.len());
+                if take > 0 {
+                    batch.push(chunk.split_to(take));
+                    len += take;
+                }
+                if len < BATCH && !(end && chunk.is_empty()) {
+                    break;
+                }
                 let permit = Arc::clone(&ctx.limits.memory)
-                    .acquire_many_owned(kib(len))
+                    .acquire_many_owned(kib(len).min(ctx.limits.memory_kib.max(1)))
                     .await
                     .map_err(|_| StreamError::Cancelled)?;
                 if chunks_tx

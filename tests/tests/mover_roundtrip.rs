@@ -508,3 +508,22 @@ fn s3_credentials_never_appear_in_the_mover_log() {
         "the secret key is in the log"
     );
 }
+
+#[test]
+fn an_object_larger_than_memory_limit_restores_from_a_store_that_returns_it_whole() {
+    // Regression: the in-memory store returns an object as one chunk, whose
+    // memory permits exceeded the whole memory_limit; the restore waited
+    // for ever (until the client's timeout).
+    let m = MoverProcess::start(&[
+        "--store",
+        "memory://",
+        "--part-size",
+        "5M",
+        "--memory-limit",
+        "6M",
+    ]);
+    let pat = Pattern::default();
+    let mut c = m.client(ClientKind::Generic);
+    backup(&mut c, &pat, 31, "bigger-than-memory", 20 * MIB, 1 << 20);
+    restore_and_check(&mut c, &pat, 31, "bigger-than-memory", 20 * MIB);
+}

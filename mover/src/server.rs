@@ -468,42 +468,24 @@ impl Conn {
 
     /// A stream task ended before its closing request arrived.
     async fn task_finished(&mut self, done: TaskDone) -> bool {
-        match (&mut self.active, done) {
+        let pid = self.pid;
+        let failed = match (&mut self.active, done) {
             (Active::Writing(w), TaskDone::Write(r)) => {
                 w.task = None;
-                let r = r.unwrap_or_else(|_| Err(StreamError::Cancelled));
-                if let Err(e) = &r {
-                    if left_the_ring(e) {
-                        // The client detached its end: it knows, and its
-                        // Abort (or Commit) gets the answer.
-                        w.done = Some(r);
-                        return true;
-                    }
-                    warn!(name = %w.name, pid = self.pid, error = %e, "backup stream failed");
-                    let body = stream_error(e, &w.name);
-                    self.active = Active::Failed;
-                    return self.reply(body).await;
-                }
-                w.done = Some(r);
-                true
+                settle(&mut w.done, r, &w.name, pid, "backup")
             }
             (Active::Reading(rd), TaskDone::Read(r)) => {
                 rd.task = None;
-                let r = r.unwrap_or_else(|_| Err(StreamError::Cancelled));
-                if let Err(e) = &r {
-                    if left_the_ring(e) {
-                        rd.done = Some(r);
-                        return true;
-                    }
-                    warn!(name = %rd.name, pid = self.pid, error = %e, "restore stream failed");
-                    let body = stream_error(e, &rd.name);
-                    self.active = Active::Failed;
-                    return self.reply(body).await;
-                }
-                rd.done = Some(r);
-                true
+                settle(&mut rd.done, r, &rd.name, pid, "restore")
             }
-            _ => true,
+            _ => None,
+        };
+        match failed {
+            Some(body) => {
+                self.active = Active::Failed;
+                self.reply(body).await
+            }
+            None => true,
         }
     }
 
@@ -1035,6 +1017,30 @@ async fn gc(shared: Arc<Shared>, older_than_secs: u64, pid: u32) -> response::Bo
         staging_removed: report.staging,
         bytes_removed: report.bytes,
     })
+}
+
+/// Files a stream task's result until the client's closing request, and
+/// returns the error to send at once, if any. A stream the client itself
+/// detached from gets no unsolicited error: its Abort (or Commit) is
+/// answered instead.
+fn settle<T>(
+    done: &mut Option<Result<T, StreamError>>,
+    r: Result<Result<T, StreamError>, tokio::task::JoinError>,
+    name: &str,
+    pid: u32,
+    what: &str,
+) -> Option<response::Body> {
+    let r = r.unwrap_or_else(|_| Err(StreamError::Cancelled));
+    match &r {
+        Err(e) if !left_the_ring(e) => {
+            warn!(name = %name, pid, error = %e, "{what} stream failed");
+            Some(stream_error(e, name))
+        }
+        _ => {
+            *done = Some(r);
+            None
+        }
+    }
 }
 
 /// Whether a stream ended because the client detached its end of the ring

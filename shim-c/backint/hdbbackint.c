@@ -106,6 +106,14 @@ static void put_value(char *buf, size_t cap, size_t *o, const char *v) {
     if (!bare && *o < cap) buf[(*o)++] = '"';
 }
 
+/* Whether a value can be written back in BACKINT's quoting: a quoted value
+ * cannot end in '\' (it would read as an escaped quote), and a value with a
+ * space, tab or quote must be quoted. */
+static int representable(const char *v) {
+    size_t n = strlen(v);
+    return n == 0 || v[n - 1] != '\\' || strpbrk(v, " \t\"") == NULL;
+}
+
 /* Writes one output line: KEYWORD then values (quoted) then an optional bare number. */
 static void out_line(const char *kw, const char *v1, const char *v2, const char *bare, const char *v3) {
     char buf[8192];
@@ -291,7 +299,12 @@ static int open_source(const char *path, char *why, size_t cap) {
         backoff = backoff * 2 > 3000 ? 3000 : backoff * 2;
     }
     struct stat st;
-    if (fstat(fd, &st) == 0 && S_ISFIFO(st.st_mode)) {
+    if (fstat(fd, &st) != 0) {
+        snprintf(why, cap, "stat %s: %s", path, strerror(errno));
+        close(fd);
+        return -1;
+    }
+    if (S_ISFIFO(st.st_mode)) {
         struct pollfd pfd = {fd, POLLIN, 0};
         long left = cfg.pipe_peer_timeout_s * 1000;
         int r;
@@ -393,7 +406,16 @@ static void *backup_item(void *arg) {
                 shmover_disconnect(c);
                 return NULL;
             }
-            snprintf(why, sizeof why, "commit: %s", shmover_last_error(c));
+            if (info != NULL) {
+                /* Stored, but not what we read: it must not become the
+                 * newest version of the path. */
+                snprintf(why, sizeof why, "the mover stored %llu bytes of %llu",
+                         (unsigned long long)shmover_info_size(info), (unsigned long long)bytes);
+                if (shmover_delete(c, name) != SHMOVER_OK)
+                    logm(0, "could not delete %s after a size mismatch: %s", name, shmover_last_error(c));
+            } else {
+                snprintf(why, sizeof why, "commit: %s", shmover_last_error(c));
+            }
             shmover_info_free(info);
             opened = 0;
         }
@@ -603,7 +625,7 @@ static void restore_one(item *it) {
             if (w < 0 && errno == EINTR) continue;
             if (w <= 0) {
                 snprintf(why, sizeof why, "writing %s: %s", dest,
-                         errno == EPIPE ? "the reader closed the pipe" : strerror(errno));
+                         w == 0 ? "no progress" : errno == EPIPE ? "the reader closed the pipe" : strerror(errno));
                 ok = 0;
                 break;
             }
@@ -638,22 +660,42 @@ static void *restore_item(void *arg) {
 /* Log backups are restored one after another, in input order. */
 typedef struct lane {
     item **items;
-    size_t n;
+    size_t n;      /* items handed to the lane so far */
+    int closed;    /* no more will come */
+    pthread_mutex_t lock;
+    pthread_cond_t more;
 } lane;
 
+/* Restores log backups one after another, as they are handed over. */
 static void *restore_lane(void *arg) {
     lane *l = arg;
-    for (size_t i = 0; i < l->n; i++) restore_one(l->items[i]);
-    return NULL;
+    for (size_t i = 0;; i++) {
+        pthread_mutex_lock(&l->lock);
+        while (i >= l->n && !l->closed) pthread_cond_wait(&l->more, &l->lock);
+        int done = i >= l->n;
+        item *it = done ? NULL : l->items[i];
+        pthread_mutex_unlock(&l->lock);
+        if (done) return NULL;
+        restore_one(it);
+    }
+}
+
+static void lane_push(lane *l, item *it, int close) {
+    pthread_mutex_lock(&l->lock);
+    if (it) l->items[l->n++] = it;
+    if (close) l->closed = 1;
+    pthread_cond_signal(&l->more);
+    pthread_mutex_unlock(&l->lock);
 }
 
 /* ---- parameter file (a TOML subset) ------------------------------------------------- */
 
 static int parse_size(const char *s, size_t *out) {
     char *end;
+    errno = 0;
     unsigned long long v = strtoull(s, &end, 10);
     unsigned long long m = 1;
-    if (end == s) return -1;
+    if (end == s || errno == ERANGE) return -1;
     switch (toupper((unsigned char)*end)) {
     case 'K': m = 1ULL << 10; end++; break;
     case 'M': m = 1ULL << 20; end++; break;
@@ -661,7 +703,7 @@ static int parse_size(const char *s, size_t *out) {
     case 0: break;
     default: return -1;
     }
-    if (*end) return -1;
+    if (*end || v > SIZE_MAX / m) return -1;
     *out = (size_t)(v * m);
     return 0;
 }
@@ -728,8 +770,11 @@ static int load_params(const char *path, char *why, size_t cap) {
             break;
         }
         char *end;
+        errno = 0;
         long num = strtol(val, &end, 10);
-        int is_int = !is_str && v > 0 && *end == '\0';
+        /* Times over about eleven days are surely a mistake (and would
+         * overflow a millisecond count). */
+        int is_int = !is_str && v > 0 && *end == '\0' && errno == 0 && num <= 1000000;
         if (strcmp(key, "socket") == 0 && is_str) {
             snprintf(cfg.socket, sizeof cfg.socket, "%s", val);
             cfg.have_socket = val[0] != '\0';
@@ -953,7 +998,11 @@ int hdbbackint_main(int argc, char **argv) {
     int fatal = cfg_error[0] || ((fn == F_INQUIRE || fn == F_DELETE) && cat == NULL);
     item *items = calloc(n_lines ? n_lines : 1, sizeof *items);
     item **log_items = calloc(n_lines ? n_lines : 1, sizeof *log_items);
-    size_t n_log = 0;
+    /* Log backups go to one lane, started at the first of them, so that
+     * every line starts in file order. */
+    lane ln = {log_items, 0, 0, PTHREAD_MUTEX_INITIALIZER, PTHREAD_COND_INITIALIZER};
+    pthread_t lane_th;
+    int lane_started = 0, lane_failed = 0;
     uint64_t last_ebid = 0;
     for (size_t i = 0; i < n_lines; i++) {
         line_tokens *t = &lines[i];
@@ -967,6 +1016,12 @@ int hdbbackint_main(int argc, char **argv) {
                 continue;
             }
             it->path = t->tok[0];
+            if (!representable(it->path)) {
+                logm(0, "the path %s ends in a backslash and holds a space or quote: it cannot be answered in "
+                        "BACKINT's quoting", it->path);
+                out_line("#ERROR", t->rest, NULL, NULL, NULL);
+                continue;
+            }
             it->is_file = strcmp(t->kw, "#FILE") == 0;
             it->hint = t->n >= 2 ? strtoull(t->tok[1], NULL, 10) : 0;
             if (it->is_file && it->hint == 0) {
@@ -993,7 +1048,12 @@ int hdbbackint_main(int argc, char **argv) {
             it->path = t->tok[need - 1];
             it->dest = t->n > need ? t->tok[need] : NULL;
             if (strstr(it->path, "log_backup")) {
-                log_items[n_log++] = it;
+                if (!lane_started && !lane_failed) {
+                    lane_started = pthread_create(&lane_th, NULL, restore_lane, &ln) == 0;
+                    lane_failed = !lane_started;
+                }
+                if (lane_started) lane_push(&ln, it, 0);
+                else out_line("#ERROR", it->path, NULL, NULL, NULL);
             } else {
                 it->started = pthread_create(&it->th, NULL, restore_item, it) == 0;
                 if (!it->started) out_line("#ERROR", it->path, NULL, NULL, NULL);
@@ -1051,11 +1111,7 @@ int hdbbackint_main(int argc, char **argv) {
             }
         }
     }
-    lane ln = {log_items, n_log};
-    pthread_t lane_th;
-    int lane_started = n_log > 0 && pthread_create(&lane_th, NULL, restore_lane, &ln) == 0;
-    if (n_log > 0 && !lane_started)
-        for (size_t i = 0; i < n_log; i++) out_line("#ERROR", log_items[i]->path, NULL, NULL, NULL);
+    if (lane_started) lane_push(&ln, NULL, 1);
     for (size_t i = 0; i < n_lines; i++)
         if (items[i].started) pthread_join(items[i].th, NULL);
     if (lane_started) pthread_join(lane_th, NULL);

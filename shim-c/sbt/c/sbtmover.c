@@ -260,11 +260,19 @@ static int load_config_file(struct session *s, const char *fn, const char *path)
     if (f == NULL) return fail(s, SBT_ERROR_MM, "%s: cannot read config file %s: %s", fn, path, strerror(errno));
     char line[PATH_MAX + 64];
     while (fgets(line, sizeof line, f)) {
+        if (strchr(line, '\n') == NULL && !feof(f)) {
+            /* Too long to be a setting: skip the rest of it, so that its
+             * tail is not read as a line of its own. */
+            int ch;
+            while ((ch = fgetc(f)) != EOF && ch != '\n') {
+            }
+            continue;
+        }
         char *p = line;
         while (isspace((unsigned char)*p)) p++;
         if (*p == '#' || *p == '\0') continue;
         char *eq = strchr(p, '=');
-        if (eq == NULL) continue;
+        if (eq == NULL || eq == p) continue;
         *eq = '\0';
         char *key = p, *val = eq + 1;
         for (char *k = eq - 1; k >= key && isspace((unsigned char)*k); k--) *k = '\0';
@@ -824,6 +832,7 @@ HIDDEN int sbtmover_sbtinfo2(void *ctx, sbt_ulong flags, char **names, sbtbfinfo
     free_info(s);
     size_t n = 0;
     while (n < MAX_ITEMS && names[n] != NULL) n++;
+    if (names[n] != NULL) return fail(s, SBT_ERROR_MM, "sbtinfo2: more than %d names in one call", MAX_ITEMS);
     s->entries = calloc(n ? n : 1, sizeof *s->entries);
     s->items = calloc(n * 8 + 1, sizeof *s->items);
     if (s->entries == NULL || s->items == NULL) {
@@ -889,7 +898,10 @@ HIDDEN int sbtmover_sbtremove2(void *ctx, sbt_ulong flags, char **names) {
     if (names == NULL) return fail(s, SBT_ERROR_MM, "sbtremove2: no name list");
     char missing[SBT_ERROR_TEXT_MAX] = "", failed[SBT_ERROR_TEXT_MAX] = "";
     size_t ml = 0, fl = 0;
-    for (size_t i = 0; i < MAX_ITEMS && names[i] != NULL; i++) {
+    size_t count = 0;
+    while (count < MAX_ITEMS && names[count] != NULL) count++;
+    if (names[count] != NULL) return fail(s, SBT_ERROR_MM, "sbtremove2: more than %d names in one call", MAX_ITEMS);
+    for (size_t i = 0; i < count; i++) {
         char enc[SBT_FILENAME_MAX * 3 + 1];
         int rc;
         shmover_client_t *cl = NULL;

@@ -184,47 +184,14 @@ fn sbt(args: &[String]) -> Result<String, String> {
             lib.display()
         ));
     }
-    let mut margs = vec!["--log", "warn"];
-    if let Some(s) = &store {
-        margs.extend(["--store", s.as_str()]);
-    }
-    let mut m = shmover_tools::mover::MoverProcess::start(&margs);
+    let mut m = start_mover(&store);
     let (mut backup_s, mut restore_s, mut write_s) = (f64::MAX, f64::MAX, f64::MAX);
     // Interleaved runs, best of each: the disk and the other tenants of
     // this machine vary from one second to the next.
     for _ in 0..runs {
-        let out = std::process::Command::new(&driver)
-            .arg("--lib")
-            .arg(&lib)
-            .arg("--socket")
-            .arg(&m.socket)
-            .args([
-                "--bench-bytes",
-                &bytes.to_string(),
-                "--bench-block",
-                &block.to_string(),
-            ])
-            .output()
-            .map_err(|e| e.to_string())?;
-        let text = String::from_utf8_lossy(&out.stdout);
-        let line = text
-            .lines()
-            .find(|l| l.starts_with("bench "))
-            .ok_or_else(|| {
-                format!(
-                    "sbt-driver failed: {}{}",
-                    text,
-                    String::from_utf8_lossy(&out.stderr)
-                )
-            })?;
-        let field = |k: &str| -> Result<f64, String> {
-            line.split_whitespace()
-                .find_map(|kv| kv.strip_prefix(k)?.strip_prefix('='))
-                .and_then(|v| v.parse().ok())
-                .ok_or_else(|| format!("no {k} in {line}"))
-        };
-        backup_s = backup_s.min(field("backup_seconds")?);
-        restore_s = restore_s.min(field("restore_seconds")?);
+        let (b, r) = sbt_bench_run(&m, bytes, block)?;
+        backup_s = backup_s.min(b);
+        restore_s = restore_s.min(r);
         write_s = write_s.min(write_seconds(&m.dir, bytes, block)?);
     }
     let (rss_mib, cpu_s) = proc_usage(m.pid());

@@ -316,6 +316,29 @@ struct Reading {
     _ring: RingShare,
 }
 
+impl Writing {
+    /// Stops the backup: its ring thread ends, its task is awaited and its
+    /// upload aborted, so nothing of it becomes visible.
+    async fn stop(&mut self) {
+        self.cancel.store(true, Relaxed);
+        if let Some(t) = self.task.take() {
+            let _ = t.await;
+        }
+        if let Some(Ok(mut up)) = self.done.take() {
+            let _ = up.upload.abort().await;
+        }
+    }
+}
+
+impl Reading {
+    /// Waits for the restore task (cancel first to end it early).
+    async fn finish(&mut self) {
+        if let Some(t) = self.task.take() {
+            let _ = t.await;
+        }
+    }
+}
+
 struct Conn {
     shared: Arc<Shared>,
     stream: UnixStream,
@@ -866,13 +889,7 @@ impl Conn {
         let Active::Writing(mut w) = std::mem::replace(&mut self.active, Active::Idle) else {
             unreachable!("checked above")
         };
-        w.cancel.store(true, Relaxed);
-        if let Some(t) = w.task.take() {
-            let _ = t.await;
-        }
-        if let Some(Ok(mut up)) = w.done.take() {
-            let _ = up.upload.abort().await;
-        }
+        w.stop().await;
         info!(name = %w.name, pid = self.pid, reason = %reason.chars().take(200).collect::<String>(), "backup aborted by the client");
         response::Body::Ok(v1::Ok {})
     }
@@ -942,9 +959,7 @@ impl Conn {
             // Closed early: stop feeding the ring.
             r.cancel.store(true, Relaxed);
         }
-        if let Some(t) = r.task.take() {
-            let _ = t.await;
-        }
+        r.finish().await;
         debug!(name = %r.name, pid = self.pid, "restore closed");
         response::Body::Ok(v1::Ok {})
     }
@@ -953,20 +968,12 @@ impl Conn {
     async fn cancel_active(&mut self) {
         match std::mem::replace(&mut self.active, Active::Idle) {
             Active::Writing(mut w) => {
-                w.cancel.store(true, Relaxed);
-                if let Some(t) = w.task.take() {
-                    let _ = t.await;
-                }
-                if let Some(Ok(mut up)) = w.done.take() {
-                    let _ = up.upload.abort().await;
-                }
+                w.stop().await;
                 warn!(name = %w.name, pid = self.pid, "client went away mid-backup; upload aborted, nothing published");
             }
             Active::Reading(mut r) => {
                 r.cancel.store(true, Relaxed);
-                if let Some(t) = r.task.take() {
-                    let _ = t.await;
-                }
+                r.finish().await;
                 debug!(name = %r.name, pid = self.pid, "client went away during a restore");
             }
             Active::Idle | Active::Failed => {}

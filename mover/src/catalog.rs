@@ -109,9 +109,16 @@ pub struct Catalog {
 }
 
 /// Builds the object store named by `cfg.store`.
-pub fn open_store(cfg: &Config) -> anyhow::Result<Arc<dyn ObjectStore>> {
+pub fn open_store(
+    cfg: &Config,
+    metrics: &Arc<crate::metrics::Metrics>,
+) -> anyhow::Result<Arc<dyn ObjectStore>> {
     use anyhow::Context;
     let url = cfg.store.as_str();
+    if url.starts_with(crate::config::FORWARD_SCHEME) {
+        let peers = crate::forward::PeerStore::new(&cfg.peer, Arc::clone(metrics))?;
+        return Ok(Arc::new(peers));
+    }
     let retry = object_store::RetryConfig {
         max_retries: cfg.retry_max,
         retry_timeout: cfg.retry_deadline,

@@ -19,6 +19,13 @@
 //! | `log` | `--log` | `MOVER_LOG` | `info` |
 //! | `retry_max` | | `MOVER_RETRY_MAX` | 10 |
 //! | `retry_deadline_secs` | | `MOVER_RETRY_DEADLINE_SECS` | 180 |
+//! | `peer_listen` | `--peer-listen` | `MOVER_PEER_LISTEN` | off (serve the peer gRPC service on this address) |
+//! | `forward` | `--forward` | `MOVER_FORWARD` | none (peer URLs; when set, the mover keeps nothing itself and forwards to the first healthy peer) |
+//! | `tls_cert`, `tls_key` | `--tls-cert`, `--tls-key` | `MOVER_TLS_CERT`, `MOVER_TLS_KEY` | none (PEM: the peer port's identity, and the client identity towards peers) |
+//! | `tls_ca` | `--tls-ca` | `MOVER_TLS_CA` | none (PEM: the CA that signs peer certificates; on the peer port it requires client certificates) |
+//! | `token_file` | `--token-file` | `MOVER_TOKEN_FILE` | none (a bearer token: required from peers, sent to peers) |
+//! | `insecure_plaintext` | `--insecure-plaintext` | `MOVER_INSECURE_PLAINTEXT` | false (allow peer traffic without TLS) |
+//! | `peer_timeout_secs` | `--peer-timeout` | `MOVER_PEER_TIMEOUT` | 30 (how long a peer may stay unreachable before an object fails) |
 //! | `[s3]` `endpoint`, `region`, `access_key_id`, `secret_access_key`, `session_token`, `allow_http` | | the usual `AWS_*` | from the environment |
 
 use std::path::{Path, PathBuf};
@@ -48,6 +55,14 @@ pub struct FileConfig {
     pub retry_max: Option<usize>,
     pub retry_deadline_secs: Option<u64>,
     pub s3: Option<S3Config>,
+    pub peer_listen: Option<String>,
+    pub forward: Option<Vec<String>>,
+    pub tls_cert: Option<PathBuf>,
+    pub tls_key: Option<PathBuf>,
+    pub tls_ca: Option<PathBuf>,
+    pub token_file: Option<PathBuf>,
+    pub insecure_plaintext: Option<bool>,
+    pub peer_timeout_secs: Option<u64>,
 }
 
 /// S3 settings; anything unset comes from the `AWS_*` environment.
@@ -126,6 +141,153 @@ pub struct ServeArgs {
     /// Log filter (tracing's EnvFilter syntax), e.g. info or shmover_mover=debug.
     #[arg(long, env = "MOVER_LOG")]
     pub log: Option<String>,
+    /// Serve the peer gRPC service on this address (e.g. 0.0.0.0:7443).
+    #[arg(long, env = "MOVER_PEER_LISTEN")]
+    pub peer_listen: Option<String>,
+    /// Forward to these peer movers (https://host:port, comma separated)
+    /// instead of keeping objects in a store of our own.
+    #[arg(long, env = "MOVER_FORWARD", value_delimiter = ',')]
+    pub forward: Option<Vec<String>>,
+    /// PEM certificate chain of this mover on the peer port (and towards
+    /// peers, for mTLS).
+    #[arg(long, env = "MOVER_TLS_CERT")]
+    pub tls_cert: Option<PathBuf>,
+    /// PEM private key for --tls-cert.
+    #[arg(long, env = "MOVER_TLS_KEY")]
+    pub tls_key: Option<PathBuf>,
+    /// PEM CA of the peers: verifies peer servers, and on --peer-listen
+    /// requires client certificates signed by it.
+    #[arg(long, env = "MOVER_TLS_CA")]
+    pub tls_ca: Option<PathBuf>,
+    /// File holding the bearer token peers must present (and that this
+    /// mover presents to peers).
+    #[arg(long, env = "MOVER_TOKEN_FILE")]
+    pub token_file: Option<PathBuf>,
+    /// Allow peer traffic without TLS (loopback tests, benchmarks).
+    #[arg(long, env = "MOVER_INSECURE_PLAINTEXT")]
+    pub insecure_plaintext: bool,
+    /// Seconds a peer may stay unreachable before the object fails.
+    #[arg(long, env = "MOVER_PEER_TIMEOUT")]
+    pub peer_timeout: Option<u64>,
+}
+
+/// The `store` of a forwarding mover: this prefix, then the peer URLs.
+pub const FORWARD_SCHEME: &str = "forward:";
+
+/// The peer settings, resolved and checked.
+#[derive(Debug, Clone, Default)]
+pub struct PeerConfig {
+    pub listen: Option<std::net::SocketAddr>,
+    pub forward: Vec<String>,
+    pub tls_cert: Option<PathBuf>,
+    pub tls_key: Option<PathBuf>,
+    pub tls_ca: Option<PathBuf>,
+    /// The token itself, read from `token_file` (never logged).
+    pub token: Option<Secret>,
+    pub timeout: Duration,
+}
+
+/// A string that `{:?}` does not print.
+#[derive(Clone)]
+pub struct Secret(pub String);
+
+impl std::fmt::Debug for Secret {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("(hidden)")
+    }
+}
+
+impl PeerConfig {
+    fn resolve(args: &ServeArgs, file: &FileConfig) -> anyhow::Result<Self> {
+        let listen = match args.peer_listen.clone().or(file.peer_listen.clone()) {
+            Some(a) => Some(a.parse().with_context(|| format!("peer address {a:?}"))?),
+            None => None,
+        };
+        let forward: Vec<String> = args
+            .forward
+            .clone()
+            .or(file.forward.clone())
+            .unwrap_or_default()
+            .into_iter()
+            .map(|u| u.trim().to_string())
+            .filter(|u| !u.is_empty())
+            .collect();
+        let pick = |a: &Option<PathBuf>, f: &Option<PathBuf>| a.clone().or(f.clone());
+        let tls_cert = pick(&args.tls_cert, &file.tls_cert);
+        let tls_key = pick(&args.tls_key, &file.tls_key);
+        let tls_ca = pick(&args.tls_ca, &file.tls_ca);
+        let token = match pick(&args.token_file, &file.token_file) {
+            Some(p) => Some(Secret(read_token(&p)?)),
+            None => None,
+        };
+        let insecure_plaintext = args.insecure_plaintext || file.insecure_plaintext == Some(true);
+        let timeout = Duration::from_secs(
+            args.peer_timeout
+                .or(file.peer_timeout_secs)
+                .unwrap_or(30)
+                .max(1),
+        );
+        if tls_cert.is_some() != tls_key.is_some() {
+            bail!("tls_cert and tls_key go together: give both or neither");
+        }
+        if listen.is_some() {
+            if tls_cert.is_none() && !insecure_plaintext {
+                bail!(
+                    "the peer port needs TLS: give --tls-cert and --tls-key \
+                     (or --insecure-plaintext, for tests on loopback only)"
+                );
+            }
+            let mtls = tls_ca.is_some() && tls_cert.is_some();
+            if token.is_none() && !mtls {
+                bail!(
+                    "the peer port needs authentication: --token-file, or --tls-ca \
+                     with --tls-cert/--tls-key for client certificates"
+                );
+            }
+        }
+        for url in &forward {
+            match url.split_once("://").map(|(s, _)| s) {
+                Some("https") => {}
+                Some("http") if insecure_plaintext => {}
+                Some("http") => bail!(
+                    "peer {url} is plaintext: use https:// (or --insecure-plaintext, \
+                     for tests on loopback only)"
+                ),
+                _ => bail!("peer {url:?} is not an https:// URL"),
+            }
+        }
+        Ok(Self {
+            listen,
+            forward,
+            tls_cert,
+            tls_key,
+            tls_ca,
+            token,
+            timeout,
+        })
+    }
+}
+
+/// Reads a bearer token: one line, not empty, not readable by others.
+fn read_token(path: &Path) -> anyhow::Result<String> {
+    use std::os::unix::fs::PermissionsExt;
+    let meta = std::fs::metadata(path).with_context(|| format!("token file {}", path.display()))?;
+    if meta.permissions().mode() & 0o004 != 0 {
+        bail!(
+            "token file {} is readable by every user; chmod 600 it",
+            path.display()
+        );
+    }
+    let text = std::fs::read_to_string(path)
+        .with_context(|| format!("reading token file {}", path.display()))?;
+    let token = text.trim();
+    if token.is_empty() || token.contains(char::is_whitespace) {
+        bail!(
+            "token file {} must hold one token on one line",
+            path.display()
+        );
+    }
+    Ok(token.to_string())
 }
 
 pub use shmover_client::units::parse_size;
@@ -150,6 +312,7 @@ pub struct Config {
     pub retry_max: usize,
     pub retry_deadline: Duration,
     pub s3: S3Config,
+    pub peer: PeerConfig,
 }
 
 fn env_parse<T: std::str::FromStr>(key: &str) -> anyhow::Result<Option<T>> {
@@ -171,6 +334,7 @@ impl Config {
             Some(p) => load_file(p)?,
             None => FileConfig::default(),
         };
+        let peer = PeerConfig::resolve(args, &file)?;
         let data_dir = args
             .data_dir
             .clone()
@@ -181,11 +345,15 @@ impl Config {
             .clone()
             .or(file.socket)
             .unwrap_or_else(|| shmover_client::paths::socket_in(&data_dir));
-        let store = args
-            .store
-            .clone()
-            .or(file.store)
-            .unwrap_or_else(|| format!("file://{}", data_dir.join("store").display()));
+        let store = match (args.store.clone().or(file.store), peer.forward.is_empty()) {
+            (Some(_), false) => bail!(
+                "store and forward exclude each other: a forwarding mover keeps its \
+                 objects on its peers"
+            ),
+            (Some(s), true) => s,
+            (None, true) => format!("file://{}", data_dir.join("store").display()),
+            (None, false) => format!("{FORWARD_SCHEME}{}", peer.forward.join(",")),
+        };
         let own_uid = nix::unistd::getuid().as_raw();
         let mut allow_uids = args
             .allow_uids
@@ -248,6 +416,7 @@ impl Config {
             bail!("memory_limit {memory_limit} must hold at least one part of {part_size}");
         }
         Ok(Self {
+            peer,
             data_dir,
             socket,
             store,

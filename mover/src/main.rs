@@ -5,8 +5,10 @@
 mod catalog;
 mod cli;
 mod config;
+mod forward;
 mod metrics;
 mod names;
+mod peer;
 mod server;
 mod streams;
 mod timefmt;
@@ -30,7 +32,7 @@ struct Cli {
 #[derive(Debug, Subcommand)]
 enum Command {
     /// Run the daemon.
-    Serve(config::ServeArgs),
+    Serve(Box<config::ServeArgs>),
     /// Back up FILE (- for stdin) as NAME.
     Put(cli::PutArgs),
     /// Restore NAME into FILE (- for stdout).
@@ -52,7 +54,7 @@ enum Command {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {
-        Command::Serve(args) => serve(args),
+        Command::Serve(args) => serve(*args),
         other => cli::run(other_into(other)),
     }
 }

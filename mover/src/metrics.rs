@@ -20,6 +20,10 @@ pub struct Metrics {
     pub store_retries: AtomicU64,
     pub parts_uploaded: AtomicU64,
     pub part_latency_micros: AtomicU64,
+    pub peer_bytes_in: AtomicU64,
+    pub peer_bytes_out: AtomicU64,
+    pub peer_resumes: AtomicU64,
+    pub peer_failovers: AtomicU64,
 }
 
 impl Metrics {
@@ -79,6 +83,30 @@ impl Metrics {
             "counter",
             "Store requests retried after a transient error.",
             self.store_retries.load(Relaxed).to_string(),
+        );
+        put(
+            "shmover_peer_bytes_received_total",
+            "counter",
+            "Object bytes received from peer movers (uploads to us, reads from them).",
+            self.peer_bytes_in.load(Relaxed).to_string(),
+        );
+        put(
+            "shmover_peer_bytes_sent_total",
+            "counter",
+            "Object bytes sent to peer movers (forwarded uploads, reads we serve).",
+            self.peer_bytes_out.load(Relaxed).to_string(),
+        );
+        put(
+            "shmover_peer_resumes_total",
+            "counter",
+            "Peer transfers resumed after a broken connection.",
+            self.peer_resumes.load(Relaxed).to_string(),
+        );
+        put(
+            "shmover_peer_failovers_total",
+            "counter",
+            "Times a peer was found unreachable and passed over.",
+            self.peer_failovers.load(Relaxed).to_string(),
         );
         let parts = self.parts_uploaded.load(Relaxed);
         let micros = self.part_latency_micros.load(Relaxed);

@@ -130,8 +130,21 @@ pub fn bind(path: &std::path::Path) -> anyhow::Result<UnixListener> {
 
 /// Serves until SIGINT or SIGTERM.
 pub async fn serve(cfg: Config, metrics: Arc<Metrics>) -> anyhow::Result<()> {
-    let store = crate::catalog::open_store(&cfg)?;
-    let grow_parts = cfg.store.starts_with("s3://");
+    let store = crate::catalog::open_store(&cfg, &metrics)?;
+    // Parts grow (and stay above 5 MiB) for S3, and when forwarding: each
+    // forwarded part becomes one part of the peer's store, S3 perhaps.
+    let grow_parts =
+        cfg.store.starts_with("s3://") || cfg.store.starts_with(crate::config::FORWARD_SCHEME);
+    // The peer port first: once the control socket accepts, both serve.
+    if let Some(addr) = cfg.peer.listen {
+        let (_, serving) =
+            crate::peer::bind(&cfg.peer, addr, Arc::clone(&store), Arc::clone(&metrics)).await?;
+        tokio::spawn(async move {
+            if let Err(e) = serving.await {
+                warn!(error = %e, "the peer service stopped");
+            }
+        });
+    }
     let listener = bind(&cfg.socket)?;
     if let Some(root) = cfg.store.strip_prefix("file://") {
         // Uploads a killed mover left half written: never visible (no

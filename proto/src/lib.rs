@@ -13,6 +13,14 @@ pub mod v1 {
     include!(concat!(env!("OUT_DIR"), "/shmover.control.v1.rs"));
 }
 
+/// The mover-to-mover gRPC service (`proto/shmover/peer/v1/peer.proto`):
+/// messages, tonic client and tonic server.
+#[cfg(feature = "peer")]
+#[allow(missing_docs, clippy::all, missing_debug_implementations)]
+pub mod peer {
+    include!(concat!(env!("OUT_DIR"), "/shmover.peer.v1.rs"));
+}
+
 pub use v1::{request, response, ClientKind, ErrorCode, Request, Response};
 
 /// Protocol versions this build speaks.

@@ -106,6 +106,16 @@ impl MoverProcess {
         std::fs::read_to_string(&self.log).unwrap_or_default()
     }
 
+    /// The address of the peer gRPC port (`--peer-listen`), from the log.
+    pub fn peer_addr(&self) -> String {
+        let log = self.log();
+        log.lines()
+            .filter(|l| l.contains("serving peers"))
+            .find_map(|l| l.split_whitespace().find_map(|w| w.strip_prefix("addr=")))
+            .unwrap_or_else(|| panic!("the mover serves no peer port:\n{log}"))
+            .to_string()
+    }
+
     /// Whether the process is still running.
     pub fn alive(&mut self) -> bool {
         matches!(self.child.as_mut().map(|c| c.try_wait()), Some(Ok(None)))

@@ -23,8 +23,8 @@ use futures::stream::{BoxStream, StreamExt};
 use object_store::path::Path;
 use object_store::{
     CopyOptions, GetOptions, GetRange, GetResult, GetResultPayload, ListResult, MultipartUpload,
-    ObjectMeta, ObjectStore, PutMode, PutMultipartOptions, PutOptions, PutPayload, PutResult,
-    UploadPart,
+    ObjectMeta, ObjectStore, ObjectStoreExt, PutMode, PutMultipartOptions, PutOptions, PutPayload,
+    PutResult, UploadPart,
 };
 use shmover_proto::peer::{self as pb, peer_client::PeerClient, read_reply, write_request};
 use tokio::sync::{mpsc, oneshot};
@@ -304,7 +304,9 @@ impl ObjectStore for PeerStore {
         };
         let data: Bytes = payload.into();
         let path = location.to_string();
-        let reply = self
+        // A try whose reply was lost may have stored the object already.
+        let retried = std::sync::atomic::AtomicBool::new(false);
+        let r = self
             .inner
             .call(&path, |_, mut c| {
                 let req = self.inner.request(pb::PutRequest {
@@ -312,11 +314,29 @@ impl ObjectStore for PeerStore {
                     data: data.clone(),
                     create_only,
                 });
-                async move { c.put(req).await }
+                let retried = &retried;
+                async move {
+                    let r = c.put(req).await;
+                    if r.as_ref().is_err_and(retryable) {
+                        retried.store(true, Relaxed);
+                    }
+                    r
+                }
             })
-            .await?;
+            .await;
+        let e_tag = match r {
+            Ok(reply) => reply.into_inner().e_tag,
+            Err(e @ object_store::Error::AlreadyExists { .. }) if retried.load(Relaxed) => {
+                let stored = self.get(location).await?.bytes().await?;
+                if stored != data {
+                    return Err(e);
+                }
+                String::new()
+            }
+            Err(e) => return Err(e),
+        };
         Ok(PutResult {
-            e_tag: Some(reply.into_inner().e_tag).filter(|t| !t.is_empty()),
+            e_tag: Some(e_tag).filter(|t| !t.is_empty()),
             version: None,
             extensions: Default::default(),
         })
@@ -414,13 +434,27 @@ impl ObjectStore for PeerStore {
                 async move {
                     let p = p?;
                     let path = p.to_string();
-                    this.inner
+                    // A try whose reply was lost may have deleted it already.
+                    let retried = std::sync::atomic::AtomicBool::new(false);
+                    let r = this
+                        .inner
                         .call(&path, |_, mut c| {
                             let req = this.inner.request(pb::DeleteRequest { path: path.clone() });
-                            async move { c.delete(req).await }
+                            let retried = &retried;
+                            async move {
+                                let r = c.delete(req).await;
+                                if r.as_ref().is_err_and(retryable) {
+                                    retried.store(true, Relaxed);
+                                }
+                                r
+                            }
                         })
-                        .await?;
-                    Ok(p)
+                        .await;
+                    match r {
+                        Ok(_) => Ok(p),
+                        Err(object_store::Error::NotFound { .. }) if retried.load(Relaxed) => Ok(p),
+                        Err(e) => Err(e),
+                    }
                 }
             })
             .boxed()
@@ -883,6 +917,17 @@ impl Sender {
         }
     }
 
+    /// The peer's answer to a plain call, if it says we are not allowed.
+    async fn refused(&self) -> Option<Status> {
+        let req = self.inner.request(pb::StatRequest {
+            path: self.path.clone(),
+        });
+        match self.inner.peers[self.peer].client().stat(req).await {
+            Err(s) if matches!(s.code(), Code::Unauthenticated | Code::PermissionDenied) => Some(s),
+            _ => None,
+        }
+    }
+
     fn completed(&mut self, r: pb::WriteReply) -> Ended {
         if let Some((size, done)) = self.finish.take() {
             let res = if r.durable == size {
@@ -954,6 +999,14 @@ async fn send_object(
                 return;
             }
             Ended::Broken(e) => {
+                // A refused stream can surface as a mere reset: ask the
+                // peer in a plain call whether it refuses us.
+                if !s.connected {
+                    if let Some(refused) = s.refused().await {
+                        s.fatal(refused);
+                        return;
+                    }
+                }
                 let since = *broken_since.get_or_insert_with(Instant::now);
                 if since.elapsed() >= s.inner.timeout {
                     s.inner.peers[s.peer].mark_down();

@@ -1,9 +1,13 @@
 //! Cross-process and cross-language tests live in `tests/`.
 //!
 //! This library is test support only: [`S3Server`], a real S3-compatible
-//! server on loopback for tests of the mover's object-store path, and
-//! [`MoverProcess`], a `mover serve` child process in a private directory.
+//! server on loopback for tests of the mover's object-store path,
+//! [`MoverProcess`], a `mover serve` child process in a private directory,
+//! the host fakes ([`drivers`]) and a TCP proxy that cuts connections
+//! ([`proxy`]).
 
+pub mod drivers;
+pub mod proxy;
 pub mod s3;
 
 pub use s3::S3Server;

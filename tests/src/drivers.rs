@@ -1,0 +1,64 @@
+//! The host fakes, run against a mover: `sbt-driver` (an Oracle server
+//! process loading `libsbtmover.so`) and `hana-driver` (HANA running
+//! `hdbbackint`). Each prints `N passed, M failed` last.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+/// The newest `libsbtmover.so` next to the binaries: `cargo build` puts it
+/// in `target/<profile>/`, `cargo test` (as a dependency) in `deps/`.
+pub fn sbt_library() -> PathBuf {
+    let driver = shmover_tools::workspace_binary("sbt-driver").expect("sbt-driver is built");
+    let dir = driver.parent().unwrap();
+    let mtime = |p: &Path| std::fs::metadata(p).and_then(|m| m.modified()).ok();
+    [dir.join("libsbtmover.so"), dir.join("deps/libsbtmover.so")]
+        .into_iter()
+        .filter_map(|p| mtime(&p).map(|t| (t, p)))
+        .max_by_key(|(t, _)| *t)
+        .map(|(_, p)| p)
+        .expect("libsbtmover.so is built")
+}
+
+/// `sbt-driver` against the mover at `socket`: the command, to add
+/// arguments and environment to.
+pub fn sbt_driver(socket: &Path) -> Command {
+    let mut c = Command::new(shmover_tools::workspace_binary("sbt-driver").unwrap());
+    c.arg("--lib")
+        .arg(sbt_library())
+        .arg("--socket")
+        .arg(socket)
+        .env_remove("MOVER_SOCKET");
+    c
+}
+
+/// `hana-driver` with the built `hdbbackint`, against the mover at
+/// `socket`.
+pub fn hana_driver(socket: &Path) -> Command {
+    let mut c =
+        Command::new(shmover_tools::workspace_binary("hana-driver").expect("hana-driver is built"));
+    c.arg("--hdbbackint")
+        .arg(shmover_tools::workspace_binary("hdbbackint").expect("hdbbackint is built"))
+        .arg("--socket")
+        .arg(socket)
+        .env_remove("MOVER_SOCKET");
+    c
+}
+
+/// Runs a driver; panics with its output unless it exits 0 with
+/// `0 failed` and at least `min_passed` checks passed.
+pub fn run_driver(mut cmd: Command, min_passed: u32) -> String {
+    let out = cmd.output().expect("run the driver");
+    let text =
+        String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr);
+    let last = text
+        .lines()
+        .rfind(|l| l.contains(" passed, "))
+        .unwrap_or("");
+    assert!(
+        out.status.success() && last.ends_with(" 0 failed"),
+        "{text}"
+    );
+    let passed: u32 = last.split(' ').next().unwrap().parse().unwrap();
+    assert!(passed >= min_passed, "{last}");
+    text
+}

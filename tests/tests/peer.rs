@@ -1,0 +1,431 @@
+//! Cross-node: movers that forward to peer movers over gRPC (Oracle RAC,
+//! HANA scale-out), two and three movers on loopback, real TCP.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use shmover_client::{Client, ClientKind};
+use shmover_tests::drivers::{hana_driver, run_driver, sbt_driver};
+use shmover_tests::mover::{files_under, temp_dir, Pattern};
+use shmover_tests::proxy::CutProxy;
+use shmover_tests::MoverProcess;
+
+const MIB: u64 = 1 << 20;
+
+/// A file only its owner reads, holding `text`.
+fn secret_file(dir: &Path, name: &str, text: &str) -> PathBuf {
+    use std::os::unix::fs::PermissionsExt;
+    let p = dir.join(name);
+    std::fs::write(&p, text).unwrap();
+    std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o600)).unwrap();
+    p
+}
+
+/// A mover that serves peers in plaintext with a bearer token.
+fn receiver(token: &Path) -> MoverProcess {
+    MoverProcess::start(&[
+        "--peer-listen",
+        "127.0.0.1:0",
+        "--insecure-plaintext",
+        "--token-file",
+        token.to_str().unwrap(),
+    ])
+}
+
+/// A mover that forwards to `peers` (host:port) with `token`.
+fn forwarder(peers: &[String], token: &Path, extra: &[&str]) -> MoverProcess {
+    let urls: Vec<String> = peers.iter().map(|a| format!("http://{a}")).collect();
+    let forward = urls.join(",");
+    let mut args = vec![
+        "--forward",
+        &forward,
+        "--insecure-plaintext",
+        "--token-file",
+        token.to_str().unwrap(),
+    ];
+    args.extend_from_slice(extra);
+    MoverProcess::start(&args)
+}
+
+/// Backs up `size` bytes of stream `s` as `name`.
+fn backup(c: &mut Client, pat: &Pattern, s: u64, name: &str, size: u64, block: usize) -> u32 {
+    c.open_write(name, block, size, &BTreeMap::new()).unwrap();
+    let mut off = 0;
+    while off < size {
+        let slot = c.reserve().unwrap();
+        let n = (size - off).min(block as u64) as usize;
+        pat.fill(s, off, &mut slot[..n]);
+        c.commit_block(n).unwrap();
+        off += n as u64;
+    }
+    c.commit().unwrap().crc32c
+}
+
+/// Restores `name` and checks every byte against stream `s`.
+fn restore_and_check(c: &mut Client, pat: &Pattern, s: u64, name: &str, size: u64) {
+    assert_eq!(c.open_read(name, 0).unwrap(), size);
+    let mut off = 0;
+    while let Some(block) = c.next_block().unwrap() {
+        assert!(pat.check(s, off, block), "{name}: bytes differ at {off}");
+        off += block.len() as u64;
+    }
+    c.close_read().unwrap();
+    assert_eq!(off, size, "{name}: restored length");
+}
+
+fn names(c: &mut Client) -> Vec<String> {
+    c.list("", 0).unwrap().into_iter().map(|i| i.name).collect()
+}
+
+#[test]
+fn a_forwarding_mover_keeps_everything_on_its_peer() {
+    let dir = temp_dir("peer-basic");
+    let token = secret_file(&dir, "token", "t0ken-for-tests\n");
+    let r = receiver(&token);
+    let f = forwarder(&[r.peer_addr()], &token, &[]);
+    let pat = Pattern::default();
+    let mut c = f.client(ClientKind::Generic);
+    let crc = backup(&mut c, &pat, 1, "rac/piece-1", 40 * MIB + 4321, 1 << 20);
+    backup(&mut c, &pat, 2, "rac/piece-2", 3 * MIB, 64 << 10);
+    c.open_write("rac/empty", 4096, 0, &BTreeMap::new())
+        .unwrap();
+    assert_eq!(c.commit().unwrap().size, 0);
+    // The catalog answers through the peer, and the peer holds it all.
+    assert_eq!(names(&mut c), ["rac/empty", "rac/piece-2", "rac/piece-1"]);
+    let stat = c.stat("rac/piece-1").unwrap();
+    assert_eq!((stat.size, stat.crc32c), (40 * MIB + 4321, crc));
+    let mut on_peer = r.client(ClientKind::Generic);
+    assert_eq!(names(&mut on_peer), names(&mut c));
+    assert!(
+        !f.store_dir().exists(),
+        "the forwarding mover stored something itself"
+    );
+    restore_and_check(&mut c, &pat, 1, "rac/piece-1", 40 * MIB + 4321);
+    restore_and_check(&mut c, &pat, 2, "rac/piece-2", 3 * MIB);
+    restore_and_check(&mut c, &pat, 0, "rac/empty", 0);
+    // Delete through the forwarder: gone on the peer, data and manifest.
+    for n in ["rac/piece-1", "rac/piece-2", "rac/empty"] {
+        c.delete(n).unwrap();
+    }
+    assert!(names(&mut on_peer).is_empty());
+    assert!(
+        files_under(&r.store_dir()).is_empty(),
+        "{:?}",
+        files_under(&r.store_dir())
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn the_sbt_library_and_hdbbackint_work_through_a_forwarding_mover() {
+    let dir = temp_dir("peer-hosts");
+    let token = secret_file(&dir, "token", "another-t0ken");
+    let r = receiver(&token);
+    let f = forwarder(&[r.peer_addr()], &token, &[]);
+    let mut sbt = sbt_driver(&f.socket);
+    sbt.args(["--channels", "2"]);
+    run_driver(sbt, 80);
+    run_driver(hana_driver(&f.socket), 40);
+    // Both drivers delete what they made; the peer saw it all go.
+    let mut on_peer = r.client(ClientKind::Generic);
+    assert!(on_peer.list("", 0).unwrap().is_empty());
+    assert!(f.log().contains("backup committed"), "{}", f.log());
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn an_upload_and_a_restore_resume_after_the_connection_is_cut() {
+    let dir = temp_dir("peer-cut");
+    let token = secret_file(&dir, "token", "cut-t0ken");
+    let r = receiver(&token);
+    // Every connection is cut after 40 MiB (parts are 16 MiB), three times:
+    // twice during the upload, once during the restore.
+    let proxy = CutProxy::start(r.peer_addr().parse().unwrap(), 40 * MIB, 3);
+    let f = forwarder(&[proxy.addr().to_string()], &token, &[]);
+    let pat = Pattern::default();
+    let size = 96 * MIB + 777;
+    let mut c = f.client(ClientKind::Generic);
+    let crc = backup(&mut c, &pat, 7, "cut/piece", size, 1 << 20);
+    restore_and_check(&mut c, &pat, 7, "cut/piece", size);
+    assert_eq!(proxy.cuts(), 3);
+    let log = f.log();
+    assert!(log.contains("resuming an upload"), "{log}");
+    assert!(log.contains("read from peer broke; resuming"), "{log}");
+    // The peer's copy is byte-identical: the peer restores it itself.
+    let mut on_peer = r.client(ClientKind::Generic);
+    assert_eq!(on_peer.stat("cut/piece").unwrap().crc32c, crc);
+    restore_and_check(&mut on_peer, &pat, 7, "cut/piece", size);
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn a_dead_peer_fails_the_object_and_the_next_object_goes_to_the_next_peer() {
+    let dir = temp_dir("peer-dead");
+    let token = secret_file(&dir, "token", "dead-t0ken");
+    let mut a = receiver(&token);
+    let b = receiver(&token);
+    let f = forwarder(
+        &[a.peer_addr(), b.peer_addr()],
+        &token,
+        &["--peer-timeout", "3"],
+    );
+    let pat = Pattern::default();
+    let mut c = f.client(ClientKind::Generic);
+    // Half an object reaches the first peer, then it dies.
+    c.open_write("dead/piece", 1 << 20, 0, &BTreeMap::new())
+        .unwrap();
+    let mut failed = None;
+    for i in 0..256u64 {
+        if i == 24 {
+            a.kill();
+        }
+        let r = c.reserve().map(|slot| pat.fill(3, i << 20, slot));
+        if let Err(e) = r.and_then(|()| c.commit_block(1 << 20)) {
+            failed = Some(e);
+            break;
+        }
+    }
+    let failed = failed.or_else(|| c.commit().err());
+    let e = failed.expect("the object failed");
+    assert!(e.message.contains("dead/piece"), "{e:?}");
+    drop(c);
+    // Nothing of it is visible; the next object goes to the second peer.
+    let mut c = f.client(ClientKind::Generic);
+    assert!(c.stat("dead/piece").is_err());
+    backup(&mut c, &pat, 4, "dead/next", 20 * MIB, 1 << 20);
+    let mut on_b = b.client(ClientKind::Generic);
+    assert_eq!(names(&mut on_b), ["dead/next"]);
+    restore_and_check(&mut c, &pat, 4, "dead/next", 20 * MIB);
+    assert!(f.log().contains("unreachable"), "{}", f.log());
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// A CA, and certificates it signs for `localhost` (server) and a client.
+struct Pki {
+    ca: PathBuf,
+    server: (PathBuf, PathBuf),
+    client: (PathBuf, PathBuf),
+}
+
+fn pki(dir: &Path) -> Pki {
+    use rcgen::{
+        BasicConstraints, CertificateParams, DnType, ExtendedKeyUsagePurpose, IsCa, Issuer, KeyPair,
+    };
+    let mut ca = CertificateParams::new(Vec::<String>::new()).unwrap();
+    ca.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    ca.distinguished_name
+        .push(DnType::CommonName, "shmover test CA");
+    let ca_key = KeyPair::generate().unwrap();
+    let ca_cert = ca.self_signed(&ca_key).unwrap();
+    let issuer = Issuer::new(ca, ca_key);
+    let leaf = |name: &str, usage: ExtendedKeyUsagePurpose| {
+        let mut p = CertificateParams::new(vec!["localhost".to_string()]).unwrap();
+        p.distinguished_name.push(DnType::CommonName, name);
+        p.extended_key_usages = vec![usage];
+        let key = KeyPair::generate().unwrap();
+        let cert = p.signed_by(&key, &issuer).unwrap();
+        (
+            secret_file(dir, &format!("{name}.pem"), &cert.pem()),
+            secret_file(dir, &format!("{name}.key"), &key.serialize_pem()),
+        )
+    };
+    let server = leaf("server", ExtendedKeyUsagePurpose::ServerAuth);
+    let client = leaf("client", ExtendedKeyUsagePurpose::ClientAuth);
+    Pki {
+        ca: secret_file(dir, "ca.pem", &ca_cert.pem()),
+        server,
+        client,
+    }
+}
+
+/// `mover serve` that is expected to refuse to start: its stderr.
+fn refused_start(dir: &Path, args: &[&str]) -> String {
+    let out = Command::new(shmover_tools::workspace_binary("mover").unwrap())
+        .arg("serve")
+        .arg("--data-dir")
+        .arg(dir.join("refused"))
+        .args(args)
+        .env_remove("MOVER_STORE")
+        .output()
+        .unwrap();
+    assert!(!out.status.success(), "the mover started with {args:?}");
+    String::from_utf8_lossy(&out.stderr).into_owned()
+}
+
+/// Tries to back up a small object through `f`; the error, if any.
+fn try_backup(f: &MoverProcess, name: &str) -> Option<String> {
+    let mut c = f.client(ClientKind::Generic);
+    let r = (|| {
+        c.open_write(name, 1 << 20, 0, &BTreeMap::new())?;
+        let slot = c.reserve()?;
+        slot[..4096].fill(7);
+        c.commit_block(4096)?;
+        c.commit()
+    })();
+    r.err().map(|e| e.message)
+}
+
+#[test]
+fn the_peer_port_requires_tls_and_refuses_wrong_credentials() {
+    let dir = temp_dir("peer-tls");
+    let s = |p: &PathBuf| p.to_str().unwrap().to_string();
+    let token = secret_file(&dir, "token", "right-t0ken");
+    let wrong = secret_file(&dir, "wrong", "wrong-t0ken");
+    let pki = pki(&dir);
+    // No TLS without --insecure-plaintext; no port without authentication.
+    let err = refused_start(
+        &dir,
+        &["--peer-listen", "127.0.0.1:0", "--token-file", &s(&token)],
+    );
+    assert!(err.contains("needs TLS"), "{err}");
+    let err = refused_start(
+        &dir,
+        &[
+            "--peer-listen",
+            "127.0.0.1:0",
+            "--tls-cert",
+            &s(&pki.server.0),
+            "--tls-key",
+            &s(&pki.server.1),
+        ],
+    );
+    assert!(err.contains("needs authentication"), "{err}");
+    let err = refused_start(&dir, &["--forward", "http://127.0.0.1:1"]);
+    assert!(err.contains("plaintext"), "{err}");
+    // mTLS and a token, both required.
+    let r = MoverProcess::start(&[
+        "--peer-listen",
+        "127.0.0.1:0",
+        "--tls-cert",
+        &s(&pki.server.0),
+        "--tls-key",
+        &s(&pki.server.1),
+        "--tls-ca",
+        &s(&pki.ca),
+        "--token-file",
+        &s(&token),
+    ]);
+    let port = r.peer_addr().rsplit(':').next().unwrap().to_string();
+    let https = format!("https://localhost:{port}");
+    let start = |url: &str, tok: &PathBuf, cert: bool| {
+        let mut args = vec![
+            "--forward".to_string(),
+            url.to_string(),
+            "--tls-ca".into(),
+            s(&pki.ca),
+            "--token-file".into(),
+            s(tok),
+            "--peer-timeout".into(),
+            "2".into(),
+        ];
+        if cert {
+            args.extend(["--tls-cert".into(), s(&pki.client.0)]);
+            args.extend(["--tls-key".into(), s(&pki.client.1)]);
+        }
+        if url.starts_with("http:") {
+            args.push("--insecure-plaintext".into());
+        }
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        MoverProcess::start(&args)
+    };
+    let good = start(&https, &token, true);
+    assert_eq!(try_backup(&good, "tls/ok"), None);
+    let mut c = good.client(ClientKind::Generic);
+    assert_eq!(c.stat("tls/ok").unwrap().size, 4096);
+    let refused = |f: MoverProcess, name: &str, why: &str| {
+        let err = try_backup(&f, name).expect("refused");
+        assert!(err.contains(why), "{err}\n{}", f.log());
+    };
+    refused(
+        start(&https, &wrong, true),
+        "tls/wrong-token",
+        "bearer token",
+    );
+    // Without a client certificate, or without TLS, the connection itself
+    // fails; the object fails once the peer timeout has passed.
+    refused(start(&https, &token, false), "tls/no-cert", &https);
+    let plain = format!("http://127.0.0.1:{port}");
+    refused(start(&plain, &token, true), "tls/plain", &plain);
+    // Only the good object reached the peer.
+    let mut on_peer = r.client(ClientKind::Generic);
+    assert_eq!(names(&mut on_peer), ["tls/ok"]);
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn a_python_grpcio_client_can_stat_and_list() {
+    let dir = temp_dir("peer-python");
+    let token = secret_file(&dir, "token", "py-t0ken");
+    let wrong = secret_file(&dir, "wrong", "not-the-t0ken");
+    let r = receiver(&token);
+    let pat = Pattern::default();
+    let mut c = r.client(ClientKind::Generic);
+    backup(&mut c, &pat, 5, "py/piece", 5 * MIB + 3, 1 << 20);
+    let here = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let venv = Path::new(env!("CARGO_TARGET_TMPDIR")).join("grpc-venv");
+    let out = Command::new("bash")
+        .arg(here.join("python/ensure_grpc_env.sh"))
+        .arg(&venv)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "could not install grpcio from PyPI:\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let python = stdout.lines().last().unwrap().trim().to_string();
+    let client = |tok: &Path, args: &[&str]| {
+        let out = Command::new(&python)
+            .arg(here.join("python/peer_client.py"))
+            .arg("--proto-root")
+            .arg(here.join("../proto/proto"))
+            .arg("--out")
+            .arg(dir.join("stubs"))
+            .args(["--addr", &r.peer_addr(), "--token-file"])
+            .arg(tok)
+            .args(args)
+            .output()
+            .unwrap();
+        (
+            out.status.code(),
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    };
+    // The catalog entry and the data object, as listed by grpcio.
+    let (code, listed, err) = client(&token, &["list", "data"]);
+    assert_eq!(code, Some(0), "{err}");
+    let data_path = listed
+        .split('"')
+        .skip_while(|w| *w != "path")
+        .nth(2)
+        .unwrap_or_else(|| panic!("no path in {listed}"))
+        .to_string();
+    assert!(data_path.starts_with("data/generic/py/piece."), "{listed}");
+    assert!(
+        listed.contains(&format!("\"size\": {}", 5 * MIB + 3)),
+        "{listed}"
+    );
+    let (code, stat, err) = client(&token, &["stat", &data_path]);
+    assert_eq!(code, Some(0), "{err}");
+    assert!(
+        stat.contains(&format!("\"size\": {}", 5 * MIB + 3)),
+        "{stat}"
+    );
+    let (code, listed, err) = client(&token, &["list", "catalog"]);
+    assert_eq!(code, Some(0), "{err}");
+    assert!(
+        listed.contains("catalog/generic/py/piece.manifest"),
+        "{listed}"
+    );
+    // Wrong token, missing object: gRPC status codes.
+    let (code, _, err) = client(&wrong, &["list", "data"]);
+    assert_eq!(code, Some(3), "{err}");
+    assert!(err.starts_with("error: UNAUTHENTICATED"), "{err}");
+    let (code, _, err) = client(&token, &["stat", "data/generic/none"]);
+    assert_eq!(code, Some(3), "{err}");
+    assert!(err.starts_with("error: NOT_FOUND"), "{err}");
+    let _ = std::fs::remove_dir_all(&dir);
+}

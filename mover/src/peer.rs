@@ -478,37 +478,8 @@ impl Peer for Handler {
                 // stream yields 8 KiB ones).
                 tokio::task::spawn_blocking(move || read_file(file, range, tx, &metrics));
             }
-            GetResultPayload::Stream(mut s) => {
-                tokio::spawn(async move {
-                    let mut offset = range.start;
-                    let mut batch = bytes::BytesMut::new();
-                    loop {
-                        let next = s.next().await;
-                        let end = !matches!(next, Some(Ok(_)));
-                        if let Some(Ok(b)) = &next {
-                            batch.extend_from_slice(b);
-                        }
-                        if !batch.is_empty() && (end || batch.len() >= READ_CHUNK) {
-                            let data = batch.split().freeze();
-                            let len = data.len() as u64;
-                            if tx.send(Ok(chunk_reply(offset, data))).await.is_err() {
-                                return;
-                            }
-                            metrics
-                                .peer_bytes_out
-                                .fetch_add(len, std::sync::atomic::Ordering::Relaxed);
-                            offset += len;
-                        }
-                        match next {
-                            Some(Ok(_)) => {}
-                            Some(Err(e)) => {
-                                let _ = tx.send(Err(status_of(e))).await;
-                                return;
-                            }
-                            None => return,
-                        }
-                    }
-                });
+            GetResultPayload::Stream(s) => {
+                tokio::spawn(send_stream(s, range.start, tx, metrics));
             }
         }
         Ok(Response::new(ReceiverStream::new(rx)))
@@ -615,6 +586,55 @@ fn chunk_reply(offset: u64, data: Bytes) -> pb::ReadReply {
             data,
             part_end: false,
         })),
+    }
+}
+
+/// Sends a store's byte stream in chunks of `READ_CHUNK` (stores yield
+/// anything from 8 KiB pieces to the whole object at once).
+async fn send_stream(
+    mut s: futures::stream::BoxStream<'static, object_store::Result<Bytes>>,
+    mut offset: u64,
+    tx: mpsc::Sender<Result<pb::ReadReply, Status>>,
+    metrics: Arc<Metrics>,
+) {
+    let mut batch = bytes::BytesMut::new();
+    loop {
+        let next = s.next().await;
+        let end = next.is_none();
+        let mut ready = Vec::new();
+        match next {
+            Some(Ok(mut b)) => {
+                if batch.is_empty() {
+                    // Large pieces go out as slices, uncopied.
+                    while b.len() >= READ_CHUNK {
+                        ready.push(b.split_to(READ_CHUNK));
+                    }
+                }
+                batch.extend_from_slice(&b);
+                while batch.len() >= READ_CHUNK {
+                    ready.push(batch.split_to(READ_CHUNK).freeze());
+                }
+            }
+            Some(Err(e)) => {
+                let _ = tx.send(Err(status_of(e))).await;
+                return;
+            }
+            None if batch.is_empty() => return,
+            None => ready.push(batch.split().freeze()),
+        }
+        for data in ready {
+            let len = data.len() as u64;
+            if tx.send(Ok(chunk_reply(offset, data))).await.is_err() {
+                return;
+            }
+            metrics
+                .peer_bytes_out
+                .fetch_add(len, std::sync::atomic::Ordering::Relaxed);
+            offset += len;
+        }
+        if end {
+            return;
+        }
     }
 }
 

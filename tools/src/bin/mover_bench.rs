@@ -7,6 +7,9 @@
 //! mover-bench ring [--bytes 4G] [--block 1M] [--slot-size 1M] [--slots 32] [--runs 3]
 //! ```
 
+#[path = "mover_bench/grpc.rs"]
+mod grpc;
+
 use std::process::ExitCode;
 use std::time::Instant;
 
@@ -14,12 +17,25 @@ use shmover_client::units::parse_size;
 use shmover_ring::Geometry;
 use shmover_tools::{pattern, ringxfer, workspace_binary};
 
-const USAGE: &str =
-    "usage: mover-bench ring [--bytes N] [--block B] [--slot-size S] [--slots C] [--runs R]
-  ring   a C producer process moves N bytes (default 4G) in B-byte blocks
-         (default 1M) through a shared-memory ring to a consumer process that
-         releases them unread; baseline: single-thread memcpy of the same bytes.
-         Prints the best of R runs (default 3) of each.";
+const USAGE: &str = "usage: mover-bench SCENARIO [flags]
+  ring     [--bytes 4G] [--block 1M] [--slot-size 1M] [--slots 32] [--runs 3]
+           a C producer process moves the bytes through a shared-memory ring
+           to a consumer process that releases them unread; baselines:
+           single-thread memcpy of the same bytes, and a plain tonic client
+           stream of them to a server that drops them.
+  sbt      [--bytes 4G] [--block 1M] [--runs 2] [--store URL]
+           sbt-driver through libsbtmover.so into a live mover, then the
+           restore; baseline: write(2) + fsync of the same bytes.
+  backint  [--bytes 4G] [--pipes 3] [--store URL]
+           hdbbackint fed from FIFOs, then the restore; baseline: plain pipes.
+  grpc     [--bytes 2G] [--block 1M] [--runs 3] [--dir DIR]
+           sbt-driver into a mover that forwards over gRPC to a peer mover;
+           baseline: a plain tonic client stream of the same bytes into a
+           file in the same directory (DIR, default /dev/shm).
+  channels [--bytes 2G] [--store URL]   1, 2, 4, 8, 16 SBT channels at once
+  blocks   [--bytes 2G] [--store URL]   block sizes from 64 KiB to 4 MiB
+  all      [--out bench]   everything; writes bench.json and bench.svg
+Each prints one JSON line per case.";
 
 struct RingArgs {
     bytes: u64,
@@ -93,7 +109,7 @@ fn ring(args: &[String]) -> Result<String, String> {
         verify: false,
         timeout: std::time::Duration::from_secs(60),
     };
-    let (mut best_ring, mut best_memcpy) = (f64::MAX, f64::MAX);
+    let (mut best_ring, mut best_memcpy, mut best_grpc) = (f64::MAX, f64::MAX, f64::MAX);
     for _ in 0..a.runs {
         // Interleave the two so that a noisy neighbour hits both alike.
         let report = ringxfer::run(&opts)?;
@@ -105,12 +121,14 @@ fn ring(args: &[String]) -> Result<String, String> {
         }
         best_ring = best_ring.min(report.seconds);
         best_memcpy = best_memcpy.min(memcpy_seconds(a.bytes, a.block, geometry.capacity_bytes()));
+        best_grpc = best_grpc.min(grpc::plain_seconds(a.bytes, a.block, None)?);
     }
     let g = gbps(a.bytes, best_ring);
     let m = gbps(a.bytes, best_memcpy);
+    let t = gbps(a.bytes, best_grpc);
     Ok(format!(
-        "{{\"scenario\":\"ring\",\"bytes\":{},\"block\":{},\"slot_size\":{},\"slots\":{},\"runs\":{},\"gbps\":{:.3},\"memcpy_gbps\":{:.3},\"ratio_memcpy\":{:.3}}}",
-        a.bytes, a.block, a.slot_size, a.slots, a.runs, g, m, g / m
+        "{{\"scenario\":\"ring\",\"bytes\":{},\"block\":{},\"slot_size\":{},\"slots\":{},\"runs\":{},\"gbps\":{:.3},\"memcpy_gbps\":{:.3},\"ratio_memcpy\":{:.3},\"grpc_gbps\":{t:.3},\"ratio_grpc\":{:.3}}}",
+        a.bytes, a.block, a.slot_size, a.slots, a.runs, g, m, g / m, g / t
     ))
 }
 
@@ -416,6 +434,95 @@ fn parse_bench(text: &str) -> Option<(f64, f64)> {
     Some((field("backup_seconds")?, field("restore_seconds")?))
 }
 
+/// The forwarding path (SBT client, mover, gRPC, peer mover and its local
+/// store) against a plain tonic stream of the same bytes into the same
+/// directory: a tmpfs (/dev/shm) when there is one, unless `--dir`.
+fn grpc_scenario(args: &[String]) -> Result<String, String> {
+    let mut bytes: u64 = 2 << 30;
+    let mut block: usize = 1 << 20;
+    let mut runs = 3u32;
+    let mut store_root: Option<std::path::PathBuf> = None;
+    let mut it = args.iter();
+    while let Some(flag) = it.next() {
+        let mut value = || it.next().ok_or_else(|| format!("{flag} needs a value"));
+        match flag.as_str() {
+            "--bytes" => bytes = parse_size(value()?)?,
+            "--block" => block = parse_size(value()?)? as usize,
+            "--runs" => runs = parse_size(value()?)?.max(1) as u32,
+            "--dir" => store_root = Some(std::path::PathBuf::from(value()?)),
+            other => return Err(format!("unknown flag {other}\n{USAGE}")),
+        }
+    }
+    let dir = shmover_tools::mover::temp_dir("bench-grpc");
+    let tmpfs = std::path::Path::new("/dev/shm");
+    let root = store_root
+        .unwrap_or_else(|| {
+            if tmpfs.is_dir() {
+                tmpfs.into()
+            } else {
+                dir.clone()
+            }
+        })
+        .join(format!("shmover-bench-grpc-{}", std::process::id()));
+    std::fs::create_dir_all(&root).map_err(|e| format!("{}: {e}", root.display()))?;
+    let store = format!("file://{}", root.join("store").display());
+    let token = dir.join("token");
+    std::fs::write(&token, "bench-token").map_err(|e| e.to_string())?;
+    let private = <std::fs::Permissions as std::os::unix::fs::PermissionsExt>::from_mode(0o600);
+    std::fs::set_permissions(&token, private).map_err(|e| e.to_string())?;
+    let tok = token.to_str().unwrap_or_default();
+    let common = ["--insecure-plaintext", "--token-file", tok];
+    let mut peer = shmover_tools::mover::MoverProcess::start(
+        &[
+            &[
+                "--log",
+                "info",
+                "--store",
+                &store,
+                "--peer-listen",
+                "127.0.0.1:0",
+            ][..],
+            &common[..],
+        ]
+        .concat(),
+    );
+    let url = format!("http://{}", peer.peer_addr());
+    let mut fwd = shmover_tools::mover::MoverProcess::start(
+        &[
+            &["--log", "warn", "--forward", url.as_str()][..],
+            &common[..],
+        ]
+        .concat(),
+    );
+    let (mut backup_s, mut restore_s, mut plain_s) = (f64::MAX, f64::MAX, f64::MAX);
+    for _ in 0..runs {
+        let (b, r) = sbt_bench_run(&fwd, bytes, block)?;
+        backup_s = backup_s.min(b);
+        restore_s = restore_s.min(r);
+        plain_s = plain_s.min(grpc::plain_seconds(bytes, block, Some(&root))?);
+    }
+    let (rss_mib, cpu_s) = proc_usage(fwd.pid());
+    let (peer_rss_mib, peer_cpu_s) = proc_usage(peer.pid());
+    fwd.kill();
+    peer.kill();
+    let _ = std::fs::remove_dir_all(&dir);
+    let _ = std::fs::remove_dir_all(&root);
+    let (b, r, p) = (
+        gbps(bytes, backup_s),
+        gbps(bytes, restore_s),
+        gbps(bytes, plain_s),
+    );
+    let gib = bytes as f64 / (1u64 << 30) as f64;
+    let per_gib = 2.0 * gib * f64::from(runs);
+    Ok(format!(
+        "{{\"scenario\":\"grpc\",\"bytes\":{bytes},\"block\":{block},\"gbps\":{b:.3},\"restore_gbps\":{r:.3},\"plain_grpc_gbps\":{p:.3},\"ratio_plain_grpc\":{:.3},\"ratio_restore_plain_grpc\":{:.3},\"mover_peak_rss_mib\":{rss_mib:.1},\"mover_cpu_s_per_gib\":{:.3},\"peer_peak_rss_mib\":{peer_rss_mib:.1},\"peer_cpu_s_per_gib\":{:.3}}}",
+        b / p,
+        r / p,
+        cpu_s / per_gib,
+        peer_cpu_s / per_gib
+    ))
+}
+
 fn store_args(args: &[String]) -> Result<(u64, Option<String>), String> {
     let mut bytes: u64 = 2 << 30;
     let mut store = None;
@@ -637,6 +744,7 @@ fn all(args: &[String]) -> Result<Vec<String>, String> {
     for l in [
         sbt(&s(&["--bytes", "2G", "--runs", "2"]))?,
         backint(&s(&["--bytes", "2G"]))?,
+        grpc_scenario(&s(&["--bytes", "1G", "--runs", "3"]))?,
     ] {
         println!("{l}");
         lines.push(l);
@@ -656,6 +764,7 @@ fn main() -> ExitCode {
         Some("ring") => one(ring(&args[1..])),
         Some("sbt") => one(sbt(&args[1..])),
         Some("backint") => one(backint(&args[1..])),
+        Some("grpc") => one(grpc_scenario(&args[1..])),
         Some("channels") => channels(&args[1..]).map(|_| Vec::new()),
         Some("blocks") => blocks(&args[1..]).map(|_| Vec::new()),
         Some("all") => all(&args[1..]),

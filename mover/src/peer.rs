@@ -122,6 +122,12 @@ impl std::fmt::Debug for PeerService {
 fn key(path: &str) -> Result<Path, Status> {
     let p =
         Path::parse(path).map_err(|e| Status::invalid_argument(format!("path {path:?}: {e}")))?;
+    // Only the canonical form: no leading or trailing '/'.
+    if p.as_ref() != path {
+        return Err(Status::invalid_argument(format!(
+            "path {path:?} is not in canonical form"
+        )));
+    }
     match p.parts().next().as_ref().map(|s| s.as_ref()) {
         Some("data" | "catalog") => Ok(p),
         _ => Err(Status::invalid_argument(format!(
@@ -775,6 +781,7 @@ mod tests {
             "etc/passwd",
             "data/../x",
             "/data/x",
+            "data/x/",
             "data//x",
             "datax/y",
         ] {

@@ -118,6 +118,29 @@ fn a_forwarding_mover_keeps_everything_on_its_peer() {
 }
 
 #[test]
+fn a_peer_whose_store_returns_whole_objects_sends_them_in_chunks() {
+    // The in-memory store yields an object as one piece; the peer must cut
+    // it below the gRPC message limit.
+    let dir = temp_dir("peer-memory");
+    let token = secret_file(&dir, "token", "memory-t0ken");
+    let r = MoverProcess::start(&[
+        "--store",
+        "memory://",
+        "--peer-listen",
+        "127.0.0.1:0",
+        "--insecure-plaintext",
+        "--token-file",
+        token.to_str().unwrap(),
+    ]);
+    let f = forwarder(&[r.peer_addr()], &token, &[]);
+    let pat = Pattern::default();
+    let mut c = f.client(ClientKind::Generic);
+    backup(&mut c, &pat, 9, "mem/piece", 24 * MIB + 1, 1 << 20);
+    restore_and_check(&mut c, &pat, 9, "mem/piece", 24 * MIB + 1);
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
 fn the_sbt_library_and_hdbbackint_work_through_a_forwarding_mover() {
     let dir = temp_dir("peer-hosts");
     let token = secret_file(&dir, "token", "another-t0ken");

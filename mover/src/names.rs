@@ -180,4 +180,45 @@ mod tests {
             .as_ref()
             .starts_with("catalog/sbt/db1/pi"));
     }
+
+    mod properties {
+        use super::*;
+        use proptest::prelude::*;
+
+        proptest! {
+            #![proptest_config(ProptestConfig::with_cases(2000))]
+
+            /// Any string is either refused, or maps to keys that stay in
+            /// its kind's namespace, survive a parse, and keep the name's
+            /// segments (no escape with `..`, no lost or merged segment).
+            #[test]
+            fn accepted_names_stay_in_their_namespace(
+                name in prop_oneof![
+                    ".{0,64}",
+                    "[a-z./%\\\\ ]{0,24}",
+                    proptest::collection::vec("(\\.|\\.\\.|[a-z%]{0,3})", 0..6).prop_map(|v| v.join("/")),
+                ]
+            ) {
+                if validate(&name).is_ok() {
+                    for (key, root) in [
+                        (manifest_key(ClientKind::Sbt, &name), "catalog/sbt/"),
+                        (data_key(ClientKind::Sbt, &name, "u1"), "data/sbt/"),
+                    ] {
+                        prop_assert!(key.as_ref().starts_with(root), "{} for {:?}", key, name);
+                        let again = Path::parse(key.as_ref()).unwrap();
+                        prop_assert_eq!(&again, &key);
+                        // root (2 segments) + one per name segment
+                        prop_assert_eq!(key.parts().count(), 2 + name.split('/').count());
+                        prop_assert!(key.parts().all(|p| p.as_ref() != ".." && p.as_ref() != "."));
+                    }
+                } else {
+                    let bad = name.is_empty()
+                        || name.len() > MAX_NAME
+                        || name.bytes().any(|b| b < 0x20 || b == 0x7f)
+                        || name.split('/').any(|s| s.is_empty() || s == "." || s == "..");
+                    prop_assert!(bad, "{:?} was refused", name);
+                }
+            }
+        }
+    }
 }

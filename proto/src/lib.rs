@@ -173,4 +173,48 @@ mod tests {
         assert_eq!(negotiate(2, 9), None);
         assert_eq!(negotiate(0, 0), None);
     }
+
+    mod properties {
+        use super::*;
+        use proptest::prelude::*;
+
+        proptest! {
+            #![proptest_config(ProptestConfig::with_cases(2000))]
+
+            /// Whatever a peer sends, decoding answers: a message and its
+            /// exact length, "more bytes", or an error. It never panics and
+            /// never claims bytes it was not given.
+            #[test]
+            fn arbitrary_bytes_decode_or_fail_cleanly(buf in proptest::collection::vec(any::<u8>(), 0..512)) {
+                for r in [decode_request(&buf).map(|o| o.map(|(_, n)| n)), decode_response(&buf).map(|o| o.map(|(_, n)| n))] {
+                    if let Ok(Some(n)) = r {
+                        let len = u32::from_be_bytes(buf[..4].try_into().unwrap()) as usize;
+                        prop_assert_eq!(n, HEADER + len);
+                        prop_assert!(n <= buf.len());
+                    }
+                }
+            }
+
+            /// A valid frame with garbage after it decodes to itself and
+            /// stops at its own end.
+            #[test]
+            fn frames_round_trip_whatever_follows(
+                name in ".{0,300}",
+                block in any::<u32>(),
+                tail in proptest::collection::vec(any::<u8>(), 0..64),
+            ) {
+                let body = request::Body::OpenWrite(v1::OpenWrite {
+                    name: name.clone(),
+                    block_size: block,
+                    ..Default::default()
+                });
+                let f = request_frame(body.clone());
+                let mut buf = f.clone();
+                buf.extend_from_slice(&tail);
+                let (got, used) = decode_request(&buf).unwrap().unwrap();
+                prop_assert_eq!(used, f.len());
+                prop_assert_eq!(got, body);
+            }
+        }
+    }
 }

@@ -3,10 +3,12 @@
 //! This library is test support only: [`S3Server`], a real S3-compatible
 //! server on loopback for tests of the mover's object-store path,
 //! [`MoverProcess`], a `mover serve` child process in a private directory,
-//! the host fakes ([`drivers`]) and a TCP proxy that cuts connections
-//! ([`proxy`]).
+//! the host fakes ([`drivers`]), a TCP proxy that cuts connections
+//! ([`proxy`]) and an HTTP proxy that injects store faults
+//! ([`faultproxy`]).
 
 pub mod drivers;
+pub mod faultproxy;
 pub mod proxy;
 pub mod s3;
 

@@ -1,0 +1,201 @@
+//! An HTTP/1.1 proxy on loopback that injects faults between a client and
+//! an S3-compatible server: 500 and 503 replies, connections reset before a
+//! reply, slow replies, and a "down" switch that answers every request with
+//! 503. Requests are numbered as they arrive; request `i` gets
+//! `plan[i % plan.len()]`, so a run is reproducible.
+
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::SeqCst};
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use http_body_util::{Either, Full};
+use hyper::body::Incoming;
+use hyper::{Request, Response, StatusCode};
+use hyper_util::rt::TokioIo;
+
+/// What happens to one request.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Fault {
+    /// Forwarded untouched.
+    Pass,
+    /// Answered with this status (500, 503) and an S3 error body, not
+    /// forwarded.
+    Status(u16),
+    /// The connection is closed without a reply, before forwarding. Only
+    /// GET and PUT requests (idempotent: a client may retry them after a
+    /// broken connection) get it; others pass.
+    Reset,
+    /// Forwarded after this delay.
+    Slow(Duration),
+}
+
+#[derive(Debug, Default)]
+struct Counters {
+    requests: AtomicU64,
+    injected: AtomicU64,
+}
+
+/// A running proxy, stopped on drop.
+#[derive(Debug)]
+pub struct FaultProxy {
+    addr: SocketAddr,
+    down: Arc<AtomicBool>,
+    counters: Arc<Counters>,
+    shutdown: Option<tokio::sync::oneshot::Sender<()>>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl FaultProxy {
+    /// Proxies to `upstream` with the fault `plan`.
+    pub fn start(upstream: SocketAddr, plan: Vec<Fault>) -> std::io::Result<Self> {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0")?;
+        listener.set_nonblocking(true)?;
+        let addr = listener.local_addr()?;
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()?;
+        let listener = {
+            let _guard = runtime.enter();
+            tokio::net::TcpListener::from_std(listener)?
+        };
+        let down = Arc::new(AtomicBool::new(false));
+        let counters = Arc::new(Counters::default());
+        let plan: Arc<[Fault]> = if plan.is_empty() {
+            Arc::from([Fault::Pass])
+        } else {
+            plan.into()
+        };
+        let (shutdown, mut stop) = tokio::sync::oneshot::channel::<()>();
+        let (d, c) = (Arc::clone(&down), Arc::clone(&counters));
+        let thread = std::thread::spawn(move || {
+            runtime.block_on(async move {
+                loop {
+                    let stream = tokio::select! {
+                        _ = &mut stop => break,
+                        a = listener.accept() => match a {
+                            Ok((s, _)) => s,
+                            Err(_) => continue,
+                        },
+                    };
+                    let (plan, d, c) = (Arc::clone(&plan), Arc::clone(&d), Arc::clone(&c));
+                    tokio::spawn(async move {
+                        let svc = hyper::service::service_fn(move |req| {
+                            handle(
+                                req,
+                                upstream,
+                                Arc::clone(&plan),
+                                Arc::clone(&d),
+                                Arc::clone(&c),
+                            )
+                        });
+                        let _ = hyper::server::conn::http1::Builder::new()
+                            .serve_connection(TokioIo::new(stream), svc)
+                            .await;
+                    });
+                }
+            });
+            drop(runtime);
+        });
+        Ok(Self {
+            addr,
+            down,
+            counters,
+            shutdown: Some(shutdown),
+            thread: Some(thread),
+        })
+    }
+
+    /// `http://127.0.0.1:PORT`: the endpoint to give the client.
+    pub fn endpoint(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+
+    /// While down, every request is answered with 503.
+    pub fn set_down(&self, down: bool) {
+        self.down.store(down, SeqCst);
+    }
+
+    /// Requests seen so far.
+    pub fn requests(&self) -> u64 {
+        self.counters.requests.load(SeqCst)
+    }
+
+    /// Faults injected so far (statuses, resets and delays, not passes).
+    pub fn injected(&self) -> u64 {
+        self.counters.injected.load(SeqCst)
+    }
+}
+
+impl Drop for FaultProxy {
+    fn drop(&mut self) {
+        if let Some(s) = self.shutdown.take() {
+            let _ = s.send(());
+        }
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+type Body = Either<Incoming, Full<Bytes>>;
+
+fn s3_error(status: u16) -> Response<Body> {
+    let code = if status == 503 {
+        "SlowDown"
+    } else {
+        "InternalError"
+    };
+    let xml = format!(
+        "<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n<Error><Code>{code}</Code><Message>injected by the fault proxy</Message></Error>"
+    );
+    Response::builder()
+        .status(StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR))
+        .header("content-type", "application/xml")
+        .body(Either::Right(Full::new(Bytes::from(xml))))
+        .expect("a valid response")
+}
+
+async fn handle(
+    req: Request<Incoming>,
+    upstream: SocketAddr,
+    plan: Arc<[Fault]>,
+    down: Arc<AtomicBool>,
+    counters: Arc<Counters>,
+) -> Result<Response<Body>, std::io::Error> {
+    let i = counters.requests.fetch_add(1, SeqCst);
+    if down.load(SeqCst) {
+        counters.injected.fetch_add(1, SeqCst);
+        return Ok(s3_error(503));
+    }
+    let idempotent = matches!(*req.method(), hyper::Method::GET | hyper::Method::PUT);
+    match plan[(i % plan.len() as u64) as usize] {
+        Fault::Pass => {}
+        Fault::Status(s) => {
+            counters.injected.fetch_add(1, SeqCst);
+            return Ok(s3_error(s));
+        }
+        Fault::Reset if idempotent => {
+            counters.injected.fetch_add(1, SeqCst);
+            // An error from the service makes hyper close the connection
+            // without a reply.
+            return Err(std::io::Error::other("injected reset"));
+        }
+        Fault::Reset => {}
+        Fault::Slow(d) => {
+            counters.injected.fetch_add(1, SeqCst);
+            tokio::time::sleep(d).await;
+        }
+    }
+    let stream = tokio::net::TcpStream::connect(upstream).await?;
+    let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
+        .await
+        .map_err(std::io::Error::other)?;
+    tokio::spawn(conn);
+    let resp = sender
+        .send_request(req)
+        .await
+        .map_err(std::io::Error::other)?;
+    Ok(resp.map(Either::Left))
+}

@@ -1,0 +1,663 @@
+//! Reliability under crashes, store faults, hostile clients and load.
+//!
+//! Every test runs in CI with small counts. `SHMOVER_SOAK=1` is the soak
+//! mode: the same tests with more runs and more bytes (RELIABILITY.md has
+//! the command and the figures). Each test prints one line
+//! `reliability: NAME runs=.. faults=.. bytes_verified=.. failures=..`
+//! (shown with `--nocapture`), which is what RELIABILITY.md records.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use shmover_client::{code, Client, ClientKind};
+use shmover_tests::drivers::{hana_driver, run_driver, sbt_driver};
+use shmover_tests::faultproxy::{Fault, FaultProxy};
+use shmover_tests::mover::{files_under, temp_dir, Pattern};
+use shmover_tests::{MoverProcess, S3Server};
+
+const MIB: u64 = 1 << 20;
+
+fn soak() -> bool {
+    std::env::var_os("SHMOVER_SOAK").is_some_and(|v| !v.is_empty() && v != "0")
+}
+
+/// `ci` in CI, `soak` in the soak mode.
+fn scale(ci: u64, soak_value: u64) -> u64 {
+    if soak() {
+        soak_value
+    } else {
+        ci
+    }
+}
+
+fn report(name: &str, runs: u64, faults: u64, bytes: u64, failures: u64) {
+    println!(
+        "reliability: {name} runs={runs} faults={faults} bytes_verified={bytes} failures={failures}"
+    );
+}
+
+/// A small deterministic generator (splitmix64) for fault timings.
+struct Rng(u64);
+
+impl Rng {
+    fn next(&mut self) -> u64 {
+        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
+        let mut z = self.0;
+        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+        z ^ (z >> 31)
+    }
+
+    fn below(&mut self, n: u64) -> u64 {
+        self.next() % n.max(1)
+    }
+}
+
+/// Backs up `size` bytes of stream `s` as `name`; the object's CRC32C.
+fn backup(
+    c: &mut Client,
+    pat: &Pattern,
+    s: u64,
+    name: &str,
+    size: u64,
+) -> shmover_client::Result<u32> {
+    let block = 1 << 20;
+    c.open_write(name, block, size, &BTreeMap::new())?;
+    let mut off = 0;
+    while off < size {
+        let slot = c.reserve()?;
+        let n = (size - off).min(block as u64) as usize;
+        pat.fill(s, off, &mut slot[..n]);
+        c.commit_block(n)?;
+        off += n as u64;
+    }
+    Ok(c.commit()?.crc32c)
+}
+
+/// Restores `name` and checks every byte; the bytes checked.
+fn restore_and_check(c: &mut Client, pat: &Pattern, s: u64, name: &str, size: u64) -> u64 {
+    assert_eq!(c.open_read(name, 0).unwrap(), size);
+    let mut off = 0;
+    while let Some(block) = c.next_block().unwrap() {
+        assert!(pat.check(s, off, block), "{name}: bytes differ at {off}");
+        off += block.len() as u64;
+    }
+    c.close_read().unwrap();
+    assert_eq!(off, size, "{name}: restored length");
+    off
+}
+
+/// Waits up to `limit` for `cond`.
+fn eventually(limit: Duration, mut cond: impl FnMut() -> bool) -> bool {
+    let end = Instant::now() + limit;
+    while Instant::now() < end {
+        if cond() {
+            return true;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    cond()
+}
+
+#[test]
+fn sbt_clients_killed_at_random_points_never_leave_a_partial_piece() {
+    let mut m = MoverProcess::start(&[]);
+    let bytes = 32 * MIB;
+    let socket = m.socket.clone();
+    let bench = |prefix: &str| {
+        let mut c = sbt_driver(&socket);
+        c.args(["--prefix", prefix, "--bench-bytes", &bytes.to_string()])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null());
+        c
+    };
+    // One undisturbed run sets the time window the kills fall into.
+    let t0 = Instant::now();
+    assert!(bench("kill/calibrate").status().unwrap().success());
+    let window = (t0.elapsed().as_micros() as u64).max(1000);
+    let runs = scale(20, 200);
+    let mut rng = Rng(0x5eed);
+    let (mut mid, mut after, mut verified) = (0u64, 0u64, 0u64);
+    let mut sbt = m.client(ClientKind::Sbt);
+    for i in 0..runs {
+        let prefix = format!("kill/{i}");
+        let mut child = bench(&prefix).spawn().unwrap();
+        std::thread::sleep(Duration::from_micros(rng.below(window)));
+        let _ = child.kill();
+        let _ = child.wait();
+        assert!(m.alive(), "the mover died after kill {i}:\n{}", m.log());
+        // A kill after the close was sent lets the mover finish the piece:
+        // wait until it has settled every stream.
+        assert!(
+            eventually(Duration::from_secs(30), || sbt
+                .status()
+                .is_ok_and(|s| s.streams.is_empty())),
+            "streams did not settle after kill {i}"
+        );
+        // Either the piece is whole (the kill came after its close) and
+        // restores, or it is not there at all.
+        let name = format!("{prefix}/bench/piece");
+        match sbt.stat(&name) {
+            Ok(info) => {
+                assert_eq!(info.size, bytes, "{name} is visible but not whole");
+                assert_eq!(sbt.open_read(&name, 0).unwrap(), bytes);
+                let mut got = 0;
+                while let Some(b) = sbt.next_block().unwrap() {
+                    got += b.len() as u64;
+                }
+                sbt.close_read().unwrap();
+                assert_eq!(got, bytes);
+                verified += got;
+                sbt.delete(&name).unwrap();
+                after += 1;
+            }
+            Err(e) => {
+                assert_eq!(e.code, code::NOT_FOUND, "{name}: {e:?}");
+                mid += 1;
+            }
+        }
+    }
+    // Every killed upload was aborted: the store holds nothing at all.
+    assert!(
+        eventually(Duration::from_secs(10), || files_under(&m.store_dir())
+            .is_empty()),
+        "left behind: {:?}",
+        files_under(&m.store_dir())
+    );
+    // And the mover still serves a full backup.
+    let pat = Pattern::default();
+    let mut c = m.client(ClientKind::Generic);
+    backup(&mut c, &pat, 1, "after/kills", 8 * MIB).unwrap();
+    verified += restore_and_check(&mut c, &pat, 1, "after/kills", 8 * MIB);
+    println!("kills mid-piece {mid}, after the piece was whole {after}");
+    report("sbt_client_sigkill", runs, runs, verified, 0);
+    m.kill();
+}
+
+/// HANA's parameter file for `hdbbackint`, pointing at `socket`.
+fn backint_params(dir: &Path, socket: &Path) -> PathBuf {
+    let p = dir.join("hdbbackint.toml");
+    std::fs::write(
+        &p,
+        format!(
+            "socket = \"{}\"\npipe_timeout_s = 5\nlog_file = \"{}\"\n",
+            socket.display(),
+            dir.join("hdbbackint.log").display()
+        ),
+    )
+    .unwrap();
+    p
+}
+
+#[test]
+fn hdbbackint_killed_mid_backup_leaves_nothing_visible() {
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
+    let m = MoverProcess::start(&[]);
+    let dir = temp_dir("kill-backint");
+    let params = backint_params(&dir, &m.socket);
+    let runs = scale(5, 50);
+    let mut rng = Rng(0xb4c1);
+    for i in 0..runs {
+        let pipe = dir.join(format!("databackup_{i}"));
+        nix::unistd::mkfifo(&pipe, nix::sys::stat::Mode::from_bits_truncate(0o600)).unwrap();
+        let input = dir.join(format!("in.{i}"));
+        std::fs::write(
+            &input,
+            format!(
+                "#SOFTWAREID \"backint 1.04\" \"HANA fake\"\n#PIPE \"{}\"\n",
+                pipe.display()
+            ),
+        )
+        .unwrap();
+        let mut child = Command::new(shmover_tools::workspace_binary("hdbbackint").unwrap())
+            .args(["-f", "backup", "-u", "KIL", "-c", "1", "-l", "COMPLETE"])
+            .arg("-p")
+            .arg(&params)
+            .arg("-i")
+            .arg(&input)
+            .arg("-o")
+            .arg(dir.join(format!("out.{i}")))
+            .env_remove("MOVER_SOCKET")
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        // HANA writes the pipe until hdbbackint dies under it.
+        let p = pipe.clone();
+        let feeder = std::thread::spawn(move || {
+            // Opened without blocking (ENXIO until a reader is there): a
+            // hdbbackint killed before it opened the pipe never will.
+            let deadline = Instant::now() + Duration::from_secs(5);
+            let mut f = loop {
+                match std::fs::OpenOptions::new()
+                    .write(true)
+                    .custom_flags(nix::fcntl::OFlag::O_NONBLOCK.bits())
+                    .open(&p)
+                {
+                    Ok(f) => break f,
+                    Err(_) if Instant::now() < deadline => {
+                        std::thread::sleep(Duration::from_millis(5))
+                    }
+                    Err(_) => return 0u64,
+                }
+            };
+            let flags = nix::fcntl::fcntl(&f, nix::fcntl::FcntlArg::F_GETFL).unwrap_or(0);
+            let blocking =
+                nix::fcntl::OFlag::from_bits_truncate(flags) & !nix::fcntl::OFlag::O_NONBLOCK;
+            let _ = nix::fcntl::fcntl(&f, nix::fcntl::FcntlArg::F_SETFL(blocking));
+            let block = vec![7u8; 1 << 20];
+            let mut n = 0;
+            while n < (1u64 << 30) && f.write_all(&block).is_ok() {
+                n += 1 << 20;
+            }
+            n
+        });
+        std::thread::sleep(Duration::from_millis(50 + rng.below(300)));
+        let _ = child.kill();
+        let _ = child.wait();
+        let fed = feeder.join().unwrap();
+        assert!(
+            fed < 1 << 30,
+            "run {i}: the backup finished before the kill"
+        );
+    }
+    let mut c = m.client(ClientKind::Backint);
+    assert!(
+        eventually(Duration::from_secs(10), || c
+            .list("", 0)
+            .unwrap()
+            .is_empty()
+            && files_under(&m.store_dir()).is_empty()),
+        "visible: {:?}, stored: {:?}",
+        c.list("", 0),
+        files_under(&m.store_dir())
+    );
+    report("hdbbackint_sigkill", runs, runs, 0, 0);
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// The memfd ring segments this process holds open, as files it can write.
+fn own_ring_segments() -> Vec<std::fs::File> {
+    let mut out = Vec::new();
+    for e in std::fs::read_dir("/proc/self/fd").unwrap().flatten() {
+        let Ok(target) = std::fs::read_link(e.path()) else {
+            continue;
+        };
+        if target.to_string_lossy().starts_with("/memfd:") {
+            if let Ok(f) = std::fs::OpenOptions::new().write(true).open(e.path()) {
+                out.push(f);
+            }
+        }
+    }
+    out
+}
+
+#[test]
+fn a_client_scribbling_on_its_ring_never_disturbs_the_mover_or_other_streams() {
+    use std::os::unix::fs::FileExt;
+    let m = MoverProcess::start(&[]);
+    let rounds = scale(10, 200);
+    let mut rng = Rng(0x4057);
+    let pat = Pattern::default();
+    let mut verified = 0;
+    let mut refused = 0;
+    for round in 0..rounds {
+        // A healthy stream runs alongside.
+        let socket = m.socket.clone();
+        let healthy = std::thread::spawn(move || {
+            let mut c = Client::connect(&shmover_client::Options {
+                socket,
+                kind: ClientKind::Generic,
+                label: "healthy".into(),
+                timeout: Duration::from_secs(60),
+            })
+            .unwrap();
+            let pat = Pattern::default();
+            let name = format!("healthy/{round}");
+            backup(&mut c, &pat, round, &name, 24 * MIB).unwrap();
+            let n = restore_and_check(&mut c, &pat, round, &name, 24 * MIB);
+            c.delete(&name).unwrap();
+            n
+        });
+        let mut c = m.client(ClientKind::Generic);
+        let before = own_ring_segments().len();
+        c.open_write(&format!("hostile/{round}"), 1 << 20, 0, &BTreeMap::new())
+            .unwrap();
+        let segs = own_ring_segments();
+        assert!(segs.len() > before, "no ring segment found");
+        let seg = segs.last().unwrap();
+        let mut failed = false;
+        for _ in 0..64 {
+            // Scribble on the producer line, the consumer line or the
+            // descriptors, then commit a block.
+            let at = match rng.below(3) {
+                0 => 128 + rng.below(16) * 8,
+                1 => 256 + rng.below(16) * 8,
+                _ => 4096 + rng.below(64) * 8,
+            };
+            let _ = seg.write_at(&rng.next().to_le_bytes(), at);
+            let r = c.reserve().map(|s| pat.fill(9, 0, &mut s[..4096]));
+            if r.and_then(|()| c.commit_block(4096)).is_err() {
+                failed = true;
+                break;
+            }
+        }
+        let committed = !failed && c.commit().is_ok();
+        if !committed {
+            refused += 1;
+        }
+        drop(c);
+        verified += healthy.join().expect("the healthy stream failed");
+        let mut check = m.client(ClientKind::Generic);
+        if committed {
+            // The mover could not tell this one was touched (the scribbles
+            // landed where they did no harm): it is whole and consistent.
+            let _ = check.delete(&format!("hostile/{round}"));
+        } else {
+            assert_eq!(
+                check.stat(&format!("hostile/{round}")).unwrap_err().code,
+                code::NOT_FOUND
+            );
+        }
+    }
+    let mut m = m;
+    assert!(m.alive(), "{}", m.log());
+    println!("hostile streams refused {refused} of {rounds}");
+    report("hostile_ring_client", rounds, rounds, verified, 0);
+}
+
+#[test]
+fn s3_faults_are_retried_and_the_bytes_are_identical() {
+    let s3 = S3Server::start().unwrap();
+    let proxy = FaultProxy::start(
+        s3.addr(),
+        vec![
+            Fault::Pass,
+            Fault::Status(503),
+            Fault::Pass,
+            Fault::Reset,
+            Fault::Pass,
+            Fault::Status(500),
+            Fault::Slow(Duration::from_millis(300)),
+            Fault::Pass,
+        ],
+    )
+    .unwrap();
+    let url = s3.store_url("faults");
+    let endpoint = proxy.endpoint();
+    let m = MoverProcess::start_with(&["--store", &url, "--part-size", "5M"], |cmd| {
+        s3.configure(cmd);
+        cmd.env("AWS_ENDPOINT", &endpoint)
+            .env("AWS_ENDPOINT_URL", &endpoint)
+            .env("MOVER_RETRY_DEADLINE_SECS", "60");
+    });
+    let pat = Pattern::default();
+    let mut c = m.client(ClientKind::Generic);
+    let objects = scale(3, 20);
+    let size = scale(24, 256) * MIB + 13;
+    let mut verified = 0;
+    for i in 0..objects {
+        let name = format!("faulty/{i}");
+        backup(&mut c, &pat, i, &name, size).unwrap();
+        verified += restore_and_check(&mut c, &pat, i, &name, size);
+    }
+    assert!(proxy.injected() >= 8, "only {} faults", proxy.injected());
+    report("s3_faults_retried", objects, proxy.injected(), verified, 0);
+}
+
+#[test]
+fn a_store_down_past_the_retry_deadline_fails_the_backup_clearly() {
+    let s3 = S3Server::start().unwrap();
+    let proxy = FaultProxy::start(s3.addr(), vec![Fault::Pass]).unwrap();
+    let url = s3.store_url("down");
+    let endpoint = proxy.endpoint();
+    let m = MoverProcess::start_with(&["--store", &url, "--part-size", "5M"], |cmd| {
+        s3.configure(cmd);
+        cmd.env("AWS_ENDPOINT", &endpoint)
+            .env("AWS_ENDPOINT_URL", &endpoint)
+            .env("MOVER_RETRY_DEADLINE_SECS", "3")
+            .env("MOVER_RETRY_MAX", "3");
+    });
+    let pat = Pattern::default();
+    let mut c = m.client(ClientKind::Generic);
+    c.open_write("down/piece", 1 << 20, 0, &BTreeMap::new())
+        .unwrap();
+    let mut err = None;
+    for i in 0..64u64 {
+        if i == 8 {
+            proxy.set_down(true);
+        }
+        let r = c.reserve().map(|s| pat.fill(2, i << 20, s));
+        if let Err(e) = r.and_then(|()| c.commit_block(1 << 20)) {
+            err = Some(e);
+            break;
+        }
+    }
+    let err = err.or_else(|| c.commit().err()).expect("the backup failed");
+    assert!(
+        err.message.contains("down/piece") && err.message.contains("store"),
+        "{err:?}"
+    );
+    proxy.set_down(false);
+    let mut c = m.client(ClientKind::Generic);
+    assert_eq!(c.stat("down/piece").unwrap_err().code, code::NOT_FOUND);
+    // The store is back: the next backup works.
+    backup(&mut c, &pat, 3, "down/after", 6 * MIB).unwrap();
+    let n = restore_and_check(&mut c, &pat, 3, "down/after", 6 * MIB);
+    report("s3_down_past_deadline", 1, proxy.injected(), n, 0);
+}
+
+#[test]
+fn a_full_local_store_fails_the_backup_clearly_and_leaves_nothing_visible() {
+    let dir = temp_dir("full");
+    let root = dir.join("small");
+    std::fs::create_dir_all(&root).unwrap();
+    let mounted = Command::new("mount")
+        .args(["-t", "tmpfs", "-o", "size=24m,mode=0700", "shmover-full"])
+        .arg(&root)
+        .output();
+    match mounted {
+        Ok(o) if o.status.success() => {}
+        other => {
+            // Mounting needs CAP_SYS_ADMIN (root outside a container).
+            let why = match other {
+                Ok(o) => String::from_utf8_lossy(&o.stderr).trim().to_string(),
+                Err(e) => e.to_string(),
+            };
+            println!("skipped: cannot mount a 24 MiB tmpfs here ({why})");
+            report("local_store_full", 0, 0, 0, 0);
+            return;
+        }
+    }
+    let url = format!("file://{}", root.join("store").display());
+    let m = MoverProcess::start(&["--store", &url]);
+    let pat = Pattern::default();
+    let mut c = m.client(ClientKind::Generic);
+    let err = backup(&mut c, &pat, 4, "full/piece", 64 * MIB).unwrap_err();
+    assert!(err.message.contains("full/piece"), "{err:?}");
+    let mut c = m.client(ClientKind::Generic);
+    assert_eq!(c.stat("full/piece").unwrap_err().code, code::NOT_FOUND);
+    // The failed upload's space is given back: a backup that fits works.
+    backup(&mut c, &pat, 5, "full/small", 4 * MIB).unwrap();
+    let n = restore_and_check(&mut c, &pat, 5, "full/small", 4 * MIB);
+    drop(m);
+    let _ = Command::new("umount").arg(&root).status();
+    let _ = std::fs::remove_dir_all(&dir);
+    println!("error: {}", err.message);
+    report("local_store_full", 1, 1, n, 0);
+}
+
+/// Peak RSS of a process, from /proc, in bytes.
+fn peak_rss(pid: u32) -> u64 {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .unwrap_or_default()
+        .lines()
+        .find_map(|l| l.strip_prefix("VmHWM:"))
+        .and_then(|v| v.split_whitespace().next()?.parse::<u64>().ok())
+        .unwrap_or(0)
+        * 1024
+}
+
+#[test]
+fn sixteen_channels_of_sbt_backint_and_generic_streams_at_once() {
+    // 8 generic streams and 6 SBT channels (one process each) back up and
+    // restore while the fake HANA runs its whole scenario (up to 4 pipes)
+    // twice: 16 channels and more at the peak.
+    let memory_limit = 256 * MIB;
+    let ring_memory = 256 * MIB;
+    let mut m = MoverProcess::start(&["--memory-limit", "256M", "--ring-memory", "256M"]);
+    let size = scale(32, 1024) * MIB;
+    let mut threads = Vec::new();
+    for s in 0..8u64 {
+        let socket = m.socket.clone();
+        threads.push(std::thread::spawn(move || {
+            let mut c = Client::connect(&shmover_client::Options {
+                socket,
+                kind: ClientKind::Generic,
+                label: "load".into(),
+                timeout: Duration::from_secs(120),
+            })
+            .unwrap();
+            let pat = Pattern::default();
+            let name = format!("load/{s}");
+            backup(&mut c, &pat, s, &name, size).unwrap();
+            restore_and_check(&mut c, &pat, s, &name, size)
+        }));
+    }
+    let sbt: Vec<_> = (0..6)
+        .map(|i| {
+            sbt_driver(&m.socket)
+                .args([
+                    "--prefix",
+                    &format!("load/sbt{i}"),
+                    "--bench-bytes",
+                    &size.to_string(),
+                ])
+                .stdout(Stdio::piped())
+                .stderr(Stdio::piped())
+                .spawn()
+                .unwrap()
+        })
+        .collect();
+    let hana: Vec<_> = (0..2)
+        .map(|_| {
+            let socket = m.socket.clone();
+            std::thread::spawn(move || run_driver(hana_driver(&socket), 40))
+        })
+        .collect();
+    let mut verified = 0;
+    for t in threads {
+        verified += t.join().expect("a generic stream failed");
+    }
+    for c in sbt {
+        let out = c.wait_with_output().unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        // The restore checked the stored bytes' CRC32C end to end.
+        verified += size;
+    }
+    for h in hana {
+        h.join().expect("hana-driver failed");
+    }
+    let rss = peak_rss(m.pid());
+    // The bound: in-flight memory, the rings, and the process itself.
+    let bound = memory_limit + ring_memory + 160 * MIB;
+    assert!(
+        rss <= bound,
+        "peak RSS {} MiB above {} MiB",
+        rss >> 20,
+        bound >> 20
+    );
+    println!(
+        "mover peak RSS {} MiB (bound {} MiB)",
+        rss >> 20,
+        bound >> 20
+    );
+    report("mixed_load_16_channels", 16, 0, verified, 0);
+    assert!(m.alive());
+}
+
+mod hostile_backint_input {
+    use super::*;
+    use proptest::prelude::*;
+
+    /// Lines HANA might send, and lines it never would.
+    fn line() -> impl Strategy<Value = String> {
+        prop_oneof![
+            Just("#SOFTWAREID \"backint 1.50\" \"HANA fake\"".to_string()),
+            Just("#SOFTWAREID \"backint 1.04\" \"HANA fake\"".to_string()),
+            "#(NULL|EBID|PIPE|FILE|SOFTWAREID|BOGUS) .{0,40}",
+            "#(NULL|EBID) \"[^\"\\n]{0,20}\"( \"[^\"\\n]{0,20}\")?",
+            "#EBID \"[a-z0-9]{0,8}\" \"/[a-z/ \\\\\"]{0,20}\"",
+            "[^\\n]{0,80}",
+            "\"{1,5}[ #]{0,3}\\\\{0,4}",
+        ]
+    }
+
+    /// Whatever the input file holds, hdbbackint answers with an exit code
+    /// (0, 1 or 2) and never dies of a signal, and every line it writes
+    /// starts with a `#` keyword.
+    #[test]
+    fn hdbbackint_never_crashes_on_hostile_input_files() {
+        use proptest::test_runner::{Config, TestRunner};
+        let m = MoverProcess::start(&[]);
+        let dir = temp_dir("fuzz-backint");
+        let params = backint_params(&dir, &m.socket);
+        let cases = scale(48, 500) as u32;
+        let mut runner = TestRunner::new(Config::with_cases(cases));
+        let codes = std::sync::Mutex::new([0u64; 3]);
+        let strategy = (
+            proptest::collection::vec(line(), 0..8),
+            prop_oneof![Just("inquire"), Just("delete"), Just("restore")],
+        );
+        let next = std::sync::atomic::AtomicU64::new(0);
+        runner
+            .run(&strategy, |(lines, function)| {
+                let n = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                let input = dir.join(format!("in.{n}"));
+                let output = dir.join(format!("out.{n}"));
+                std::fs::write(&input, lines.join("\n") + "\n").unwrap();
+                let status = Command::new(shmover_tools::workspace_binary("hdbbackint").unwrap())
+                    .args(["-f", function, "-u", "FUZ"])
+                    .arg("-p")
+                    .arg(&params)
+                    .arg("-i")
+                    .arg(&input)
+                    .arg("-o")
+                    .arg(&output)
+                    .env_remove("MOVER_SOCKET")
+                    .stdout(Stdio::null())
+                    .stderr(Stdio::null())
+                    .status()
+                    .unwrap();
+                let code = status.code();
+                prop_assert!(matches!(code, Some(0..=2)), "{status:?} for {lines:?}");
+                codes.lock().unwrap()[code.unwrap_or(0) as usize] += 1;
+                let out = std::fs::read_to_string(&output).unwrap_or_default();
+                prop_assert!(
+                    out.lines().all(|l| l.starts_with('#')),
+                    "{out:?} for {lines:?}"
+                );
+                Ok(())
+            })
+            .unwrap();
+        let mut m = m;
+        assert!(m.alive());
+        let codes = codes.into_inner().unwrap();
+        println!("hdbbackint exit codes 0/1/2: {codes:?}");
+        report(
+            "hostile_backint_input",
+            u64::from(cases),
+            u64::from(cases),
+            0,
+            0,
+        );
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+}

@@ -109,7 +109,7 @@ pub struct Catalog {
 }
 
 /// Builds the object store named by `cfg.store`.
-pub fn open_store(
+pub async fn open_store(
     cfg: &Config,
     metrics: &Arc<crate::metrics::Metrics>,
 ) -> anyhow::Result<Arc<dyn ObjectStore>> {
@@ -178,9 +178,20 @@ pub fn open_store(
         if let Some(v) = &s3.session_token {
             b = b.with_token(v);
         }
-        let s3 = b
-            .build()
-            .with_context(|| format!("configuring store {url}"))?;
+        let s3 = Arc::new(
+            b.build()
+                .with_context(|| format!("configuring store {url}"))?,
+        );
+        // Multipart uploads are journaled, and those a killed mover left
+        // are aborted now (object_store cannot list them).
+        create_private_dir(&cfg.data_dir)
+            .with_context(|| format!("creating {}", cfg.data_dir.display()))?;
+        let journal_path = cfg.data_dir.join("s3-uploads");
+        let (journal, stale) = crate::journal::Journal::open(journal_path.clone())
+            .with_context(|| format!("reading {}", journal_path.display()))?;
+        let journal = Arc::new(journal);
+        crate::journal::abort_stale(&s3, &journal, stale).await;
+        let s3 = crate::journal::JournaledS3 { s3, journal };
         let prefix = prefix.trim_matches('/');
         if prefix.is_empty() {
             return Ok(Arc::new(s3));

@@ -6,6 +6,7 @@ mod catalog;
 mod cli;
 mod config;
 mod forward;
+mod journal;
 mod metrics;
 mod names;
 mod peer;

@@ -130,7 +130,7 @@ pub fn bind(path: &std::path::Path) -> anyhow::Result<UnixListener> {
 
 /// Serves until SIGINT or SIGTERM.
 pub async fn serve(cfg: Config, metrics: Arc<Metrics>) -> anyhow::Result<()> {
-    let store = crate::catalog::open_store(&cfg, &metrics)?;
+    let store = crate::catalog::open_store(&cfg, &metrics).await?;
     // Parts grow (and stay above 5 MiB) for S3, and when forwarding: each
     // forwarded part becomes one part of the peer's store, S3 perhaps.
     let grow_parts =

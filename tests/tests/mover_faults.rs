@@ -548,3 +548,76 @@ fn gc_removes_what_a_killed_mover_left_and_keeps_every_backup() {
     c.close_read().unwrap();
     assert_eq!(n, 3 << 20);
 }
+
+#[test]
+fn random_request_sequences_get_answers_and_never_crash_the_mover() {
+    use proptest::prelude::*;
+    use proptest::test_runner::{Config, TestRunner};
+    let mut m = MoverProcess::start(&[]);
+    let name = "[a-z./]{0,10}";
+    let body = prop_oneof![
+        Just(request::Body::Ping(v1::Ping {})),
+        (0u32..3, 0u32..3).prop_map(|(lo, hi)| request::Body::Hello(v1::Hello {
+            min_version: lo,
+            max_version: hi,
+            kind: 1,
+            pid: 1,
+            label: String::new(),
+        })),
+        (name, 0u32..(5 << 20)).prop_map(|(n, b)| request::Body::OpenWrite(v1::OpenWrite {
+            name: n,
+            block_size: b,
+            ..Default::default()
+        })),
+        (name, 0u32..(5 << 20)).prop_map(|(n, b)| request::Body::OpenRead(v1::OpenRead {
+            name: n,
+            block_size: b,
+        })),
+        any::<u64>().prop_map(|b| request::Body::Commit(v1::Commit { bytes: b })),
+        Just(request::Body::Abort(v1::Abort {
+            reason: "fuzz".into()
+        })),
+        Just(request::Body::CloseRead(v1::CloseRead {})),
+        name.prop_map(|n| request::Body::Stat(v1::Stat { name: n })),
+        name.prop_map(|n| request::Body::Delete(v1::Delete { name: n })),
+        (name, any::<u32>()).prop_map(|(p, l)| request::Body::List(v1::List {
+            prefix: p,
+            limit: l,
+        })),
+        Just(request::Body::Status(v1::StatusRequest {})),
+    ];
+    // A committed object the sequences may find, read or delete.
+    let mut c = m.client(ClientKind::Generic);
+    c.open_write("a", 4096, 0, &std::collections::BTreeMap::new())
+        .unwrap();
+    c.write_all(&[1u8; 10_000]).unwrap();
+    c.commit().unwrap();
+    drop(c);
+    let mut runner = TestRunner::new(Config::with_cases(64));
+    runner
+        .run(
+            &(any::<bool>(), proptest::collection::vec(body, 1..10)),
+            |(hello, seq)| {
+                let mut r = Raw::connect(&m);
+                // A request the mover holds (a commit waiting for a ring
+                // nobody writes) ends the sequence: the client then leaves.
+                r.0.set_read_timeout(Some(Duration::from_secs(1))).unwrap();
+                if hello {
+                    r.hello();
+                }
+                for b in seq {
+                    r.request(b);
+                    if r.reply().is_none() {
+                        break;
+                    }
+                }
+                drop(r);
+                let serving = m.try_client(ClientKind::Generic).and_then(|mut c| c.ping());
+                prop_assert!(serving.is_ok(), "{serving:?}\n{}", m.log());
+                Ok(())
+            },
+        )
+        .unwrap();
+    still_serves(&mut m);
+    assert!(eventually(Duration::from_secs(30), || live_streams(&m) == 0));
+}

@@ -373,6 +373,13 @@ fn the_peer_port_requires_tls_and_refuses_wrong_credentials() {
     // Only the good object reached the peer.
     let mut on_peer = r.client(ClientKind::Generic);
     assert_eq!(names(&mut on_peer), ["tls/ok"]);
+    // Neither side ever logs a token.
+    for log in [r.log(), good.log()] {
+        assert!(
+            !log.contains("right-t0ken") && !log.contains("wrong-t0ken"),
+            "{log}"
+        );
+    }
     let _ = std::fs::remove_dir_all(&dir);
 }
 

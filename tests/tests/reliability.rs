@@ -279,20 +279,35 @@ fn hdbbackint_killed_mid_backup_leaves_nothing_visible() {
     let _ = std::fs::remove_dir_all(&dir);
 }
 
-/// The memfd ring segments this process holds open, as files it can write.
-fn own_ring_segments() -> Vec<std::fs::File> {
-    let mut out = Vec::new();
-    for e in std::fs::read_dir("/proc/self/fd").unwrap().flatten() {
-        let Ok(target) = std::fs::read_link(e.path()) else {
-            continue;
-        };
-        if target.to_string_lossy().starts_with("/memfd:") {
-            if let Ok(f) = std::fs::OpenOptions::new().write(true).open(e.path()) {
-                out.push(f);
-            }
-        }
-    }
-    out
+/// The ring segment (a memfd) mapped at `addr` in this process, opened for
+/// writing through /proc: the same memory the client maps.
+fn ring_segment_at(addr: usize) -> std::fs::File {
+    use std::os::unix::fs::MetadataExt;
+    let maps = std::fs::read_to_string("/proc/self/maps").unwrap();
+    let inode = maps
+        .lines()
+        .find_map(|l| {
+            let mut f = l.split_whitespace();
+            let (lo, hi) = f.next()?.split_once('-')?;
+            let (lo, hi) = (
+                usize::from_str_radix(lo, 16).ok()?,
+                usize::from_str_radix(hi, 16).ok()?,
+            );
+            let inode: u64 = f.nth(3)?.parse().ok()?;
+            (lo <= addr && addr < hi && l.contains("/memfd:")).then_some(inode)
+        })
+        .expect("the slot lies in a memfd mapping");
+    std::fs::read_dir("/proc/self/fd")
+        .unwrap()
+        .flatten()
+        .find(|e| std::fs::metadata(e.path()).is_ok_and(|m| m.ino() == inode))
+        .map(|e| {
+            std::fs::OpenOptions::new()
+                .write(true)
+                .open(e.path())
+                .unwrap()
+        })
+        .expect("the memfd is open in this process")
 }
 
 #[test]
@@ -305,30 +320,23 @@ fn a_client_scribbling_on_its_ring_never_disturbs_the_mover_or_other_streams() {
     let mut verified = 0;
     let mut refused = 0;
     for round in 0..rounds {
-        // A healthy stream runs alongside.
-        let socket = m.socket.clone();
-        let healthy = std::thread::spawn(move || {
-            let mut c = Client::connect(&shmover_client::Options {
-                socket,
-                kind: ClientKind::Generic,
-                label: "healthy".into(),
-                timeout: Duration::from_secs(60),
-            })
+        // A healthy stream runs alongside, in a process of its own (so that
+        // the only ring segment this process holds is the hostile one): an
+        // SBT channel backs up 24 MiB and restores it, CRC32C checked.
+        let healthy = sbt_driver(&m.socket)
+            .args(["--prefix", &format!("healthy/{round}"), "--bench-bytes"])
+            .arg((24 * MIB).to_string())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
             .unwrap();
-            let pat = Pattern::default();
-            let name = format!("healthy/{round}");
-            backup(&mut c, &pat, round, &name, 24 * MIB).unwrap();
-            let n = restore_and_check(&mut c, &pat, round, &name, 24 * MIB);
-            c.delete(&name).unwrap();
-            n
-        });
         let mut c = m.client(ClientKind::Generic);
-        let before = own_ring_segments().len();
         c.open_write(&format!("hostile/{round}"), 1 << 20, 0, &BTreeMap::new())
             .unwrap();
-        let segs = own_ring_segments();
-        assert!(segs.len() > before, "no ring segment found");
-        let seg = segs.last().unwrap();
+        let slot = c.reserve().unwrap();
+        pat.fill(9, 0, &mut slot[..4096]);
+        let seg = ring_segment_at(slot.as_ptr() as usize);
+        c.commit_block(4096).unwrap();
         let mut failed = false;
         for _ in 0..64 {
             // Scribble on the producer line, the consumer line or the
@@ -350,7 +358,13 @@ fn a_client_scribbling_on_its_ring_never_disturbs_the_mover_or_other_streams() {
             refused += 1;
         }
         drop(c);
-        verified += healthy.join().expect("the healthy stream failed");
+        let out = healthy.wait_with_output().unwrap();
+        assert!(
+            out.status.success(),
+            "the healthy stream failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        verified += 24 * MIB;
         let mut check = m.client(ClientKind::Generic);
         if committed {
             // The mover could not tell this one was touched (the scribbles
@@ -660,4 +674,70 @@ mod hostile_backint_input {
         );
         let _ = std::fs::remove_dir_all(&dir);
     }
+}
+
+/// The multipart uploads s3s-fs holds open (its `.upload-<id>.json` files).
+fn open_s3_uploads(s3: &S3Server) -> Vec<String> {
+    std::fs::read_dir(s3.root())
+        .unwrap()
+        .flatten()
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .filter(|n| n.starts_with(".upload-") && n.ends_with(".json"))
+        .collect()
+}
+
+#[test]
+fn an_s3_upload_a_killed_mover_left_is_aborted_when_it_starts_again() {
+    let s3 = S3Server::start().unwrap();
+    let url = s3.store_url("killed");
+    let mut m = MoverProcess::start_with(&["--store", &url, "--part-size", "5M"], |cmd| {
+        s3.configure(cmd);
+    });
+    let pat = Pattern::default();
+    let mut c = m.client(ClientKind::Generic);
+    c.open_write("killed/piece", 1 << 20, 0, &BTreeMap::new())
+        .unwrap();
+    for i in 0..24u64 {
+        let slot = c.reserve().unwrap();
+        pat.fill(6, i << 20, slot);
+        c.commit_block(1 << 20).unwrap();
+    }
+    // Parts are on their way to S3 when the mover dies.
+    assert!(
+        eventually(Duration::from_secs(30), || !open_s3_uploads(&s3).is_empty()),
+        "no multipart upload was started"
+    );
+    m.kill();
+    drop(c);
+    let left = open_s3_uploads(&s3);
+    assert!(!left.is_empty());
+    m.restart_with(|cmd| {
+        s3.configure(cmd);
+    });
+    assert!(
+        eventually(Duration::from_secs(30), || open_s3_uploads(&s3).is_empty()),
+        "still open: {:?}\n{}",
+        open_s3_uploads(&s3),
+        m.log()
+    );
+    assert!(m
+        .log()
+        .contains("aborted multipart uploads a previous mover left"));
+    // Nothing is visible, and the restarted mover backs up to S3.
+    let mut c = m.client(ClientKind::Generic);
+    assert_eq!(c.stat("killed/piece").unwrap_err().code, code::NOT_FOUND);
+    backup(&mut c, &pat, 7, "killed/after", 12 * MIB).unwrap();
+    let n = restore_and_check(&mut c, &pat, 7, "killed/after", 12 * MIB);
+    assert!(
+        open_s3_uploads(&s3).is_empty(),
+        "{:?}",
+        open_s3_uploads(&s3)
+    );
+    report(
+        "s3_multipart_after_mover_sigkill",
+        1,
+        left.len() as u64,
+        n,
+        0,
+    );
 }

@@ -70,8 +70,14 @@ impl MoverProcess {
     /// Starts the mover again on the same directory and arguments (after
     /// [`MoverProcess::kill`]).
     pub fn restart(&mut self) {
+        self.restart_with(|_| {});
+    }
+
+    /// [`MoverProcess::restart`], with `setup` to adjust the command again
+    /// (the environment of the first start is not kept).
+    pub fn restart_with(&mut self, setup: impl FnOnce(&mut Command)) {
         self.kill();
-        self.spawn(|_| {});
+        self.spawn(setup);
     }
 
     /// Starts a mover with the default (local directory) store.

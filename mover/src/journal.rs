@@ -1,0 +1,257 @@
+//! S3 multipart uploads that outlive a killed mover.
+//!
+//! An S3 multipart upload that is neither completed nor aborted keeps its
+//! parts (and their cost) in the bucket, invisible to listings, forever.
+//! object_store cannot list them, so the mover keeps its own journal: each
+//! upload's id and key is written to `<data_dir>/s3-uploads` when the
+//! upload is created and removed when it is completed or aborted. At
+//! start-up, whatever the journal still holds was left by a mover that died
+//! (one mover per data directory), and is aborted.
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+
+use async_trait::async_trait;
+use futures::stream::BoxStream;
+use object_store::aws::AmazonS3;
+use object_store::multipart::{MultipartStore, PartId};
+use object_store::path::Path;
+use object_store::{
+    CopyOptions, GetOptions, GetResult, ListResult, MultipartUpload, ObjectMeta, ObjectStore,
+    PutMultipartOptions, PutOptions, PutPayload, PutResult, UploadPart,
+};
+use tracing::{info, warn};
+
+/// The uploads in flight, on disk.
+#[derive(Debug)]
+pub struct Journal {
+    path: PathBuf,
+    open: Mutex<BTreeMap<String, String>>,
+}
+
+fn io_error(e: std::io::Error) -> object_store::Error {
+    object_store::Error::Generic {
+        store: "S3 upload journal",
+        source: Box::new(e),
+    }
+}
+
+impl Journal {
+    /// Opens (or creates) the journal; returns it, empty, and the uploads
+    /// a previous mover left in it (id, key).
+    pub fn open(path: PathBuf) -> std::io::Result<(Self, Vec<(String, String)>)> {
+        let text = match std::fs::read_to_string(&path) {
+            Ok(t) => t,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => String::new(),
+            Err(e) => return Err(e),
+        };
+        let stale = text
+            .lines()
+            .filter_map(|l| l.split_once('\t'))
+            .map(|(id, key)| (id.to_string(), key.to_string()))
+            .collect();
+        let j = Self {
+            path,
+            open: Mutex::new(BTreeMap::new()),
+        };
+        Ok((j, stale))
+    }
+
+    /// Writes the whole set (small: one line per upload in flight) to a
+    /// new file and renames it over the old one.
+    fn persist(&self, open: &BTreeMap<String, String>) -> std::io::Result<()> {
+        use std::io::Write;
+        let tmp = self.path.with_extension("tmp");
+        let mut f = std::fs::File::create(&tmp)?;
+        for (id, key) in open {
+            writeln!(f, "{id}\t{key}")?;
+        }
+        f.sync_all()?;
+        std::fs::rename(&tmp, &self.path)
+    }
+
+    fn add(&self, id: &str, key: &str) -> std::io::Result<()> {
+        let mut open = self.open.lock().expect("journal");
+        open.insert(id.to_string(), key.to_string());
+        self.persist(&open)
+    }
+
+    fn remove(&self, id: &str) {
+        let mut open = self.open.lock().expect("journal");
+        open.remove(id);
+        if let Err(e) = self.persist(&open) {
+            warn!(error = %e, path = %self.path.display(), "cannot update the S3 upload journal");
+        }
+    }
+}
+
+/// Aborts the uploads a previous mover left; returns how many.
+pub async fn abort_stale(s3: &AmazonS3, journal: &Journal, stale: Vec<(String, String)>) -> usize {
+    let mut aborted = 0;
+    for (id, key) in stale {
+        match Path::parse(&key) {
+            Ok(path) => match s3.abort_multipart(&path, &id).await {
+                Ok(()) | Err(object_store::Error::NotFound { .. }) => aborted += 1,
+                Err(e) => {
+                    // Kept for the next start-up.
+                    warn!(key, error = %e, "cannot abort a multipart upload a previous mover left");
+                    let _ = journal.add(&id, &key);
+                }
+            },
+            Err(e) => warn!(key, error = %e, "dropping a bad line of the S3 upload journal"),
+        }
+    }
+    let open = journal.open.lock().expect("journal").clone();
+    if let Err(e) = journal.persist(&open) {
+        warn!(error = %e, "cannot rewrite the S3 upload journal");
+    }
+    if aborted > 0 {
+        info!(
+            uploads = aborted,
+            "aborted multipart uploads a previous mover left"
+        );
+    }
+    aborted
+}
+
+/// S3 with journaled multipart uploads; everything else passes through.
+#[derive(Debug)]
+pub struct JournaledS3 {
+    pub s3: Arc<AmazonS3>,
+    pub journal: Arc<Journal>,
+}
+
+impl std::fmt::Display for JournaledS3 {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}", self.s3)
+    }
+}
+
+#[async_trait]
+impl ObjectStore for JournaledS3 {
+    async fn put_opts(
+        &self,
+        location: &Path,
+        payload: PutPayload,
+        opts: PutOptions,
+    ) -> object_store::Result<PutResult> {
+        self.s3.put_opts(location, payload, opts).await
+    }
+
+    async fn put_multipart_opts(
+        &self,
+        location: &Path,
+        _opts: PutMultipartOptions,
+    ) -> object_store::Result<Box<dyn MultipartUpload>> {
+        let id = self.s3.create_multipart(location).await?;
+        if let Err(e) = self.journal.add(&id, location.as_ref()) {
+            let _ = self.s3.abort_multipart(location, &id).await;
+            return Err(io_error(e));
+        }
+        Ok(Box::new(JournaledUpload {
+            s3: Arc::clone(&self.s3),
+            journal: Arc::clone(&self.journal),
+            path: location.clone(),
+            id,
+            parts: Arc::new(Mutex::new(Vec::new())),
+        }))
+    }
+
+    async fn get_opts(
+        &self,
+        location: &Path,
+        options: GetOptions,
+    ) -> object_store::Result<GetResult> {
+        self.s3.get_opts(location, options).await
+    }
+
+    fn delete_stream(
+        &self,
+        locations: BoxStream<'static, object_store::Result<Path>>,
+    ) -> BoxStream<'static, object_store::Result<Path>> {
+        self.s3.delete_stream(locations)
+    }
+
+    fn list(&self, prefix: Option<&Path>) -> BoxStream<'static, object_store::Result<ObjectMeta>> {
+        self.s3.list(prefix)
+    }
+
+    fn list_with_offset(
+        &self,
+        prefix: Option<&Path>,
+        offset: &Path,
+    ) -> BoxStream<'static, object_store::Result<ObjectMeta>> {
+        self.s3.list_with_offset(prefix, offset)
+    }
+
+    async fn list_with_delimiter(&self, prefix: Option<&Path>) -> object_store::Result<ListResult> {
+        self.s3.list_with_delimiter(prefix).await
+    }
+
+    async fn copy_opts(
+        &self,
+        from: &Path,
+        to: &Path,
+        options: CopyOptions,
+    ) -> object_store::Result<()> {
+        self.s3.copy_opts(from, to, options).await
+    }
+}
+
+/// One upload: parts go straight to S3, in the order `put_part` numbers
+/// them; the journal forgets the upload once it is completed or aborted.
+#[derive(Debug)]
+struct JournaledUpload {
+    s3: Arc<AmazonS3>,
+    journal: Arc<Journal>,
+    path: Path,
+    id: String,
+    parts: Arc<Mutex<Vec<Option<PartId>>>>,
+}
+
+#[async_trait]
+impl MultipartUpload for JournaledUpload {
+    fn put_part(&mut self, data: PutPayload) -> UploadPart {
+        let idx = {
+            let mut parts = self.parts.lock().expect("parts");
+            parts.push(None);
+            parts.len() - 1
+        };
+        let (s3, path, id, parts) = (
+            Arc::clone(&self.s3),
+            self.path.clone(),
+            self.id.clone(),
+            Arc::clone(&self.parts),
+        );
+        Box::pin(async move {
+            let part = s3.put_part(&path, &id, idx, data).await?;
+            parts.lock().expect("parts")[idx] = Some(part);
+            Ok(())
+        })
+    }
+
+    async fn complete(&mut self) -> object_store::Result<PutResult> {
+        let parts: Option<Vec<PartId>> =
+            self.parts.lock().expect("parts").iter().cloned().collect();
+        let parts = parts.ok_or_else(|| object_store::Error::Generic {
+            store: "S3",
+            source: "complete before every part was stored".into(),
+        })?;
+        let done = self
+            .s3
+            .complete_multipart(&self.path, &self.id, parts)
+            .await?;
+        self.journal.remove(&self.id);
+        Ok(done)
+    }
+
+    async fn abort(&mut self) -> object_store::Result<()> {
+        let r = self.s3.abort_multipart(&self.path, &self.id).await;
+        // Kept for the next start-up if S3 did not take the abort.
+        if r.is_ok() {
+            self.journal.remove(&self.id);
+        }
+        r
+    }
+}

@@ -702,9 +702,14 @@ fn an_s3_upload_a_killed_mover_left_is_aborted_when_it_starts_again() {
         pat.fill(6, i << 20, slot);
         c.commit_block(1 << 20).unwrap();
     }
-    // Parts are on their way to S3 when the mover dies.
+    // Parts are on their way to S3, and the upload is in the mover's
+    // journal, when the mover dies. (A kill between S3 creating the upload
+    // and the journal write, a window of one small fsynced write, would
+    // leave it to the bucket's lifecycle rule.)
+    let journal = m.dir.join("s3-uploads");
     assert!(
-        eventually(Duration::from_secs(30), || !open_s3_uploads(&s3).is_empty()),
+        eventually(Duration::from_secs(30), || !open_s3_uploads(&s3).is_empty()
+            && std::fs::read_to_string(&journal).is_ok_and(|j| !j.is_empty())),
         "no multipart upload was started"
     );
     m.kill();

@@ -9,6 +9,7 @@
 
 pub mod drivers;
 pub mod faultproxy;
+pub mod objects;
 pub mod proxy;
 pub mod s3;
 

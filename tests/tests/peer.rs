@@ -8,6 +8,7 @@ use std::process::Command;
 use shmover_client::{Client, ClientKind};
 use shmover_tests::drivers::{hana_driver, run_driver, sbt_driver};
 use shmover_tests::mover::{files_under, temp_dir, Pattern};
+use shmover_tests::objects::{backup, restore_and_check};
 use shmover_tests::proxy::CutProxy;
 use shmover_tests::MoverProcess;
 
@@ -48,32 +49,6 @@ fn forwarder(peers: &[String], token: &Path, extra: &[&str]) -> MoverProcess {
     MoverProcess::start(&args)
 }
 
-/// Backs up `size` bytes of stream `s` as `name`.
-fn backup(c: &mut Client, pat: &Pattern, s: u64, name: &str, size: u64, block: usize) -> u32 {
-    c.open_write(name, block, size, &BTreeMap::new()).unwrap();
-    let mut off = 0;
-    while off < size {
-        let slot = c.reserve().unwrap();
-        let n = (size - off).min(block as u64) as usize;
-        pat.fill(s, off, &mut slot[..n]);
-        c.commit_block(n).unwrap();
-        off += n as u64;
-    }
-    c.commit().unwrap().crc32c
-}
-
-/// Restores `name` and checks every byte against stream `s`.
-fn restore_and_check(c: &mut Client, pat: &Pattern, s: u64, name: &str, size: u64) {
-    assert_eq!(c.open_read(name, 0).unwrap(), size);
-    let mut off = 0;
-    while let Some(block) = c.next_block().unwrap() {
-        assert!(pat.check(s, off, block), "{name}: bytes differ at {off}");
-        off += block.len() as u64;
-    }
-    c.close_read().unwrap();
-    assert_eq!(off, size, "{name}: restored length");
-}
-
 fn names(c: &mut Client) -> Vec<String> {
     c.list("", 0).unwrap().into_iter().map(|i| i.name).collect()
 }
@@ -86,8 +61,10 @@ fn a_forwarding_mover_keeps_everything_on_its_peer() {
     let f = forwarder(&[r.peer_addr()], &token, &[]);
     let pat = Pattern::default();
     let mut c = f.client(ClientKind::Generic);
-    let crc = backup(&mut c, &pat, 1, "rac/piece-1", 40 * MIB + 4321, 1 << 20);
-    backup(&mut c, &pat, 2, "rac/piece-2", 3 * MIB, 64 << 10);
+    let crc = backup(&mut c, &pat, 1, "rac/piece-1", 40 * MIB + 4321, 1 << 20)
+        .unwrap()
+        .crc32c;
+    backup(&mut c, &pat, 2, "rac/piece-2", 3 * MIB, 64 << 10).unwrap();
     c.open_write("rac/empty", 4096, 0, &BTreeMap::new())
         .unwrap();
     assert_eq!(c.commit().unwrap().size, 0);
@@ -135,7 +112,7 @@ fn a_peer_whose_store_returns_whole_objects_sends_them_in_chunks() {
     let f = forwarder(&[r.peer_addr()], &token, &[]);
     let pat = Pattern::default();
     let mut c = f.client(ClientKind::Generic);
-    backup(&mut c, &pat, 9, "mem/piece", 24 * MIB + 1, 1 << 20);
+    backup(&mut c, &pat, 9, "mem/piece", 24 * MIB + 1, 1 << 20).unwrap();
     restore_and_check(&mut c, &pat, 9, "mem/piece", 24 * MIB + 1);
     let _ = std::fs::remove_dir_all(&dir);
 }
@@ -169,7 +146,9 @@ fn an_upload_and_a_restore_resume_after_the_connection_is_cut() {
     let pat = Pattern::default();
     let size = 96 * MIB + 777;
     let mut c = f.client(ClientKind::Generic);
-    let crc = backup(&mut c, &pat, 7, "cut/piece", size, 1 << 20);
+    let crc = backup(&mut c, &pat, 7, "cut/piece", size, 1 << 20)
+        .unwrap()
+        .crc32c;
     restore_and_check(&mut c, &pat, 7, "cut/piece", size);
     assert_eq!(proxy.cuts(), 3);
     let log = f.log();
@@ -216,7 +195,7 @@ fn a_dead_peer_fails_the_object_and_the_next_object_goes_to_the_next_peer() {
     // Nothing of it is visible; the next object goes to the second peer.
     let mut c = f.client(ClientKind::Generic);
     assert!(c.stat("dead/piece").is_err());
-    backup(&mut c, &pat, 4, "dead/next", 20 * MIB, 1 << 20);
+    backup(&mut c, &pat, 4, "dead/next", 20 * MIB, 1 << 20).unwrap();
     let mut on_b = b.client(ClientKind::Generic);
     assert_eq!(names(&mut on_b), ["dead/next"]);
     restore_and_check(&mut c, &pat, 4, "dead/next", 20 * MIB);
@@ -391,7 +370,7 @@ fn a_python_grpcio_client_can_stat_and_list() {
     let r = receiver(&token);
     let pat = Pattern::default();
     let mut c = r.client(ClientKind::Generic);
-    backup(&mut c, &pat, 5, "py/piece", 5 * MIB + 3, 1 << 20);
+    backup(&mut c, &pat, 5, "py/piece", 5 * MIB + 3, 1 << 20).unwrap();
     let here = Path::new(env!("CARGO_MANIFEST_DIR"));
     let venv = Path::new(env!("CARGO_TARGET_TMPDIR")).join("grpc-venv");
     let out = Command::new("bash")

@@ -15,6 +15,7 @@ use shmover_client::{code, Client, ClientKind};
 use shmover_tests::drivers::{hana_driver, run_driver, sbt_driver};
 use shmover_tests::faultproxy::{Fault, FaultProxy};
 use shmover_tests::mover::{files_under, temp_dir, Pattern};
+use shmover_tests::objects::{backup, restore_and_check};
 use shmover_tests::{MoverProcess, S3Server};
 
 const MIB: u64 = 1 << 20;
@@ -53,40 +54,6 @@ impl Rng {
     fn below(&mut self, n: u64) -> u64 {
         self.next() % n.max(1)
     }
-}
-
-/// Backs up `size` bytes of stream `s` as `name`; the object's CRC32C.
-fn backup(
-    c: &mut Client,
-    pat: &Pattern,
-    s: u64,
-    name: &str,
-    size: u64,
-) -> shmover_client::Result<u32> {
-    let block = 1 << 20;
-    c.open_write(name, block, size, &BTreeMap::new())?;
-    let mut off = 0;
-    while off < size {
-        let slot = c.reserve()?;
-        let n = (size - off).min(block as u64) as usize;
-        pat.fill(s, off, &mut slot[..n]);
-        c.commit_block(n)?;
-        off += n as u64;
-    }
-    Ok(c.commit()?.crc32c)
-}
-
-/// Restores `name` and checks every byte; the bytes checked.
-fn restore_and_check(c: &mut Client, pat: &Pattern, s: u64, name: &str, size: u64) -> u64 {
-    assert_eq!(c.open_read(name, 0).unwrap(), size);
-    let mut off = 0;
-    while let Some(block) = c.next_block().unwrap() {
-        assert!(pat.check(s, off, block), "{name}: bytes differ at {off}");
-        off += block.len() as u64;
-    }
-    c.close_read().unwrap();
-    assert_eq!(off, size, "{name}: restored length");
-    off
 }
 
 /// Waits up to `limit` for `cond`.
@@ -169,7 +136,7 @@ fn sbt_clients_killed_at_random_points_never_leave_a_partial_piece() {
     // And the mover still serves a full backup.
     let pat = Pattern::default();
     let mut c = m.client(ClientKind::Generic);
-    backup(&mut c, &pat, 1, "after/kills", 8 * MIB).unwrap();
+    backup(&mut c, &pat, 1, "after/kills", 8 * MIB, 1 << 20).unwrap();
     verified += restore_and_check(&mut c, &pat, 1, "after/kills", 8 * MIB);
     println!("kills mid-piece {mid}, after the piece was whole {after}");
     report("sbt_client_sigkill", runs, runs, verified, 0);
@@ -415,7 +382,7 @@ fn s3_faults_are_retried_and_the_bytes_are_identical() {
     let mut verified = 0;
     for i in 0..objects {
         let name = format!("faulty/{i}");
-        backup(&mut c, &pat, i, &name, size).unwrap();
+        backup(&mut c, &pat, i, &name, size, 1 << 20).unwrap();
         verified += restore_and_check(&mut c, &pat, i, &name, size);
     }
     assert!(proxy.injected() >= 8, "only {} faults", proxy.injected());
@@ -459,7 +426,7 @@ fn a_store_down_past_the_retry_deadline_fails_the_backup_clearly() {
     let mut c = m.client(ClientKind::Generic);
     assert_eq!(c.stat("down/piece").unwrap_err().code, code::NOT_FOUND);
     // The store is back: the next backup works.
-    backup(&mut c, &pat, 3, "down/after", 6 * MIB).unwrap();
+    backup(&mut c, &pat, 3, "down/after", 6 * MIB, 1 << 20).unwrap();
     let n = restore_and_check(&mut c, &pat, 3, "down/after", 6 * MIB);
     report("s3_down_past_deadline", 1, proxy.injected(), n, 0);
 }
@@ -490,12 +457,12 @@ fn a_full_local_store_fails_the_backup_clearly_and_leaves_nothing_visible() {
     let m = MoverProcess::start(&["--store", &url]);
     let pat = Pattern::default();
     let mut c = m.client(ClientKind::Generic);
-    let err = backup(&mut c, &pat, 4, "full/piece", 64 * MIB).unwrap_err();
+    let err = backup(&mut c, &pat, 4, "full/piece", 64 * MIB, 1 << 20).unwrap_err();
     assert!(err.message.contains("full/piece"), "{err:?}");
     let mut c = m.client(ClientKind::Generic);
     assert_eq!(c.stat("full/piece").unwrap_err().code, code::NOT_FOUND);
     // The failed upload's space is given back: a backup that fits works.
-    backup(&mut c, &pat, 5, "full/small", 4 * MIB).unwrap();
+    backup(&mut c, &pat, 5, "full/small", 4 * MIB, 1 << 20).unwrap();
     let n = restore_and_check(&mut c, &pat, 5, "full/small", 4 * MIB);
     drop(m);
     let _ = Command::new("umount").arg(&root).status();
@@ -537,7 +504,7 @@ fn sixteen_channels_of_sbt_backint_and_generic_streams_at_once() {
             .unwrap();
             let pat = Pattern::default();
             let name = format!("load/{s}");
-            backup(&mut c, &pat, s, &name, size).unwrap();
+            backup(&mut c, &pat, s, &name, size, 1 << 20).unwrap();
             restore_and_check(&mut c, &pat, s, &name, size)
         }));
     }
@@ -731,7 +698,7 @@ fn an_s3_upload_a_killed_mover_left_is_aborted_when_it_starts_again() {
     // Nothing is visible, and the restarted mover backs up to S3.
     let mut c = m.client(ClientKind::Generic);
     assert_eq!(c.stat("killed/piece").unwrap_err().code, code::NOT_FOUND);
-    backup(&mut c, &pat, 7, "killed/after", 12 * MIB).unwrap();
+    backup(&mut c, &pat, 7, "killed/after", 12 * MIB, 1 << 20).unwrap();
     let n = restore_and_check(&mut c, &pat, 7, "killed/after", 12 * MIB);
     assert!(
         open_s3_uploads(&s3).is_empty(),

@@ -36,7 +36,7 @@ use tracing::{info, warn};
 use crate::config::PeerConfig;
 use crate::metrics::Metrics;
 use crate::peer::{
-    CONNECTION_WINDOW, FRAME_SIZE, KEEPALIVE, KEEPALIVE_TIMEOUT, MAX_CHUNK, MAX_MESSAGE,
+    read_pem, CONNECTION_WINDOW, FRAME_SIZE, KEEPALIVE, KEEPALIVE_TIMEOUT, MAX_CHUNK, MAX_MESSAGE,
     STREAM_WINDOW,
 };
 
@@ -151,11 +151,6 @@ fn meta_from(m: pb::ObjectMeta) -> object_store::Result<ObjectMeta> {
         e_tag: Some(m.e_tag).filter(|t| !t.is_empty()),
         version: None,
     })
-}
-
-fn read_pem(path: &std::path::Path, what: &str) -> anyhow::Result<Vec<u8>> {
-    use anyhow::Context;
-    std::fs::read(path).with_context(|| format!("reading {what} {}", path.display()))
 }
 
 /// 16 random bytes, hex: an upload id.
@@ -612,6 +607,10 @@ impl Reader {
                             ));
                         }
                         r.next += c.data.len() as u64;
+                        r.inner
+                            .metrics
+                            .peer_bytes_in
+                            .fetch_add(c.data.len() as u64, Relaxed);
                         return Ok(Some((c.data, r)));
                     }
                     Ok(Some(_)) => Status::data_loss("unexpected message in a read"),

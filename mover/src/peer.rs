@@ -293,14 +293,14 @@ impl PeerService {
             };
             match msg {
                 Some(write_request::Msg::Chunk(c)) => {
+                    let len = c.data.len() as u64;
                     if let Err(s) = st.take_chunk(c) {
                         let _ = tx.send(Err(s)).await;
                         return;
                     }
-                    self.metrics.peer_bytes_in.fetch_add(
-                        st.part.last().map_or(0, |b| b.len() as u64),
-                        std::sync::atomic::Ordering::Relaxed,
-                    );
+                    self.metrics
+                        .peer_bytes_in
+                        .fetch_add(len, std::sync::atomic::Ordering::Relaxed);
                 }
                 Some(write_request::Msg::Finish(f)) => {
                     let r = self.finish(&id, &mut st, f.size).await;
@@ -692,7 +692,8 @@ fn same_secret(a: &[u8], b: &[u8]) -> bool {
     a.len() == b.len() && a.iter().zip(b).fold(0u8, |d, (x, y)| d | (x ^ y)) == 0
 }
 
-fn read_pem(path: &std::path::Path, what: &str) -> anyhow::Result<Vec<u8>> {
+/// A PEM file's bytes, with the file named in the error.
+pub fn read_pem(path: &std::path::Path, what: &str) -> anyhow::Result<Vec<u8>> {
     std::fs::read(path).with_context(|| format!("reading {what} {}", path.display()))
 }
 

@@ -2,7 +2,6 @@
 //! client library and shared-memory rings.
 
 use std::collections::BTreeMap;
-use std::time::Duration;
 
 use shmover_client::{code, Client, ClientKind};
 use shmover_tests::mover::{files_under, Pattern};
@@ -305,37 +304,17 @@ fn metrics_count_the_bytes_moved() {
     let mut c = m.client(ClientKind::Generic);
     backup(&mut c, &pat, 7, "metered", 5 * MIB, 1 << 20);
     restore_and_check(&mut c, &pat, 7, "metered", 5 * MIB);
-    let log = m.log();
-    let addr = log
-        .lines()
-        .find(|l| l.contains("serving metrics"))
-        .and_then(|l| l.split("addr=").nth(1))
-        .map(|a| a.split_whitespace().next().unwrap().to_string())
-        .expect("the mover logs its metrics address");
-    let body = http_get(&addr, "/metrics");
+    let metrics = m.metrics();
     let value = |name: &str| -> u64 {
-        body.lines()
-            .find(|l| l.starts_with(name) && !l.starts_with('#'))
-            .and_then(|l| l.split_whitespace().nth(1))
-            .and_then(|v| v.parse().ok())
-            .unwrap_or_else(|| panic!("{name} missing:\n{body}"))
+        *metrics
+            .get(name)
+            .unwrap_or_else(|| panic!("{name} missing: {metrics:?}")) as u64
     };
     assert_eq!(value("shmover_bytes_in_total"), 5 * MIB);
     assert_eq!(value("shmover_bytes_out_total"), 5 * MIB);
     assert_eq!(value("shmover_objects_committed_total"), 1);
     assert!(value("shmover_part_upload_seconds_count") >= 1);
     assert_eq!(value("shmover_streams_open"), 0);
-}
-
-fn http_get(addr: &str, path: &str) -> String {
-    use std::io::{Read, Write};
-    let mut s = std::net::TcpStream::connect(addr).unwrap();
-    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
-    write!(s, "GET {path} HTTP/1.1\r\nHost: x\r\n\r\n").unwrap();
-    let mut out = String::new();
-    s.read_to_string(&mut out).unwrap();
-    assert!(out.starts_with("HTTP/1.1 200"), "{out}");
-    out
 }
 
 /// Just enough JSON field reading for the manifest check, without a JSON

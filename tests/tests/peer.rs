@@ -31,6 +31,8 @@ fn receiver(token: &Path) -> MoverProcess {
         "--insecure-plaintext",
         "--token-file",
         token.to_str().unwrap(),
+        "--metrics-listen",
+        "127.0.0.1:0",
     ])
 }
 
@@ -142,7 +144,11 @@ fn an_upload_and_a_restore_resume_after_the_connection_is_cut() {
     // Every connection is cut after 40 MiB (parts are 16 MiB), three times:
     // twice during the upload, once during the restore.
     let proxy = CutProxy::start(r.peer_addr().parse().unwrap(), 40 * MIB, 3);
-    let f = forwarder(&[proxy.addr().to_string()], &token, &[]);
+    let f = forwarder(
+        &[proxy.addr().to_string()],
+        &token,
+        &["--metrics-listen", "127.0.0.1:0"],
+    );
     let pat = Pattern::default();
     let size = 96 * MIB + 777;
     let mut c = f.client(ClientKind::Generic);
@@ -154,6 +160,21 @@ fn an_upload_and_a_restore_resume_after_the_connection_is_cut() {
     let log = f.log();
     assert!(log.contains("resuming an upload"), "{log}");
     assert!(log.contains("read from peer broke; resuming"), "{log}");
+    // Two upload resumes and one read resume; every byte counted once each
+    // way at least (resent chunks count again).
+    let fm = f.metrics();
+    assert!(fm["shmover_peer_resumes_total"] >= 3.0, "{fm:?}");
+    assert!(fm["shmover_peer_bytes_sent_total"] >= size as f64, "{fm:?}");
+    assert!(
+        fm["shmover_peer_bytes_received_total"] >= size as f64,
+        "{fm:?}"
+    );
+    let rm = r.metrics();
+    assert!(
+        rm["shmover_peer_bytes_received_total"] >= size as f64,
+        "{rm:?}"
+    );
+    assert!(rm["shmover_peer_bytes_sent_total"] >= size as f64, "{rm:?}");
     // The peer's copy is byte-identical: the peer restores it itself.
     let mut on_peer = r.client(ClientKind::Generic);
     assert_eq!(on_peer.stat("cut/piece").unwrap().crc32c, crc);

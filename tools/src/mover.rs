@@ -114,12 +114,43 @@ impl MoverProcess {
 
     /// The address of the peer gRPC port (`--peer-listen`), from the log.
     pub fn peer_addr(&self) -> String {
+        self.logged_addr("serving peers")
+    }
+
+    /// The address of the metrics endpoint (`--metrics-listen`), from the
+    /// log.
+    pub fn metrics_addr(&self) -> String {
+        self.logged_addr("serving metrics")
+    }
+
+    /// The `addr=` of the first log line containing `what`.
+    fn logged_addr(&self, what: &str) -> String {
         let log = self.log();
         log.lines()
-            .filter(|l| l.contains("serving peers"))
+            .filter(|l| l.contains(what))
             .find_map(|l| l.split_whitespace().find_map(|w| w.strip_prefix("addr=")))
-            .unwrap_or_else(|| panic!("the mover serves no peer port:\n{log}"))
+            .unwrap_or_else(|| panic!("no \"{what}\" line in the log:\n{log}"))
             .to_string()
+    }
+
+    /// The mover's counters and gauges, from its metrics endpoint (started
+    /// with `--metrics-listen`).
+    pub fn metrics(&self) -> std::collections::BTreeMap<String, f64> {
+        use std::io::{Read, Write};
+        let mut s = std::net::TcpStream::connect(self.metrics_addr()).expect("metrics endpoint");
+        s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+        write!(s, "GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n").unwrap();
+        let mut out = String::new();
+        s.read_to_string(&mut out).unwrap();
+        assert!(out.starts_with("HTTP/1.1 200"), "{out}");
+        let body = out.split_once("\r\n\r\n").map_or("", |(_, b)| b);
+        body.lines()
+            .filter(|l| !l.starts_with('#'))
+            .filter_map(|l| {
+                let (name, value) = l.split_once(' ')?;
+                Some((name.to_string(), value.trim().parse().ok()?))
+            })
+            .collect()
     }
 
     /// Whether the process is still running.

@@ -18,3 +18,16 @@ pub use s3::S3Server;
 /// `mover-bench`.
 pub use shmover_tools::mover;
 pub use shmover_tools::mover::MoverProcess;
+
+/// Polls `cond` every 20 ms until it holds or `limit` has passed; whether
+/// it held. For states only observable by asking (a listing, a status).
+pub fn eventually(limit: std::time::Duration, mut cond: impl FnMut() -> bool) -> bool {
+    let deadline = std::time::Instant::now() + limit;
+    while std::time::Instant::now() < deadline {
+        if cond() {
+            return true;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    cond()
+}

@@ -8,13 +8,13 @@ use std::os::unix::fs::PermissionsExt;
 use std::os::unix::net::UnixStream;
 use std::os::unix::process::CommandExt;
 use std::process::Stdio;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use prost::Message;
 use shmover_client::{code, ClientKind};
 use shmover_proto::{request, response, v1, ErrorCode};
 use shmover_tests::mover::files_under;
-use shmover_tests::MoverProcess;
+use shmover_tests::{eventually, MoverProcess};
 
 /// Runs `f` on a thread and fails the test if it has not finished within
 /// `limit` (a hang is the bug being tested for).
@@ -25,18 +25,6 @@ fn watchdog<T: Send + 'static>(limit: Duration, f: impl FnOnce() -> T + Send + '
     });
     rx.recv_timeout(limit)
         .expect("the operation hung past the watchdog")
-}
-
-/// Polls `cond` until true or the deadline; false if it never held.
-fn eventually(limit: Duration, mut cond: impl FnMut() -> bool) -> bool {
-    let deadline = Instant::now() + limit;
-    while Instant::now() < deadline {
-        if cond() {
-            return true;
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    cond()
 }
 
 fn live_streams(m: &MoverProcess) -> usize {

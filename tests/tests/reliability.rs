@@ -16,7 +16,7 @@ use shmover_tests::drivers::{hana_driver, run_driver, sbt_driver};
 use shmover_tests::faultproxy::{Fault, FaultProxy};
 use shmover_tests::mover::{files_under, temp_dir, Pattern};
 use shmover_tests::objects::{backup, restore_and_check};
-use shmover_tests::{MoverProcess, S3Server};
+use shmover_tests::{eventually, MoverProcess, S3Server};
 
 const MIB: u64 = 1 << 20;
 
@@ -39,33 +39,19 @@ fn report(name: &str, runs: u64, faults: u64, bytes: u64, failures: u64) {
     );
 }
 
-/// A small deterministic generator (splitmix64) for fault timings.
+/// A small deterministic generator (splitmix64 over a counter) for fault
+/// timings.
 struct Rng(u64);
 
 impl Rng {
     fn next(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-        z ^ (z >> 31)
+        self.0 = self.0.wrapping_add(1);
+        shmover_tools::pattern::splitmix64(self.0)
     }
 
     fn below(&mut self, n: u64) -> u64 {
         self.next() % n.max(1)
     }
-}
-
-/// Waits up to `limit` for `cond`.
-fn eventually(limit: Duration, mut cond: impl FnMut() -> bool) -> bool {
-    let end = Instant::now() + limit;
-    while Instant::now() < end {
-        if cond() {
-            return true;
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    cond()
 }
 
 #[test]
@@ -194,6 +180,7 @@ fn hdbbackint_killed_mid_backup_leaves_nothing_visible() {
             .unwrap();
         // HANA writes the pipe until hdbbackint dies under it.
         let p = pipe.clone();
+        let (flowing, first_write) = std::sync::mpsc::channel();
         let feeder = std::thread::spawn(move || {
             // Opened without blocking (ENXIO until a reader is there): a
             // hdbbackint killed before it opened the pipe never will.
@@ -219,10 +206,19 @@ fn hdbbackint_killed_mid_backup_leaves_nothing_visible() {
             let mut n = 0;
             while n < (1u64 << 30) && f.write_all(&block).is_ok() {
                 n += 1 << 20;
+                if n == 1 << 20 {
+                    let _ = flowing.send(());
+                }
             }
             n
         });
-        std::thread::sleep(Duration::from_millis(50 + rng.below(300)));
+        // Data is flowing through hdbbackint into a ring; the kill lands at
+        // a random point of the stream after that.
+        assert!(
+            first_write.recv_timeout(Duration::from_secs(30)).is_ok(),
+            "run {i}: hdbbackint never read its pipe"
+        );
+        std::thread::sleep(Duration::from_millis(rng.below(200)));
         let _ = child.kill();
         let _ = child.wait();
         let fed = feeder.join().unwrap();
@@ -471,17 +467,6 @@ fn a_full_local_store_fails_the_backup_clearly_and_leaves_nothing_visible() {
     report("local_store_full", 1, 1, n, 0);
 }
 
-/// Peak RSS of a process, from /proc, in bytes.
-fn peak_rss(pid: u32) -> u64 {
-    std::fs::read_to_string(format!("/proc/{pid}/status"))
-        .unwrap_or_default()
-        .lines()
-        .find_map(|l| l.strip_prefix("VmHWM:"))
-        .and_then(|v| v.split_whitespace().next()?.parse::<u64>().ok())
-        .unwrap_or(0)
-        * 1024
-}
-
 #[test]
 fn sixteen_channels_of_sbt_backint_and_generic_streams_at_once() {
     // 8 generic streams and 6 SBT channels (one process each) back up and
@@ -546,7 +531,7 @@ fn sixteen_channels_of_sbt_backint_and_generic_streams_at_once() {
     for h in hana {
         h.join().expect("hana-driver failed");
     }
-    let rss = peak_rss(m.pid());
+    let rss = (shmover_tools::mover::proc_usage(m.pid()).0 * MIB as f64) as u64;
     // The bound: in-flight memory, the rings, and the process itself.
     let bound = memory_limit + ring_memory + 160 * MIB;
     assert!(

@@ -288,3 +288,25 @@ impl Pattern {
         })
     }
 }
+
+/// Peak RSS (MiB) and CPU seconds (user + system) of a process, from /proc.
+pub fn proc_usage(pid: u32) -> (f64, f64) {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+    let hwm_kib: f64 = status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmHWM:"))
+        .and_then(|v| v.split_whitespace().next()?.parse().ok())
+        .unwrap_or(0.0);
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    let after = stat.rsplit_once(')').map_or("", |(_, a)| a);
+    let fields: Vec<&str> = after.split_whitespace().collect();
+    // After the ")": state is field 3 of stat(5); utime and stime are 14, 15.
+    let ticks: f64 = [11, 12]
+        .iter()
+        .filter_map(|&i| fields.get(i)?.parse::<f64>().ok())
+        .sum();
+    // Linux reports these in USER_HZ, which is 100 on every supported
+    // architecture.
+    let hz = 100.0;
+    (hwm_kib / 1024.0, ticks / hz)
+}

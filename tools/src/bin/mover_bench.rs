@@ -15,6 +15,7 @@ use std::time::Instant;
 
 use shmover_client::units::parse_size;
 use shmover_ring::Geometry;
+use shmover_tools::mover::proc_usage;
 use shmover_tools::{pattern, ringxfer, workspace_binary};
 
 const USAGE: &str = "usage: mover-bench SCENARIO [flags]
@@ -130,28 +131,6 @@ fn ring(args: &[String]) -> Result<String, String> {
         "{{\"scenario\":\"ring\",\"bytes\":{},\"block\":{},\"slot_size\":{},\"slots\":{},\"runs\":{},\"gbps\":{:.3},\"memcpy_gbps\":{:.3},\"ratio_memcpy\":{:.3},\"grpc_gbps\":{t:.3},\"ratio_grpc\":{:.3}}}",
         a.bytes, a.block, a.slot_size, a.slots, a.runs, g, m, g / m, g / t
     ))
-}
-
-/// Peak RSS (MiB) and CPU seconds (user + system) of a process, from /proc.
-fn proc_usage(pid: u32) -> (f64, f64) {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
-    let hwm_kib: f64 = status
-        .lines()
-        .find_map(|l| l.strip_prefix("VmHWM:"))
-        .and_then(|v| v.split_whitespace().next()?.parse().ok())
-        .unwrap_or(0.0);
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
-    let after = stat.rsplit_once(')').map_or("", |(_, a)| a);
-    let fields: Vec<&str> = after.split_whitespace().collect();
-    // After the ")": state is field 3 of stat(5); utime and stime are 14, 15.
-    let ticks: f64 = [11, 12]
-        .iter()
-        .filter_map(|&i| fields.get(i)?.parse::<f64>().ok())
-        .sum();
-    // Linux reports these in USER_HZ, which is 100 on every supported
-    // architecture.
-    let hz = 100.0;
-    (hwm_kib / 1024.0, ticks / hz)
 }
 
 /// `write(2)` of `bytes` in `block` pieces from the 64 MiB source into a

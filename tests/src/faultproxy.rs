@@ -15,6 +15,8 @@ use hyper::body::Incoming;
 use hyper::{Request, Response, StatusCode};
 use hyper_util::rt::TokioIo;
 
+use crate::http::HttpThread;
+
 /// What happens to one request.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Fault {
@@ -40,26 +42,14 @@ struct Counters {
 /// A running proxy, stopped on drop.
 #[derive(Debug)]
 pub struct FaultProxy {
-    addr: SocketAddr,
+    server: HttpThread,
     down: Arc<AtomicBool>,
     counters: Arc<Counters>,
-    shutdown: Option<tokio::sync::oneshot::Sender<()>>,
-    thread: Option<std::thread::JoinHandle<()>>,
 }
 
 impl FaultProxy {
     /// Proxies to `upstream` with the fault `plan`.
     pub fn start(upstream: SocketAddr, plan: Vec<Fault>) -> std::io::Result<Self> {
-        let listener = std::net::TcpListener::bind("127.0.0.1:0")?;
-        listener.set_nonblocking(true)?;
-        let addr = listener.local_addr()?;
-        let runtime = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()?;
-        let listener = {
-            let _guard = runtime.enter();
-            tokio::net::TcpListener::from_std(listener)?
-        };
         let down = Arc::new(AtomicBool::new(false));
         let counters = Arc::new(Counters::default());
         let plan: Arc<[Fault]> = if plan.is_empty() {
@@ -67,49 +57,26 @@ impl FaultProxy {
         } else {
             plan.into()
         };
-        let (shutdown, mut stop) = tokio::sync::oneshot::channel::<()>();
         let (d, c) = (Arc::clone(&down), Arc::clone(&counters));
-        let thread = std::thread::spawn(move || {
-            runtime.block_on(async move {
-                loop {
-                    let stream = tokio::select! {
-                        _ = &mut stop => break,
-                        a = listener.accept() => match a {
-                            Ok((s, _)) => s,
-                            Err(_) => continue,
-                        },
-                    };
-                    let (plan, d, c) = (Arc::clone(&plan), Arc::clone(&d), Arc::clone(&c));
-                    tokio::spawn(async move {
-                        let svc = hyper::service::service_fn(move |req| {
-                            handle(
-                                req,
-                                upstream,
-                                Arc::clone(&plan),
-                                Arc::clone(&d),
-                                Arc::clone(&c),
-                            )
-                        });
-                        let _ = hyper::server::conn::http1::Builder::new()
-                            .serve_connection(TokioIo::new(stream), svc)
-                            .await;
-                    });
-                }
-            });
-            drop(runtime);
+        let svc = hyper::service::service_fn(move |req| {
+            handle(
+                req,
+                upstream,
+                Arc::clone(&plan),
+                Arc::clone(&d),
+                Arc::clone(&c),
+            )
         });
         Ok(Self {
-            addr,
+            server: HttpThread::start("fault-proxy", svc)?,
             down,
             counters,
-            shutdown: Some(shutdown),
-            thread: Some(thread),
         })
     }
 
     /// `http://127.0.0.1:PORT`: the endpoint to give the client.
     pub fn endpoint(&self) -> String {
-        format!("http://{}", self.addr)
+        format!("http://{}", self.server.addr())
     }
 
     /// While down, every request is answered with 503.
@@ -125,17 +92,6 @@ impl FaultProxy {
     /// Faults injected so far (statuses, resets and delays, not passes).
     pub fn injected(&self) -> u64 {
         self.counters.injected.load(SeqCst)
-    }
-}
-
-impl Drop for FaultProxy {
-    fn drop(&mut self) {
-        if let Some(s) = self.shutdown.take() {
-            let _ = s.send(());
-        }
-        if let Some(t) = self.thread.take() {
-            let _ = t.join();
-        }
     }
 }
 

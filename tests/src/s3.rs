@@ -17,14 +17,13 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::thread::JoinHandle;
 use std::time::{SystemTime, UNIX_EPOCH};
-use std::{fs, io, thread};
+use std::{fs, io};
 
-use hyper_util::rt::TokioIo;
 use s3s::auth::SimpleAuth;
 use s3s::service::S3ServiceBuilder;
-use tokio::sync::oneshot;
+
+use crate::http::HttpThread;
 
 /// The bucket every server starts with.
 pub const BUCKET: &str = "shmover-test";
@@ -49,10 +48,9 @@ pub struct S3Server {
     pub access_key_id: String,
     /// The secret key for `access_key_id`.
     pub secret_access_key: String,
-    addr: SocketAddr,
     root: PathBuf,
-    shutdown: Option<oneshot::Sender<()>>,
-    thread: Option<JoinHandle<()>>,
+    /// Taken (stopped) on drop before the directory is removed.
+    server: Option<HttpThread>,
 }
 
 impl S3Server {
@@ -80,63 +78,21 @@ impl S3Server {
             b.build()
         };
 
-        // Bound (and listening) before start returns: no readiness wait.
-        let listener = std::net::TcpListener::bind(("127.0.0.1", 0))?;
-        listener.set_nonblocking(true)?;
-        let addr = listener.local_addr()?;
-
-        let runtime = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()?;
-        let listener = {
-            let _guard = runtime.enter();
-            tokio::net::TcpListener::from_std(listener)?
-        };
-
-        let (shutdown, mut stop) = oneshot::channel::<()>();
-        let thread = thread::Builder::new()
-            .name(format!("s3-server-{}", addr.port()))
-            .spawn(move || {
-                runtime.block_on(async move {
-                    loop {
-                        let stream = tokio::select! {
-                            _ = &mut stop => break,
-                            accepted = listener.accept() => match accepted {
-                                Ok((stream, _)) => stream,
-                                Err(_) => continue,
-                            },
-                        };
-                        let service = service.clone();
-                        tokio::spawn(async move {
-                            let _ = hyper::server::conn::http1::Builder::new()
-                                .serve_connection(TokioIo::new(stream), service)
-                                .await;
-                        });
-                    }
-                    // The listener is dropped here: new connections are
-                    // refused from now on.
-                });
-                // Dropping the runtime cancels the connection tasks and
-                // waits for file operations in flight.
-                drop(runtime);
-            })?;
-
+        let server = HttpThread::start("s3-server", service)?;
         Ok(S3Server {
-            endpoint: format!("http://{addr}"),
+            endpoint: format!("http://{}", server.addr()),
             bucket: BUCKET.to_owned(),
             region: REGION.to_owned(),
             access_key_id: ACCESS_KEY_ID.to_owned(),
             secret_access_key: SECRET_ACCESS_KEY.to_owned(),
-            addr,
             root,
-            shutdown: Some(shutdown),
-            thread: Some(thread),
+            server: Some(server),
         })
     }
 
     /// The loopback address the server listens on.
     pub fn addr(&self) -> SocketAddr {
-        self.addr
+        self.server.as_ref().expect("running").addr()
     }
 
     /// The directory the server stores everything in (removed on drop).
@@ -194,12 +150,7 @@ impl S3Server {
 
 impl Drop for S3Server {
     fn drop(&mut self) {
-        if let Some(shutdown) = self.shutdown.take() {
-            let _ = shutdown.send(());
-        }
-        if let Some(thread) = self.thread.take() {
-            let _ = thread.join();
-        }
+        drop(self.server.take());
         let _ = fs::remove_dir_all(&self.root);
     }
 }

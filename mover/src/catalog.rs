@@ -134,7 +134,7 @@ pub async fn open_store(
         let fs = object_store::local::LocalFileSystem::new_with_prefix(path)?
             .with_fsync(true)
             .with_automatic_cleanup(true);
-        return Ok(Arc::new(fs));
+        return Ok(Arc::new(crate::local::LocalStore::new(fs, cfg.direct_io)));
     }
     if url == "memory://" || url == "memory:///" {
         return Ok(Arc::new(object_store::memory::InMemory::new()));

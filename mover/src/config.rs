@@ -19,6 +19,7 @@
 //! | `log` | `--log` | `MOVER_LOG` | `info` |
 //! | `retry_max` | | `MOVER_RETRY_MAX` | 10 |
 //! | `retry_deadline_secs` | | `MOVER_RETRY_DEADLINE_SECS` | 180 |
+//! | `direct_io` | | `MOVER_DIRECT_IO` | true (a `file://` store writes backups with `O_DIRECT`, past the page cache) |
 //! | `peer_listen` | `--peer-listen` | `MOVER_PEER_LISTEN` | off (serve the peer gRPC service on this address) |
 //! | `forward` | `--forward` | `MOVER_FORWARD` | none (peer URLs; when set, the mover keeps nothing itself and forwards to the first healthy peer) |
 //! | `tls_cert`, `tls_key` | `--tls-cert`, `--tls-key` | `MOVER_TLS_CERT`, `MOVER_TLS_KEY` | none (PEM: the peer port's identity, and the client identity towards peers) |
@@ -54,6 +55,7 @@ pub struct FileConfig {
     pub log: Option<String>,
     pub retry_max: Option<usize>,
     pub retry_deadline_secs: Option<u64>,
+    pub direct_io: Option<bool>,
     pub s3: Option<S3Config>,
     pub peer_listen: Option<String>,
     pub forward: Option<Vec<String>>,
@@ -311,6 +313,7 @@ pub struct Config {
     pub log: String,
     pub retry_max: usize,
     pub retry_deadline: Duration,
+    pub direct_io: bool,
     pub s3: S3Config,
     pub peer: PeerConfig,
 }
@@ -397,6 +400,9 @@ impl Config {
                 .or(file.retry_deadline_secs)
                 .unwrap_or(180),
         );
+        let direct_io = env_parse("MOVER_DIRECT_IO")?
+            .or(file.direct_io)
+            .unwrap_or(true);
         if slot_size == 0
             || !slot_size.is_multiple_of(4096)
             || slot_size > u64::from(shmover_ring::MAX_SLOT_SIZE)
@@ -433,6 +439,7 @@ impl Config {
             log,
             retry_max,
             retry_deadline,
+            direct_io,
             s3: file.s3.unwrap_or_default(),
         })
     }

@@ -7,6 +7,7 @@ mod cli;
 mod config;
 mod forward;
 mod journal;
+mod local;
 mod metrics;
 mod names;
 mod peer;

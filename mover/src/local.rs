@@ -1,0 +1,503 @@
+//! The local store: object_store's `LocalFileSystem`, except that multipart
+//! uploads (every backup stream) write the ring slots straight to the disk.
+//!
+//! A part's slots are page aligned and, but for a stream's last block, a
+//! whole number of pages long. They are written with one `pwritev(2)` per
+//! part on a descriptor opened with `O_DIRECT`: the disk reads them out of
+//! the shared memory, the mover copies nothing and the page cache holds
+//! nothing. Whatever is not aligned (a short last block, a stream after
+//! one) goes through a second, buffered descriptor of the same file, so
+//! the object is the same either way. A filesystem that refuses `O_DIRECT`
+//! (at open or at the first write) gets buffered writes only.
+//!
+//! Completion is object_store's: fsync the file, rename the staging file
+//! (`name#N`, which listings skip and `mover gc` removes) into place, fsync
+//! the directory.
+
+use std::fs::{File, OpenOptions};
+use std::io::{ErrorKind, IoSlice};
+use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering::Relaxed};
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use futures::stream::BoxStream;
+use object_store::local::LocalFileSystem;
+use object_store::path::Path;
+use object_store::{
+    CopyOptions, GetOptions, GetResult, ListResult, MultipartUpload, ObjectMeta, ObjectStore,
+    PutMultipartOptions, PutOptions, PutPayload, PutResult, UploadPart,
+};
+use tracing::{info, warn};
+
+/// Alignment asked of `O_DIRECT` buffers, lengths and offsets: a page,
+/// which covers any logical block size up to 4 KiB.
+const ALIGN: usize = 4096;
+
+/// At most this many buffers per `pwritev(2)` (Linux's `IOV_MAX`).
+const IOV_MAX: usize = 1024;
+
+/// `LocalFileSystem` with direct multipart writes.
+#[derive(Debug)]
+pub struct LocalStore {
+    fs: LocalFileSystem,
+    /// Cleared when the filesystem refuses `O_DIRECT`; from then on every
+    /// upload is buffered.
+    direct: Arc<AtomicBool>,
+}
+
+impl LocalStore {
+    /// `fs` must fsync (the store's contract); `direct` says whether to try
+    /// `O_DIRECT` at all.
+    pub fn new(fs: LocalFileSystem, direct: bool) -> Self {
+        Self {
+            fs,
+            direct: Arc::new(AtomicBool::new(direct)),
+        }
+    }
+}
+
+impl std::fmt::Display for LocalStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}", self.fs)
+    }
+}
+
+fn io_error(what: &str, path: &std::path::Path, e: std::io::Error) -> object_store::Error {
+    object_store::Error::Generic {
+        store: "LocalFileSystem",
+        source: format!("{what} {}: {e}", path.display()).into(),
+    }
+}
+
+/// Creates `dir` and its missing parents, fsyncing the parent of each one
+/// created so that the new entries survive a crash.
+fn create_dirs(dir: &std::path::Path) -> std::io::Result<()> {
+    if dir.is_dir() {
+        return Ok(());
+    }
+    if let Some(parent) = dir.parent() {
+        create_dirs(parent)?;
+    }
+    match std::fs::create_dir(dir) {
+        Ok(()) => {}
+        Err(e) if e.kind() == ErrorKind::AlreadyExists => return Ok(()),
+        Err(e) => return Err(e),
+    }
+    if let Some(parent) = dir.parent() {
+        File::open(parent)?.sync_all()?;
+    }
+    Ok(())
+}
+
+/// A new staging file `dest#N` beside `dest`, as `LocalFileSystem` names
+/// them.
+fn new_staging(dest: &std::path::Path) -> std::io::Result<(File, PathBuf)> {
+    for n in 1u32.. {
+        let mut p = dest.as_os_str().to_owned();
+        p.push(format!("#{n}"));
+        let p = PathBuf::from(p);
+        match OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create_new(true)
+            .open(&p)
+        {
+            Ok(f) => return Ok((f, p)),
+            Err(e) if e.kind() == ErrorKind::AlreadyExists => continue,
+            Err(e) if e.kind() == ErrorKind::NotFound => {
+                create_dirs(dest.parent().unwrap_or(std::path::Path::new("/")))?
+            }
+            Err(e) => return Err(e),
+        }
+    }
+    Err(std::io::Error::other("no free staging name"))
+}
+
+#[async_trait]
+impl ObjectStore for LocalStore {
+    async fn put_opts(
+        &self,
+        location: &Path,
+        payload: PutPayload,
+        opts: PutOptions,
+    ) -> object_store::Result<PutResult> {
+        self.fs.put_opts(location, payload, opts).await
+    }
+
+    async fn put_multipart_opts(
+        &self,
+        location: &Path,
+        opts: PutMultipartOptions,
+    ) -> object_store::Result<Box<dyn MultipartUpload>> {
+        if !opts.attributes.is_empty() {
+            return self.fs.put_multipart_opts(location, opts).await;
+        }
+        let dest = self.fs.path_to_filesystem(location)?;
+        let flag = Arc::clone(&self.direct);
+        tokio::task::spawn_blocking(move || {
+            let (file, src) = new_staging(&dest).map_err(|e| io_error("creating", &dest, e))?;
+            let direct = if flag.load(Relaxed) {
+                match OpenOptions::new()
+                    .write(true)
+                    .custom_flags(nix::libc::O_DIRECT)
+                    .open(&src)
+                {
+                    Ok(f) => Some(f),
+                    Err(e) => {
+                        if flag.swap(false, Relaxed) {
+                            info!(error = %e, "the store's filesystem refuses O_DIRECT; writing through the page cache");
+                        }
+                        None
+                    }
+                }
+            } else {
+                None
+            };
+            Ok(Box::new(DirectUpload {
+                state: Arc::new(Files {
+                    buffered: file,
+                    direct,
+                    flag,
+                    src: src.clone(),
+                }),
+                src: Some(src),
+                dest,
+                offset: 0,
+            }) as Box<dyn MultipartUpload>)
+        })
+        .await
+        .map_err(|e| object_store::Error::JoinError { source: e })?
+    }
+
+    async fn get_opts(
+        &self,
+        location: &Path,
+        options: GetOptions,
+    ) -> object_store::Result<GetResult> {
+        self.fs.get_opts(location, options).await
+    }
+
+    fn delete_stream(
+        &self,
+        locations: BoxStream<'static, object_store::Result<Path>>,
+    ) -> BoxStream<'static, object_store::Result<Path>> {
+        self.fs.delete_stream(locations)
+    }
+
+    fn list(&self, prefix: Option<&Path>) -> BoxStream<'static, object_store::Result<ObjectMeta>> {
+        self.fs.list(prefix)
+    }
+
+    fn list_with_offset(
+        &self,
+        prefix: Option<&Path>,
+        offset: &Path,
+    ) -> BoxStream<'static, object_store::Result<ObjectMeta>> {
+        self.fs.list_with_offset(prefix, offset)
+    }
+
+    async fn list_with_delimiter(&self, prefix: Option<&Path>) -> object_store::Result<ListResult> {
+        self.fs.list_with_delimiter(prefix).await
+    }
+
+    async fn copy_opts(
+        &self,
+        from: &Path,
+        to: &Path,
+        options: CopyOptions,
+    ) -> object_store::Result<()> {
+        self.fs.copy_opts(from, to, options).await
+    }
+}
+
+/// The staging file's two descriptors.
+#[derive(Debug)]
+struct Files {
+    buffered: File,
+    direct: Option<File>,
+    /// The store's `O_DIRECT` switch.
+    flag: Arc<AtomicBool>,
+    src: PathBuf,
+}
+
+/// One run of a part: consecutive bytes written the same way.
+struct Run<'a> {
+    offset: u64,
+    direct: bool,
+    bufs: Vec<IoSlice<'a>>,
+}
+
+impl Files {
+    /// Whether a direct write may still be tried.
+    fn direct_ok(&self) -> bool {
+        self.direct.is_some() && self.flag.load(Relaxed)
+    }
+
+    /// Splits a part at `offset` into runs: aligned buffers at aligned
+    /// offsets go direct, the rest buffered.
+    fn runs<'a>(&self, offset: u64, chunks: impl Iterator<Item = &'a [u8]>) -> Vec<Run<'a>> {
+        let direct_ok = self.direct_ok();
+        let mut runs: Vec<Run<'a>> = Vec::new();
+        let mut at = offset;
+        let push =
+            |runs: &mut Vec<Run<'a>>, at: u64, buf: &'a [u8], direct: bool| match runs.last_mut() {
+                Some(r) if r.direct == direct && r.bufs.len() < IOV_MAX => {
+                    r.bufs.push(IoSlice::new(buf))
+                }
+                _ => runs.push(Run {
+                    offset: at,
+                    direct,
+                    bufs: vec![IoSlice::new(buf)],
+                }),
+            };
+        for c in chunks.filter(|c| !c.is_empty()) {
+            let aligned = direct_ok
+                && (at as usize).is_multiple_of(ALIGN)
+                && (c.as_ptr() as usize).is_multiple_of(ALIGN);
+            let head = if aligned { c.len() / ALIGN * ALIGN } else { 0 };
+            if head > 0 {
+                push(&mut runs, at, &c[..head], true);
+            }
+            if head < c.len() {
+                push(&mut runs, at + head as u64, &c[head..], false);
+            }
+            at += c.len() as u64;
+        }
+        runs
+    }
+
+    /// Writes one run whole, resuming after short writes.
+    fn write_run(&self, run: &mut Run<'_>) -> std::io::Result<()> {
+        let file = match (&self.direct, run.direct) {
+            (Some(d), true) => d,
+            _ => &self.buffered,
+        };
+        let mut at = run.offset;
+        let mut bufs: &mut [IoSlice<'_>] = &mut run.bufs;
+        while !bufs.is_empty() {
+            let n = match nix::sys::uio::pwritev(file, bufs, at as i64) {
+                Ok(0) => return Err(ErrorKind::WriteZero.into()),
+                Ok(n) => n,
+                Err(nix::errno::Errno::EINTR) => continue,
+                Err(e) => return Err(e.into()),
+            };
+            at += n as u64;
+            IoSlice::advance_slices(&mut bufs, n);
+        }
+        Ok(())
+    }
+
+    /// Writes a part at `offset`.
+    fn write_part(&self, offset: u64, data: &PutPayload) -> std::io::Result<()> {
+        for mut run in self.runs(offset, data.iter().map(|b| &b[..])) {
+            match self.write_run(&mut run) {
+                Err(e) if run.direct && e.raw_os_error() == Some(nix::libc::EINVAL) => {
+                    // The filesystem took the open but not the write
+                    // (alignment stricter than a page, or no support):
+                    // buffered from now on, this run included.
+                    if self.flag.swap(false, Relaxed) {
+                        warn!(error = %e, file = %self.src.display(), "O_DIRECT write refused; writing through the page cache");
+                    }
+                    run.direct = false;
+                    self.write_run(&mut run)?;
+                }
+                r => r?,
+            }
+        }
+        Ok(())
+    }
+}
+
+/// A multipart upload into a staging file, parts written in parallel at
+/// their offsets.
+#[derive(Debug)]
+struct DirectUpload {
+    state: Arc<Files>,
+    /// The staging file, until completed or aborted.
+    src: Option<PathBuf>,
+    dest: PathBuf,
+    offset: u64,
+}
+
+#[async_trait]
+impl MultipartUpload for DirectUpload {
+    fn put_part(&mut self, data: PutPayload) -> UploadPart {
+        let offset = self.offset;
+        self.offset += data.content_length() as u64;
+        let state = Arc::clone(&self.state);
+        Box::pin(async move {
+            tokio::task::spawn_blocking(move || {
+                // The payload (the ring slots' leases) is dropped here,
+                // after the write: the slots go back once on disk.
+                state
+                    .write_part(offset, &data)
+                    .map_err(|e| io_error("writing", &state.src, e))
+            })
+            .await
+            .map_err(|e| object_store::Error::JoinError { source: e })?
+        })
+    }
+
+    async fn complete(&mut self) -> object_store::Result<PutResult> {
+        let src = self.src.take().ok_or(object_store::Error::Generic {
+            store: "LocalFileSystem",
+            source: "upload already completed or aborted".into(),
+        })?;
+        let state = Arc::clone(&self.state);
+        let dest = self.dest.clone();
+        tokio::task::spawn_blocking(move || {
+            let r = (|| {
+                state
+                    .buffered
+                    .sync_all()
+                    .map_err(|e| io_error("syncing", &src, e))?;
+                let meta = state
+                    .buffered
+                    .metadata()
+                    .map_err(|e| io_error("reading metadata of", &src, e))?;
+                std::fs::rename(&src, &dest).map_err(|e| io_error("renaming", &src, e))?;
+                if let Some(parent) = dest.parent() {
+                    File::open(parent)
+                        .and_then(|d| d.sync_all())
+                        .map_err(|e| io_error("syncing", parent, e))?;
+                }
+                let mtime = meta.mtime() as u64 * 1_000_000 + meta.mtime_nsec() as u64 / 1000;
+                Ok(PutResult {
+                    e_tag: Some(format!("{:x}-{mtime:x}-{:x}", meta.ino(), meta.size())),
+                    version: None,
+                    extensions: Default::default(),
+                })
+            })();
+            if r.is_err() {
+                let _ = std::fs::remove_file(&src);
+            }
+            r
+        })
+        .await
+        .map_err(|e| object_store::Error::JoinError { source: e })?
+    }
+
+    async fn abort(&mut self) -> object_store::Result<()> {
+        let Some(src) = self.src.take() else {
+            return Ok(());
+        };
+        tokio::task::spawn_blocking(move || {
+            std::fs::remove_file(&src).map_err(|e| io_error("removing", &src, e))
+        })
+        .await
+        .map_err(|e| object_store::Error::JoinError { source: e })?
+    }
+}
+
+impl Drop for DirectUpload {
+    fn drop(&mut self) {
+        if let Some(src) = self.src.take() {
+            let _ = std::fs::remove_file(src);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use bytes::Bytes;
+    use object_store::ObjectStoreExt;
+
+    /// A page-aligned buffer of `pages` pages, filled with a pattern.
+    fn aligned(pages: usize, seed: u8) -> Bytes {
+        let mut v = vec![0u8; (pages + 1) * ALIGN];
+        let skip = v.as_ptr().align_offset(ALIGN);
+        for (i, b) in v.iter_mut().enumerate() {
+            *b = (i as u8).wrapping_mul(31).wrapping_add(seed);
+        }
+        Bytes::from(v).slice(skip..skip + pages * ALIGN)
+    }
+
+    fn store(dir: &std::path::Path, direct: bool) -> LocalStore {
+        LocalStore::new(
+            LocalFileSystem::new_with_prefix(dir)
+                .unwrap()
+                .with_fsync(true),
+            direct,
+        )
+    }
+
+    /// Aligned and unaligned chunks, parts completing out of order: the
+    /// object is the concatenation, direct or not.
+    #[tokio::test]
+    async fn parts_land_at_their_offsets_whatever_their_alignment() {
+        for direct in [true, false] {
+            let dir = tempfile::tempdir().unwrap();
+            let sut = store(dir.path(), direct);
+            let path = Path::from("data/x");
+            let parts: Vec<Vec<Bytes>> = vec![
+                vec![aligned(16, 1), aligned(3, 2)],
+                vec![
+                    aligned(2, 3),
+                    Bytes::from_static(b"short tail"),
+                    aligned(1, 4),
+                ],
+                vec![aligned(4, 5)],
+                vec![Bytes::from_static(b"end")],
+            ];
+            let mut up = sut.put_multipart(&path).await.unwrap();
+            let futs: Vec<_> = parts
+                .iter()
+                .map(|p| up.put_part(PutPayload::from_iter(p.clone())))
+                .collect();
+            for f in futs.into_iter().rev() {
+                f.await.unwrap();
+            }
+            up.complete().await.unwrap();
+            let want: Vec<u8> = parts.iter().flatten().flat_map(|b| b.to_vec()).collect();
+            let got = sut.get(&path).await.unwrap().bytes().await.unwrap();
+            assert_eq!(got.len(), want.len());
+            assert!(got == want, "direct={direct}: content differs");
+            let names: Vec<_> = std::fs::read_dir(dir.path().join("data"))
+                .unwrap()
+                .map(|e| e.unwrap().file_name())
+                .collect();
+            assert_eq!(names, ["x"], "no staging file left");
+        }
+    }
+
+    #[test]
+    fn runs_split_aligned_from_unaligned_bytes() {
+        let dir = tempfile::tempdir().unwrap();
+        let (f, src) = new_staging(&dir.path().join("y")).unwrap();
+        let files = Files {
+            direct: Some(f.try_clone().unwrap()),
+            buffered: f,
+            flag: Arc::new(AtomicBool::new(true)),
+            src,
+        };
+        let (a, b, c) = (aligned(2, 0), aligned(1, 1), aligned(1, 2));
+        let tail = &c[..100];
+        let chunks: Vec<&[u8]> = vec![&a, &b, tail, &c];
+        let runs = files.runs(0, chunks.into_iter());
+        let shape: Vec<_> = runs
+            .iter()
+            .map(|r| (r.offset, r.direct, r.bufs.len()))
+            .collect();
+        // Two whole aligned chunks direct, then everything after the short
+        // one (now at an unaligned offset) buffered.
+        assert_eq!(shape, [(0, true, 2), (3 * 4096, false, 2)]);
+        let runs = files.runs(7, [&a[..]].into_iter());
+        assert!(runs.iter().all(|r| !r.direct), "unaligned offset");
+    }
+
+    #[tokio::test]
+    async fn aborted_and_dropped_uploads_leave_nothing() {
+        let dir = tempfile::tempdir().unwrap();
+        let sut = store(dir.path(), true);
+        let mut up = sut.put_multipart(&Path::from("a/b")).await.unwrap();
+        up.put_part(PutPayload::from(aligned(2, 9))).await.unwrap();
+        up.abort().await.unwrap();
+        let up = sut.put_multipart(&Path::from("a/c")).await.unwrap();
+        drop(up);
+        let left: Vec<_> = std::fs::read_dir(dir.path().join("a")).unwrap().collect();
+        assert!(left.is_empty(), "{left:?}");
+    }
+}

@@ -398,6 +398,68 @@ enum Chunk {
     End,
 }
 
+/// Keeps the disk busy ahead of a restore's reads from the local store.
+///
+/// A backup written with `O_DIRECT` is not in the page cache, and the
+/// kernel's own readahead keeps one request or two in flight: about 0.9
+/// GB/s on the development VM's disk, which reads at 1.6 GB/s with a deep
+/// queue. So the reader asks for [`READAHEAD`] bytes ahead at a time
+/// (`POSIX_FADV_WILLNEED` queues the reads and returns), and drops what it
+/// has read (`POSIX_FADV_DONTNEED`), so a restore does not push the rest of
+/// the machine out of the page cache.
+struct Readahead<'a> {
+    file: &'a std::fs::File,
+    size: u64,
+    /// Asked for up to here.
+    asked: u64,
+    /// Dropped up to here.
+    dropped: u64,
+}
+
+/// How far ahead of the reader the disk is kept busy.
+const READAHEAD: u64 = 128 << 20;
+
+impl<'a> Readahead<'a> {
+    fn new(file: &'a std::fs::File, size: u64) -> Self {
+        use nix::fcntl::{posix_fadvise, PosixFadviseAdvice};
+        // Advice only: a filesystem that ignores it reads as before.
+        let _ = posix_fadvise(file, 0, 0, PosixFadviseAdvice::POSIX_FADV_SEQUENTIAL);
+        Self {
+            file,
+            size,
+            asked: 0,
+            dropped: 0,
+        }
+    }
+
+    /// The reader is about to read at `off`: keeps [`READAHEAD`] bytes
+    /// asked for beyond it, in steps of half that, and drops what lies a
+    /// step behind it.
+    fn at(&mut self, off: u64) {
+        use nix::fcntl::{posix_fadvise, PosixFadviseAdvice};
+        let step = READAHEAD / 8;
+        while self.asked < self.size && self.asked < off + READAHEAD {
+            let len = step.min(self.size - self.asked);
+            let _ = posix_fadvise(
+                self.file,
+                self.asked as i64,
+                len as i64,
+                PosixFadviseAdvice::POSIX_FADV_WILLNEED,
+            );
+            self.asked += len;
+        }
+        if off >= self.dropped + step {
+            let _ = posix_fadvise(
+                self.file,
+                self.dropped as i64,
+                (off - self.dropped) as i64,
+                PosixFadviseAdvice::POSIX_FADV_DONTNEED,
+            );
+            self.dropped = off;
+        }
+    }
+}
+
 /// Bytes gathered before a batch goes to the producer thread.
 const BATCH: usize = 1 << 20;
 
@@ -521,8 +583,10 @@ fn fill_ring(
     match source {
         Source::File(file) => {
             use std::os::unix::fs::FileExt;
+            let mut ahead = Readahead::new(&file, size);
             let mut off = 0u64;
             while off < size {
+                ahead.at(off);
                 let n = (size - off).min(payload as u64) as usize;
                 {
                     let mut slot = tx.reserve(&wait).map_err(StreamError::Ring)?;

@@ -264,7 +264,7 @@ fn stream_out(
     let (mut bytes, mut crc) = (0u64, 0u32);
     while let Some(block) = c.next_block().map_err(|e| e.message)? {
         if with_crc {
-            crc = shmover_client::crc32c_combine(crc, shmover_client::crc32c(block), block.len());
+            crc = crc32c::crc32c_append(crc, block);
         }
         sink.write_all(block)
             .map_err(|e| format!("writing {name}: {e}"))?;

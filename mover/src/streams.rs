@@ -143,6 +143,11 @@ fn spawn_consumer(
         ))
         .spawn(move || {
             let alive = || ctx.alive();
+            // Woken once per quarter ring rather than once per block: a
+            // backup wants throughput, and every wake-up costs a system
+            // call and a context switch on both sides.
+            let slots = shmover_ring::Segment::geometry(rx.segment()).slot_count;
+            rx.set_wake_batch(slots / 4);
             loop {
                 match rx.next(&Wait::forever().alive(&alive)) {
                     Ok(lease) => {
@@ -320,7 +325,7 @@ async fn drain(
     // A part may hold at most half the ring's slots as leases: beyond that
     // the client could not make progress (short blocks, large parts).
     let lease_limit = (geometry.slot_count as usize / 2).max(1);
-    let (mut size, mut crc) = (0u64, 0u32);
+    let (mut size, mut crc) = (0u64, shmover_client::CrcChain::new());
     let fresh = || Part {
         copied: limits.store_keeps_payloads,
         ..Part::default()
@@ -353,7 +358,7 @@ async fn drain(
             }
             Some(Item::Block(b, c)) => {
                 let len = b.len() as u64;
-                crc = crc32c::crc32c_combine(crc, c, b.len());
+                crc.push(c, b.len());
                 size += len;
                 ctx.progress.fetch_add(len, Relaxed);
                 ctx.metrics.bytes_in.fetch_add(len, Relaxed);
@@ -387,7 +392,7 @@ async fn drain(
     while let Some(r) = up.inflight.next().await {
         up.record(r)?;
     }
-    Ok((size, crc, up.parts))
+    Ok((size, crc.value(), up.parts))
 }
 
 /// What the store task hands to the producer thread: a batch of chunks
@@ -566,7 +571,7 @@ fn fill_ring(
 ) -> Result<(), StreamError> {
     let alive = || ctx.alive();
     let wait = Wait::forever().alive(&alive);
-    let (mut total, mut crc) = (0u64, 0u32);
+    let (mut total, mut crc) = (0u64, shmover_client::CrcChain::new());
     // Commits the first `len` bytes of the reserved slot. (Reserving again
     // before a commit returns the same slot, so a block may be filled over
     // several reservations.)
@@ -574,7 +579,7 @@ fn fill_ring(
         let mut slot = tx.reserve(&wait).map_err(StreamError::Ring)?;
         let c = crc32c::crc32c(&slot.as_mut_slice()[..len]);
         slot.commit(len, FLAG_CRC, c).map_err(StreamError::Ring)?;
-        crc = crc32c::crc32c_combine(crc, c, len);
+        crc.push(c, len);
         total += len as u64;
         ctx.progress.fetch_add(len as u64, Relaxed);
         ctx.metrics.bytes_out.fetch_add(len as u64, Relaxed);
@@ -627,6 +632,7 @@ fn fill_ring(
             }
         }
     }
+    let crc = crc.value();
     if total != size || crc != crc_want {
         return Err(StreamError::Checksum(format!(
             "read {total} bytes with CRC32C {crc:#010x}; the manifest says {size} bytes, {crc_want:#010x}"

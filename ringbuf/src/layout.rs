@@ -2,8 +2,8 @@
 //!
 //! ```text
 //! offset 0      SegmentHeader   (128 bytes: magic, version, geometry, direction)
-//! offset 128    Control         (producer line: head, waiting, closed)   128 bytes
-//!               (consumer line: tail, waiting, closed)                    128 bytes
+//! offset 128    Control         (producer line: head, waiting, closed, wake_at)   128 bytes
+//!               (consumer line: tail, waiting, closed, wake_at)                    128 bytes
 //! offset 4096   SlotDesc[slot_count]  (16 bytes each: len, flags, crc)
 //! data_offset   slot_count * slot_size bytes of slots, page aligned
 //! ```
@@ -94,6 +94,12 @@ pub struct CounterLine {
     pub waiting: AtomicU32,
     /// Set to 1 when this side detaches; the peer then reports `PeerGone`.
     pub closed: AtomicU32,
+    /// Written before `waiting`: the other side's counter value worth a
+    /// wake-up. 0 (or anything at or below the counter) means the next
+    /// publication; a consumer that batches asks for a few slots at once.
+    /// Only ever a hint to the other side: a stale or hostile value can
+    /// delay a wake-up until the sleeper's own timeout, never skip data.
+    pub wake_at: AtomicU64,
 }
 
 /// The two counter lines. Lives at [`CONTROL_OFFSET`].
@@ -113,6 +119,7 @@ impl Control {
             counter: AtomicU64::new(0),
             waiting: AtomicU32::new(0),
             closed: AtomicU32::new(0),
+            wake_at: AtomicU64::new(0),
         };
         Self {
             producer: line(),
@@ -264,6 +271,7 @@ const _: () = {
     assert!(offset_of!(CounterLine, counter) == 0);
     assert!(offset_of!(CounterLine, waiting) == 8);
     assert!(offset_of!(CounterLine, closed) == 12);
+    assert!(offset_of!(CounterLine, wake_at) == 16);
     assert!(size_of::<Control>() == 256);
     assert!(offset_of!(Control, consumer) == 128);
     assert!(CONTROL_OFFSET + size_of::<Control>() <= DESC_OFFSET);

@@ -204,10 +204,12 @@ impl<'a> Wait<'a> {
     }
 }
 
-/// Publishes nothing itself: called right after a side stored its counter,
-/// wakes the other side if it is (about to be) asleep.
+/// Publishes nothing itself: called right after a side stored its counter
+/// as `published`, wakes the other side if it is (about to be) asleep and
+/// asked for a counter of at most `published` (`u64::MAX`: whatever it
+/// asked for, as at end of stream).
 #[inline]
-fn wake_peer<B: Bell>(peer: &CounterLine, bell: &B) {
+fn wake_peer<B: Bell>(peer: &CounterLine, bell: &B, published: u64) {
     // SYNC: this fence pairs with the fence in `sleep_until` (step 2): either
     // the sleeper's re-check sees the counter we just stored, or we see its
     // `waiting = 1` here.
@@ -215,10 +217,34 @@ fn wake_peer<B: Bell>(peer: &CounterLine, bell: &B) {
     // suite catches the lost wake-up; see tests/tests/loom.rs.)
     #[cfg(not(shmover_loom_mutant))]
     fence(Ordering::SeqCst);
-    if peer.waiting.load(Ordering::Relaxed) != 0 && peer.waiting.swap(0, Ordering::Relaxed) != 0 {
+    // A stale `wake_at` is an older, smaller one (a sleeper's asks only
+    // grow), so reading it after `waiting` can only ring early.
+    if peer.waiting.load(Ordering::Relaxed) != 0
+        && published >= peer.wake_at.load(Ordering::Relaxed)
+        && peer.waiting.swap(0, Ordering::Relaxed) != 0
+    {
         bell.ring();
     }
 }
+
+/// How a side sleeps: spinning first or not, and the peer counter it asks
+/// to be woken at (0: the next publication).
+#[derive(Clone, Copy)]
+struct Nap {
+    spin: bool,
+    wake_at: u64,
+}
+
+impl Nap {
+    const EAGER: Self = Self {
+        spin: true,
+        wake_at: 0,
+    };
+}
+
+/// How long a batching consumer sleeps before it looks again for slots
+/// that did not reach its batch (a producer that paused).
+const BATCH_PERIOD: Duration = Duration::from_millis(10);
 
 /// Blocks until `ready()` says yes, following the module's sleep rule.
 fn sleep_until<B: Bell>(
@@ -226,21 +252,23 @@ fn sleep_until<B: Bell>(
     peer: &CounterLine,
     bell: &B,
     wait: &Wait<'_>,
+    nap: Nap,
     mut ready: impl FnMut() -> Result<bool, Error>,
 ) -> Result<(), Error> {
-    for _ in 0..SPIN_LIMIT {
+    for _ in 0..if nap.spin { SPIN_LIMIT } else { 0 } {
         if ready()? {
             return Ok(());
         }
         spin_hint();
     }
-    for _ in 0..YIELD_LIMIT {
+    for _ in 0..if nap.spin { YIELD_LIMIT } else { 0 } {
         if ready()? {
             return Ok(());
         }
         yield_now();
     }
     loop {
+        mine.wake_at.store(nap.wake_at, Ordering::Relaxed);
         mine.waiting.store(1, Ordering::Relaxed);
         // SYNC: pairs with the fence in `wake_peer`.
         fence(Ordering::SeqCst);
@@ -277,6 +305,9 @@ fn sleep_until<B: Bell>(
             }
         }
         let mut slice = wait.alive.map(|_| LIVENESS_PERIOD);
+        if nap.wake_at > 0 {
+            slice = Some(slice.map_or(BATCH_PERIOD, |s| s.min(BATCH_PERIOD)));
+        }
         if let Some(deadline) = wait.deadline {
             let left = deadline.saturating_duration_since(Instant::now());
             if left.is_zero() {
@@ -427,6 +458,7 @@ impl<S: Segment> Producer<S> {
                     &ctl.consumer,
                     self.seg.space_bell(),
                     wait,
+                    Nap::EAGER,
                     room,
                 ),
                 Err(e) => Err(e),
@@ -474,7 +506,8 @@ impl<S: Segment> Producer<S> {
         // `Consumer::has_data`: the slot bytes and descriptor written above
         // are visible to it once it sees this head.
         ctl.producer.counter.store(self.head, Ordering::Release);
-        wake_peer(&ctl.consumer, self.seg.data_bell());
+        let published = if self.finished { u64::MAX } else { self.head };
+        wake_peer(&ctl.consumer, self.seg.data_bell(), published);
         Ok(())
     }
 
@@ -539,8 +572,9 @@ impl<S: Segment> Shared<S> {
         // SYNC: Release pairs with the producer's Acquire tail load in
         // `Producer::tail_room`: our reads of the released slots come first.
         ctl.consumer.counter.store(st.tail, Ordering::Release);
+        let published = st.tail;
         drop(st);
-        wake_peer(&ctl.producer, self.seg.space_bell());
+        wake_peer(&ctl.producer, self.seg.space_bell(), published);
     }
 }
 
@@ -566,6 +600,8 @@ pub struct Consumer<S: Segment> {
     read_pos: u64,
     eos: bool,
     poisoned: Option<Corruption>,
+    /// Slots to let the producer commit before it wakes us (1: each).
+    wake_batch: u64,
 }
 
 /// A committed slot, held until dropped. While it lives the producer cannot
@@ -665,7 +701,17 @@ impl<S: Segment> Consumer<S> {
             read_pos: 0,
             eos: false,
             poisoned: None,
+            wake_batch: 1,
         }
+    }
+
+    /// When the ring runs empty, sleep (without spinning first) until the
+    /// producer has committed `slots` more, or the ring is full, or the
+    /// stream ends, or 10 ms have passed: one wake-up per batch instead of
+    /// one per slot, for a consumer that needs throughput, not latency.
+    /// Capped at the slot count; 1 (the default) wakes for every slot.
+    pub fn set_wake_batch(&mut self, slots: u32) {
+        self.wake_batch = u64::from(slots.clamp(1, self.shared.geometry.slot_count));
     }
 
     /// The segment.
@@ -719,6 +765,18 @@ impl<S: Segment> Consumer<S> {
                 seen = head;
                 Ok(head > read_pos)
             };
+            let nap = if self.wake_batch > 1 {
+                // Ask for the batch, or for as many slots as the producer
+                // can commit before the ring is full (leases we hold count
+                // against it), so a full ring always wakes us.
+                let room = n - (read_pos - sh.tail.load(Ordering::Acquire)).min(n);
+                Nap {
+                    spin: false,
+                    wake_at: read_pos + self.wake_batch.min(room).max(1),
+                }
+            } else {
+                Nap::EAGER
+            };
             let res = match has_data() {
                 Ok(true) => Ok(()),
                 Ok(false) => sleep_until(
@@ -726,6 +784,7 @@ impl<S: Segment> Consumer<S> {
                     &ctl.producer,
                     sh.seg.data_bell(),
                     wait,
+                    nap,
                     has_data,
                 ),
                 Err(e) => Err(e),

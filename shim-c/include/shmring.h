@@ -61,7 +61,8 @@ typedef struct shmring_counter_line {
     uint64_t counter; /* producer: head (committed); consumer: tail (released) */
     uint32_t waiting; /* 1 while this side sleeps on its doorbell */
     uint32_t closed;  /* 1 once this side detached */
-    uint8_t pad[112];
+    uint64_t wake_at; /* written before waiting: the peer's counter worth a wake-up (0: any) */
+    uint8_t pad[104];
 } __attribute__((aligned(128))) shmring_counter_line_t;
 
 /* At SHMRING_CONTROL_OFFSET. */

@@ -41,6 +41,7 @@ int main(void) {
     P("line.counter", offsetof(shmring_counter_line_t, counter));
     P("line.waiting", offsetof(shmring_counter_line_t, waiting));
     P("line.closed", offsetof(shmring_counter_line_t, closed));
+    P("line.wake_at", offsetof(shmring_counter_line_t, wake_at));
     P("sizeof control", sizeof(shmring_control_t));
     P("control.consumer", offsetof(shmring_control_t, consumer));
     P("sizeof desc", sizeof(shmring_desc_t));
@@ -140,6 +141,7 @@ fn the_c_header_matches_the_rust_layout_and_constants() {
         ("line.counter", offset_of!(CounterLine, counter) as u64),
         ("line.waiting", offset_of!(CounterLine, waiting) as u64),
         ("line.closed", offset_of!(CounterLine, closed) as u64),
+        ("line.wake_at", offset_of!(CounterLine, wake_at) as u64),
         ("sizeof control", size_of::<Control>() as u64),
         ("control.consumer", offset_of!(Control, consumer) as u64),
         ("sizeof desc", size_of::<SlotDesc>() as u64),

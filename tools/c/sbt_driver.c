@@ -11,7 +11,8 @@
  * --socket sets MOVER_SOCKET before the library is loaded, as RMAN's
  * PARMS 'ENV=(MOVER_SOCKET=...)' does. --large adds a piece over 4 GiB.
  * --bench-bytes N times a backup and a restore of N bytes instead (used by
- * `mover-bench sbt`).
+ * `mover-bench sbt`); with --bench-step it prints "bench backup-done" between
+ * the two and waits for a line on stdin.
  * --kill-mover PID runs only the mover-death scenario: it SIGKILLs the
  * mover mid-piece and checks the library fails the piece, without hanging.
  */
@@ -46,6 +47,7 @@ static int g_large;
 static pid_t g_kill_mover;
 static unsigned long long g_bench_bytes;
 static size_t g_bench_block = 1 << 20;
+static int g_bench_step; /* --bench-step: pause between backup and restore */
 static pthread_mutex_t g_out_lock = PTHREAD_MUTEX_INITIALIZER;
 static int g_passed, g_failed;
 
@@ -658,6 +660,12 @@ static int bench(void) {
         fprintf(stderr, "bench backup failed: %s\n", (last_error(&ch, text, sizeof text), text));
         return 1;
     }
+    if (g_bench_step) { /* the caller samples the mover's CPU, then a newline goes on */
+        printf("bench backup-done\n");
+        fflush(stdout);
+        int c;
+        while ((c = getchar()) != EOF && c != '\n') {}
+    }
     unsigned long long got = 0;
     double t2 = now_s();
     rc = g_t->sbtrestore(ch.ctx, 0, name, bs);
@@ -701,9 +709,10 @@ int sbt_driver_main(int argc, char **argv) {
         else if (strcmp(a, "--kill-mover") == 0 && v) g_kill_mover = (pid_t)atoi(argv[++i]);
         else if (strcmp(a, "--bench-bytes") == 0 && v) g_bench_bytes = strtoull(argv[++i], NULL, 10);
         else if (strcmp(a, "--bench-block") == 0 && v) g_bench_block = (size_t)strtoull(argv[++i], NULL, 10);
+        else if (strcmp(a, "--bench-step") == 0) g_bench_step = 1;
         else {
             fprintf(stderr, "usage: sbt-driver [--lib PATH] [--socket PATH] [--channels N] [--large] [--prefix P] "
-                            "[--only NAMES] [--kill-mover PID] [--bench-bytes N [--bench-block B]]\n");
+                            "[--only NAMES] [--kill-mover PID] [--bench-bytes N [--bench-block B] [--bench-step]]\n");
             return 2;
         }
     }

@@ -101,3 +101,35 @@ fn a_producer_waiting_for_room_on_a_consumer_that_detaches_gets_peer_gone() {
         consumer.join().unwrap();
     });
 }
+
+#[test]
+fn a_batching_consumer_holding_leases_is_woken_by_a_full_ring() {
+    loom::model(|| {
+        let seg = Arc::new(HeapSegment::new(Geometry::new(4, 4096).unwrap()));
+        let mut tx = Producer::new(Arc::clone(&seg));
+        let mut rx = Consumer::new(seg);
+        // Asks for all four slots; but it holds two leases while it waits
+        // for the third, so only two more fit. If the ask ignored the
+        // leases, the producer would block on a full ring without waking
+        // us, and loom would report the deadlock.
+        rx.set_wake_batch(4);
+        let producer = loom::thread::spawn(move || {
+            for i in 0..4u32 {
+                let slot = tx.reserve(&Wait::forever()).unwrap();
+                slot.commit(0, FLAG_CRC, i).unwrap();
+            }
+            tx.finish(&Wait::forever()).unwrap();
+        });
+        let held = [
+            rx.next(&Wait::forever()).unwrap(),
+            rx.next(&Wait::forever()).unwrap(),
+        ];
+        let third = rx.next(&Wait::forever()).unwrap();
+        assert_eq!(third.crc(), Some(2));
+        drop(held);
+        drop(third);
+        assert_eq!(rx.next(&Wait::forever()).unwrap().crc(), Some(3));
+        assert!(rx.next(&Wait::forever()).unwrap().is_end());
+        producer.join().unwrap();
+    });
+}

@@ -129,10 +129,15 @@ impl std::fmt::Debug for Uploaded {
     }
 }
 
+/// Blocks the consumer thread hands over at once, at most: one channel
+/// message (and at most one wake-up of the uploader) per batch, not per
+/// block.
+const SEND_BATCH: usize = 64;
+
 /// Starts the consumer thread of a backup ring.
 fn spawn_consumer(
     mut rx: Consumer<ShmSegment>,
-    tx: mpsc::Sender<Item>,
+    tx: mpsc::Sender<Vec<Item>>,
     ctx: StreamCtx,
     name: String,
 ) -> std::io::Result<()> {
@@ -148,34 +153,49 @@ fn spawn_consumer(
             // call and a context switch on both sides.
             let slots = shmover_ring::Segment::geometry(rx.segment()).slot_count;
             rx.set_wake_batch(slots / 4);
+            let mut batch = Vec::with_capacity(SEND_BATCH);
             loop {
-                match rx.next(&Wait::forever().alive(&alive)) {
-                    Ok(lease) => {
+                // Sleep only with nothing in hand; otherwise take what is
+                // committed now and send the batch when there is no more.
+                let next = if batch.is_empty() {
+                    rx.next(&Wait::forever().alive(&alive)).map(Some)
+                } else {
+                    rx.try_next()
+                };
+                let drained = matches!(next, Ok(None));
+                let last = match next {
+                    Ok(Some(lease)) => {
                         let end = lease.is_end();
                         if !lease.is_empty() {
                             // Always our own CRC: the manifest must describe
                             // the bytes we store, whatever the client claims.
                             let crc = crc32c::crc32c(&lease);
                             if lease.crc().is_some_and(|c| c != crc) {
-                                let _ = tx.blocking_send(Item::BadCrc(lease.seq()));
+                                batch.push(Item::BadCrc(lease.seq()));
+                                let _ = tx.blocking_send(batch);
                                 return;
                             }
-                            if tx
-                                .blocking_send(Item::Block(Bytes::from_owner(lease), crc))
-                                .is_err()
-                            {
-                                return;
-                            }
+                            batch.push(Item::Block(Bytes::from_owner(lease), crc));
                         }
                         if end {
-                            let _ = tx.blocking_send(Item::End);
-                            return;
+                            batch.push(Item::End);
                         }
+                        end
                     }
+                    Ok(None) => false,
                     Err(e) => {
-                        let _ = tx.blocking_send(Item::Failed(e));
-                        return;
+                        batch.push(Item::Failed(e));
+                        true
                     }
+                };
+                let full = batch.len() >= SEND_BATCH;
+                if (last || full || drained)
+                    && tx.blocking_send(std::mem::take(&mut batch)).is_err()
+                {
+                    return;
+                }
+                if last {
+                    return;
                 }
             }
         })
@@ -310,7 +330,7 @@ impl Uploader<'_> {
 }
 
 async fn drain(
-    items: &mut mpsc::Receiver<Item>,
+    items: &mut mpsc::Receiver<Vec<Item>>,
     upload: &mut dyn MultipartUpload,
     ctx: &StreamCtx,
     geometry: shmover_ring::Geometry,
@@ -331,6 +351,7 @@ async fn drain(
         ..Part::default()
     };
     let mut part = fresh();
+    let mut pending = Vec::new().into_iter();
     loop {
         // Growing parts (S3) are capped so that the parts in flight plus the
         // one being filled fit in memory_limit when they have to be copied.
@@ -340,13 +361,25 @@ async fn drain(
                 u64::from(limits.memory_kib) * 1024 / (limits.max_inflight_parts as u64 + 1);
             target = target.min(share.max(MIN_PART));
         }
-        let item = tokio::select! {
-            biased;
-            done = up.inflight.next(), if !up.inflight.is_empty() => {
-                up.record(done.expect("non-empty"))?;
-                continue;
+        let item = match pending.next() {
+            Some(item) => Some(item),
+            None => {
+                let batch = tokio::select! {
+                    biased;
+                    done = up.inflight.next(), if !up.inflight.is_empty() => {
+                        up.record(done.expect("non-empty"))?;
+                        continue;
+                    }
+                    batch = items.recv() => batch,
+                };
+                match batch {
+                    Some(b) => {
+                        pending = b.into_iter();
+                        continue;
+                    }
+                    None => None,
+                }
             }
-            item = items.recv() => item,
         };
         match item {
             None => return Err(StreamError::Cancelled),

@@ -340,6 +340,8 @@ pub struct Producer<S: Segment> {
     reserved: bool,
     finished: bool,
     poisoned: Option<Corruption>,
+    /// Free slots to wait for once the ring is full (1: each).
+    wake_batch: u64,
 }
 
 /// A reserved slot, to be filled and committed. Dropping it without
@@ -383,7 +385,18 @@ impl<S: Segment> Producer<S> {
             reserved: false,
             finished: false,
             poisoned: None,
+            wake_batch: 1,
         }
+    }
+
+    /// Once the ring is full, sleep (without spinning first) until the
+    /// consumer has freed `slots`, or 10 ms have passed: one wake-up per
+    /// batch of released slots instead of one per slot. Capped at half the
+    /// slot count, so a consumer that keeps up to half the ring leased
+    /// while it waits for more data still frees enough; 1 (the default)
+    /// wakes for every slot.
+    pub fn set_wake_batch(&mut self, slots: u32) {
+        self.wake_batch = u64::from(slots.clamp(1, (self.geometry.slot_count / 2).max(1)));
     }
 
     /// The segment.
@@ -451,6 +464,16 @@ impl<S: Segment> Producer<S> {
             let mut seen = self.tail_seen;
             let ctl = self.seg.control();
             let mut room = || Self::tail_room(&ctl.consumer, head, &mut seen, n);
+            // Full: the tail must reach head - n + 1 for one slot, and
+            // head - n + batch for a batch.
+            let nap = if self.wake_batch > 1 {
+                Nap {
+                    spin: false,
+                    wake_at: (head + self.wake_batch).saturating_sub(n),
+                }
+            } else {
+                Nap::EAGER
+            };
             let res = match room() {
                 Ok(true) => Ok(()),
                 Ok(false) => sleep_until(
@@ -458,7 +481,7 @@ impl<S: Segment> Producer<S> {
                     &ctl.consumer,
                     self.seg.space_bell(),
                     wait,
-                    Nap::EAGER,
+                    nap,
                     room,
                 ),
                 Err(e) => Err(e),
@@ -743,6 +766,18 @@ impl<S: Segment> Consumer<S> {
     /// Waits for the next committed slot and leases it. After the slot that
     /// carries `FLAG_EOS`, returns [`Error::Finished`].
     pub fn next(&mut self, wait: &Wait<'_>) -> Result<Lease<S>, Error> {
+        // With a wait, `lease` sleeps until a slot or an error.
+        self.lease(Some(wait))?.ok_or(Error::Timeout)
+    }
+
+    /// The next committed slot if there is one now, without sleeping or
+    /// arming the doorbell. After the slot that carries `FLAG_EOS`, returns
+    /// [`Error::Finished`].
+    pub fn try_next(&mut self) -> Result<Option<Lease<S>>, Error> {
+        self.lease(None)
+    }
+
+    fn lease(&mut self, wait: Option<&Wait<'_>>) -> Result<Option<Lease<S>>, Error> {
         if let Some(c) = self.poisoned {
             return Err(Error::Corrupt(c));
         }
@@ -777,9 +812,13 @@ impl<S: Segment> Consumer<S> {
             } else {
                 Nap::EAGER
             };
-            let res = match has_data() {
-                Ok(true) => Ok(()),
-                Ok(false) => sleep_until(
+            let res = match (has_data(), wait) {
+                (Ok(true), _) => Ok(()),
+                (Ok(false), None) => {
+                    self.head_seen = seen;
+                    return Ok(None);
+                }
+                (Ok(false), Some(wait)) => sleep_until(
                     &ctl.consumer,
                     &ctl.producer,
                     sh.seg.data_bell(),
@@ -787,7 +826,7 @@ impl<S: Segment> Consumer<S> {
                     nap,
                     has_data,
                 ),
-                Err(e) => Err(e),
+                (Err(e), _) => Err(e),
             };
             self.head_seen = seen;
             if let Err(Error::Corrupt(c)) = res {
@@ -824,13 +863,13 @@ impl<S: Segment> Consumer<S> {
         if flags & FLAG_EOS != 0 {
             self.eos = true;
         }
-        Ok(Lease {
+        Ok(Some(Lease {
             shared: Arc::clone(&self.shared),
             seq,
             ptr,
             len: len as usize,
             flags,
             crc,
-        })
+        }))
     }
 }

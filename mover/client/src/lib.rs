@@ -288,8 +288,14 @@ impl Client {
             }
             Err(e) => return Err(self.abandon_connection(e)),
         };
+        // Once the ring is full (the store is slower than the database),
+        // wait for a quarter ring to come free rather than a slot: one
+        // wake-up per batch on both sides instead of one per block.
+        let slots = shmover_ring::Segment::geometry(&seg).slot_count;
+        let mut tx = Producer::new(seg);
+        tx.set_wake_batch(slots / 4);
         self.state = State::Writing(WriteStream {
-            tx: Producer::new(seg),
+            tx,
             name: name.to_string(),
             block: block_size,
             bytes: 0,
@@ -927,7 +933,11 @@ mod tests {
             let block: Vec<u8> = (0..len).map(|_| next() as u8).collect();
             chain.push(crc32c(&block), block.len());
             all.extend_from_slice(&block);
-            assert_eq!(chain.value(), crc32c(&all), "after block {k} of {len} bytes");
+            assert_eq!(
+                chain.value(),
+                crc32c(&all),
+                "after block {k} of {len} bytes"
+            );
         }
     }
 }

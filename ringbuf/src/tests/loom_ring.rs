@@ -133,3 +133,26 @@ fn a_batching_consumer_holding_leases_is_woken_by_a_full_ring() {
         producer.join().unwrap();
     });
 }
+
+#[test]
+fn a_batching_producer_on_a_full_ring_is_woken_when_the_batch_is_free() {
+    loom::model(|| {
+        let seg = Arc::new(HeapSegment::new(Geometry::new(4, 4096).unwrap()));
+        let mut tx = Producer::new(Arc::clone(&seg));
+        let mut rx = Consumer::new(seg);
+        // Waits for two free slots once the ring is full; the consumer
+        // frees them one at a time, so only the second release may wake it,
+        // and it must.
+        tx.set_wake_batch(2);
+        let producer = loom::thread::spawn(move || {
+            for i in 0..6u32 {
+                let slot = tx.reserve(&Wait::forever()).unwrap();
+                slot.commit(0, FLAG_CRC, i).unwrap();
+            }
+        });
+        for i in 0..6u32 {
+            assert_eq!(rx.next(&Wait::forever()).unwrap().crc(), Some(i));
+        }
+        producer.join().unwrap();
+    });
+}

@@ -381,27 +381,7 @@ fn sbt_bench_run(
     bytes: u64,
     block: usize,
 ) -> Result<(f64, f64), String> {
-    let driver = workspace_binary("sbt-driver").map_err(|e| e.to_string())?;
-    let lib = driver.with_file_name("libsbtmover.so");
-    let out = std::process::Command::new(&driver)
-        .arg("--lib")
-        .arg(&lib)
-        .arg("--socket")
-        .arg(&m.socket)
-        .args([
-            "--bench-bytes",
-            &bytes.to_string(),
-            "--bench-block",
-            &block.to_string(),
-        ])
-        .output()
-        .map_err(|e| e.to_string())?;
-    parse_bench(&String::from_utf8_lossy(&out.stdout)).ok_or_else(|| {
-        format!(
-            "sbt-driver failed: {}",
-            String::from_utf8_lossy(&out.stderr)
-        )
-    })
+    sbt_bench_split(m, bytes, block).map(|r| (r.backup_s, r.restore_s))
 }
 
 fn parse_bench(text: &str) -> Option<(f64, f64)> {
@@ -631,7 +611,8 @@ fn gib(bytes: u64) -> f64 {
 }
 
 /// One `sbt-driver --bench-step` run, with the mover's CPU time split
-/// between the backup and the restore.
+/// between the backup and the restore (the pause between them is outside
+/// both timings).
 struct SplitRun {
     backup_s: f64,
     restore_s: f64,

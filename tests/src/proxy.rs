@@ -1,30 +1,34 @@
-//! A TCP proxy on loopback that cuts connections: each connection is cut
-//! (both directions shut down at once) after it has carried `cut_after`
-//! bytes, until `cuts` connections have been cut; later connections pass
-//! untouched. It shows that a transfer survives a broken network path.
+//! A TCP proxy on loopback that cuts connections: a connection is cut (both
+//! directions shut down at once) when one direction of it has carried
+//! `cut_after` bytes. Each direction has its own budget of cuts, so a test
+//! knows which transfer is cut however far the other side had acknowledged:
+//! uploads travel client to server, restores server to client. Once a
+//! direction's budget is spent its connections pass untouched. It shows
+//! that a transfer survives a broken network path.
 
 use std::io::{Read, Write};
 use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream};
-use std::sync::atomic::{AtomicU32, AtomicU64, Ordering::SeqCst};
+use std::sync::atomic::{AtomicU32, Ordering::SeqCst};
 use std::sync::Arc;
 
 /// A running proxy; it stops accepting when dropped.
 #[derive(Debug)]
 pub struct CutProxy {
     addr: SocketAddr,
-    cut: Arc<AtomicU32>,
+    cut: [Arc<AtomicU32>; 2],
     stop: Arc<std::sync::atomic::AtomicBool>,
 }
 
 impl CutProxy {
-    /// Proxies to `upstream`, cutting the first `cuts` connections after
-    /// `cut_after` bytes each (both directions counted together).
-    pub fn start(upstream: SocketAddr, cut_after: u64, cuts: u32) -> Self {
+    /// Proxies to `upstream`. A connection is cut once `cut_after` bytes
+    /// have gone client to server on it, for the first `up_cuts` such
+    /// connections; likewise server to client for `down_cuts`.
+    pub fn start(upstream: SocketAddr, cut_after: u64, up_cuts: u32, down_cuts: u32) -> Self {
         let listener = TcpListener::bind("127.0.0.1:0").expect("bind proxy");
         let addr = listener.local_addr().unwrap();
-        let cut = Arc::new(AtomicU32::new(0));
+        let cut = [Arc::new(AtomicU32::new(0)), Arc::new(AtomicU32::new(0))];
         let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
-        let (c, s) = (Arc::clone(&cut), Arc::clone(&stop));
+        let (c, s) = (cut.clone(), Arc::clone(&stop));
         std::thread::spawn(move || {
             for conn in listener.incoming() {
                 if s.load(SeqCst) {
@@ -35,13 +39,14 @@ impl CutProxy {
                     continue;
                 };
                 let _ = (down.set_nodelay(true), up.set_nodelay(true));
-                let carried = Arc::new(AtomicU64::new(0));
-                for (from, to) in [
-                    (down.try_clone().unwrap(), up.try_clone().unwrap()),
-                    (up, down),
+                let (Ok(down2), Ok(up2)) = (down.try_clone(), up.try_clone()) else {
+                    continue;
+                };
+                for (from, to, c, cuts) in [
+                    (down2, up2, Arc::clone(&c[0]), up_cuts),
+                    (up, down, Arc::clone(&c[1]), down_cuts),
                 ] {
-                    let (carried, c) = (Arc::clone(&carried), Arc::clone(&c));
-                    std::thread::spawn(move || pump(from, to, &carried, cut_after, &c, cuts));
+                    std::thread::spawn(move || pump(from, to, cut_after, &c, cuts));
                 }
             }
         });
@@ -53,9 +58,9 @@ impl CutProxy {
         self.addr
     }
 
-    /// Connections cut so far.
-    pub fn cuts(&self) -> u32 {
-        self.cut.load(SeqCst)
+    /// Connections cut so far, as (client to server, server to client).
+    pub fn cuts(&self) -> (u32, u32) {
+        (self.cut[0].load(SeqCst), self.cut[1].load(SeqCst))
     }
 }
 
@@ -67,25 +72,19 @@ impl Drop for CutProxy {
     }
 }
 
-/// Copies `from` to `to` until either side ends, or until the connection
-/// has carried `cut_after` bytes (then shuts both sockets down).
-fn pump(
-    mut from: TcpStream,
-    mut to: TcpStream,
-    carried: &AtomicU64,
-    cut_after: u64,
-    cut: &AtomicU32,
-    cuts: u32,
-) {
+/// Copies `from` to `to` until either side ends, or until this direction
+/// has carried `cut_after` bytes while `cut` is under `cuts` (then shuts
+/// both sockets down).
+fn pump(mut from: TcpStream, mut to: TcpStream, cut_after: u64, cut: &AtomicU32, cuts: u32) {
     let mut buf = vec![0u8; 256 << 10];
+    let mut carried = 0u64;
     loop {
         let n = match from.read(&mut buf) {
             Ok(0) | Err(_) => break,
             Ok(n) => n,
         };
-        let total = carried.fetch_add(n as u64, SeqCst) + n as u64;
-        // Exactly one direction sees the connection cross the limit.
-        let crossed = total >= cut_after && total - (n as u64) < cut_after;
+        carried += n as u64;
+        let crossed = carried >= cut_after && carried - (n as u64) < cut_after;
         if crossed
             && cut
                 .fetch_update(SeqCst, SeqCst, |c| (c < cuts).then_some(c + 1))

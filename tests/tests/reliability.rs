@@ -61,9 +61,17 @@ fn sbt_clients_killed_at_random_points_never_leave_a_partial_piece() {
     let socket = m.socket.clone();
     let bench = |prefix: &str| {
         let mut c = sbt_driver(&socket);
-        c.args(["--prefix", prefix, "--bench-bytes", &bytes.to_string()])
-            .stdout(Stdio::null())
-            .stderr(Stdio::null());
+        // The piece stays (no remove in flight when the kill lands), so
+        // a committed piece is always there to check.
+        c.args([
+            "--prefix",
+            prefix,
+            "--bench-bytes",
+            &bytes.to_string(),
+            "--bench-keep",
+        ])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null());
         c
     };
     // One undisturbed run sets the time window the kills fall into.
@@ -74,6 +82,7 @@ fn sbt_clients_killed_at_random_points_never_leave_a_partial_piece() {
     let mut rng = Rng(0x5eed);
     let (mut mid, mut after, mut verified) = (0u64, 0u64, 0u64);
     let mut sbt = m.client(ClientKind::Sbt);
+    sbt.delete("kill/calibrate/bench/piece").unwrap();
     for i in 0..runs {
         let prefix = format!("kill/{i}");
         let mut child = bench(&prefix).spawn().unwrap();
@@ -184,7 +193,8 @@ fn hdbbackint_killed_mid_backup_leaves_nothing_visible() {
         let feeder = std::thread::spawn(move || {
             // Opened without blocking (ENXIO until a reader is there): a
             // hdbbackint killed before it opened the pipe never will.
-            let deadline = Instant::now() + Duration::from_secs(5);
+            // As long as the test waits for the first write below.
+            let deadline = Instant::now() + Duration::from_secs(30);
             let mut f = loop {
                 match std::fs::OpenOptions::new()
                     .write(true)

@@ -90,19 +90,38 @@ fn libc_o_nonblock() -> i32 {
 struct Drained {
     sha: Vec<u8>,
     bytes: usize,
-    first: Option<Instant>,
-    eof: Instant,
+    /// With a previous pipe to watch: whether its writer had closed it
+    /// when the first byte arrived on this one.
+    previous_closed_first: Option<bool>,
 }
 
 /// HANA reading a restore pipe: waits for the writer, reads up to `limit`
 /// bytes (then quits early) or to EOF.
 fn drain(path: PathBuf, limit: Option<usize>) -> JoinHandle<Result<Drained, String>> {
+    drain_after(path, limit, None, None)
+}
+
+/// `drain`, passing a duplicate of this pipe's read end to `next`, and on
+/// the first byte checking that the writer of the pipe received from
+/// `previous` has closed it (POLLHUP; Linux raises it on a FIFO only once a
+/// writer has come and gone). That the writer opened this pipe after it
+/// closed the previous one follows from the pipes alone, whatever the
+/// readers' scheduling.
+fn drain_after(
+    path: PathBuf,
+    limit: Option<usize>,
+    next: Option<std::sync::mpsc::Sender<std::fs::File>>,
+    previous: Option<std::sync::mpsc::Receiver<std::fs::File>>,
+) -> JoinHandle<Result<Drained, String>> {
     std::thread::spawn(move || {
         let f = OpenOptions::new()
             .read(true)
             .custom_flags(libc_o_nonblock())
             .open(&path)
             .map_err(|e| format!("open {}: {e}", path.display()))?;
+        if let Some(next) = next {
+            let _ = next.send(f.try_clone().map_err(|e| e.to_string())?);
+        }
         // Wait for the writer: a read before it opened would be a false EOF.
         let deadline = Instant::now() + Duration::from_secs(90);
         loop {
@@ -121,7 +140,7 @@ fn drain(path: PathBuf, limit: Option<usize>) -> JoinHandle<Result<Drained, Stri
         set_blocking(&f);
         let mut f = f;
         let mut h = Sha256::new();
-        let (mut bytes, mut first) = (0usize, None);
+        let (mut bytes, mut previous_closed_first) = (0usize, None);
         let mut buf = vec![0u8; 1 << 16];
         loop {
             let want = limit.map_or(buf.len(), |l| (l - bytes).min(buf.len()));
@@ -132,15 +151,29 @@ fn drain(path: PathBuf, limit: Option<usize>) -> JoinHandle<Result<Drained, Stri
             if n == 0 {
                 break;
             }
-            first.get_or_insert_with(Instant::now);
+            if bytes == 0 {
+                if let Some(prev) = &previous {
+                    let prev = prev
+                        .recv_timeout(Duration::from_secs(90))
+                        .map_err(|e| e.to_string())?;
+                    let mut fds = [nix::poll::PollFd::new(
+                        std::os::fd::AsFd::as_fd(&prev),
+                        nix::poll::PollFlags::empty(),
+                    )];
+                    let _ = nix::poll::poll(&mut fds, nix::poll::PollTimeout::ZERO);
+                    let hup = fds[0]
+                        .revents()
+                        .is_some_and(|r| r.contains(nix::poll::PollFlags::POLLHUP));
+                    previous_closed_first = Some(hup);
+                }
+            }
             h.update(&buf[..n]);
             bytes += n;
         }
         Ok(Drained {
             sha: h.finalize().to_vec(),
             bytes,
-            first,
-            eof: Instant::now(),
+            previous_closed_first,
         })
     })
 }
@@ -653,11 +686,13 @@ fn scenarios(env: &mut Env) {
     );
     let mut input = String::from(SWID_150);
     let mut readers = Vec::new();
+    let mut previous = None;
     for (k, (p, _)) in logs.iter().enumerate() {
         let d = rdir.join(format!("log{k}"));
         mkfifo(&d);
         input += &format!("#NULL {} {}\n", q(p), q(&d.display().to_string()));
-        readers.push(drain(d, None));
+        let (next, watch) = std::sync::mpsc::channel();
+        readers.push(drain_after(d, None, Some(next), previous.replace(watch)));
     }
     let r = env.run("restore", &input);
     let got: Vec<_> = readers
@@ -666,9 +701,10 @@ fn scenarios(env: &mut Env) {
         .collect();
     let bytes_ok = got.len() == 3 && got.iter().zip(&logs).all(|(d, (_, s))| &d.sha == s);
     let sequential = got.len() == 3
-        && got
-            .windows(2)
-            .all(|w| w[1].first.is_some_and(|f| f >= w[0].eof));
+        && got[0].previous_closed_first.is_none()
+        && got[1..]
+            .iter()
+            .all(|d| d.previous_closed_first == Some(true));
     check(
         "log-restore",
         r.code == Some(0) && bytes_ok,

@@ -24,6 +24,7 @@ pub struct Metrics {
     pub peer_bytes_out: AtomicU64,
     pub peer_resumes: AtomicU64,
     pub peer_failovers: AtomicU64,
+    pub rings_reused: AtomicU64,
 }
 
 impl Metrics {
@@ -59,6 +60,12 @@ impl Metrics {
             "counter",
             "Streams opened.",
             self.streams_total.load(Relaxed).to_string(),
+        );
+        put(
+            "shmover_rings_reused_total",
+            "counter",
+            "Streams given the idle ring of an earlier stream of the same user instead of new shared memory.",
+            self.rings_reused.load(Relaxed).to_string(),
         );
         put(
             "shmover_objects_committed_total",

@@ -13,7 +13,7 @@ use anyhow::Context;
 use nix::sys::socket::{sendmsg, ControlMessage, MsgFlags, UnixAddr};
 use object_store::ObjectStoreExt;
 use shmover_proto::{request, response, v1, ClientKind, ErrorCode};
-use shmover_ring::{Consumer, Direction, Geometry, Producer, ShmSegment, PAGE};
+use shmover_ring::{Consumer, Direction, Geometry, Producer, Segment as _, ShmSegment, PAGE};
 use tokio::io::Interest;
 use tokio::net::{UnixListener, UnixStream};
 use tokio::sync::Semaphore;
@@ -51,8 +51,149 @@ pub struct Shared {
     /// conflict at open rather than at commit.
     writing: Mutex<HashSet<(i32, String)>>,
     next_id: AtomicU64,
-    /// Shared memory of the rings open now, against `ring_memory`.
+    /// Shared memory of the rings open now or idle in `idle_rings`,
+    /// against `ring_memory`.
     ring_bytes: AtomicU64,
+    /// Rings whose streams ended cleanly, kept for the same user's next
+    /// stream.
+    idle_rings: Mutex<Vec<IdleRing>>,
+}
+
+/// A ring kept after its stream ended cleanly. Fresh shared memory costs
+/// the kernel a zeroed page per 4 KiB at the first touch (slow, and
+/// serialised on a virtual machine), so reusing a ring's pages is worth
+/// more than the pages: an RMAN channel writes piece after piece with the
+/// same block size. A ring goes back only to the same uid, which could read
+/// the previous stream's bytes anyway; and only after a clean end, when the
+/// client library has unmapped it before its last request.
+#[derive(Debug)]
+struct IdleRing {
+    uid: u32,
+    seg: ShmSegment,
+    /// Its share of `ring_memory`, still counted in `ring_bytes`.
+    bytes: u64,
+    since: Instant,
+}
+
+/// How long an idle ring is kept before its memory goes back to the system.
+const RING_IDLE: std::time::Duration = std::time::Duration::from_secs(60);
+
+impl Shared {
+    /// Drops idle rings, oldest first, that have been idle for `RING_IDLE`
+    /// or, while `need` is not met, any of them (`need` says whether the
+    /// memory left is enough). Unmapping happens outside the lock.
+    fn evict_rings(&self, mut need: impl FnMut(u64) -> bool) {
+        let evicted: Vec<IdleRing> = {
+            let mut idle = self.idle_rings.lock().unwrap_or_else(|p| p.into_inner());
+            let mut out = Vec::new();
+            // Oldest first: rings are pushed as they come back.
+            while let Some(first) = idle.first() {
+                let in_use = self.ring_bytes.load(Relaxed);
+                if first.since.elapsed() < RING_IDLE && !need(in_use) {
+                    break;
+                }
+                let r = idle.remove(0);
+                self.ring_bytes.fetch_sub(r.bytes, Relaxed);
+                out.push(r);
+            }
+            out
+        };
+        drop(evicted);
+    }
+
+    /// Takes the largest idle ring of `uid` with slots of `slot` bytes
+    /// (the most recent of those), if any.
+    fn take_ring(&self, uid: u32, slot: u32) -> Option<IdleRing> {
+        let mut idle = self.idle_rings.lock().unwrap_or_else(|p| p.into_inner());
+        let at = idle
+            .iter()
+            .enumerate()
+            .filter(|(_, r)| r.uid == uid && r.seg.geometry().slot_size == slot)
+            .max_by_key(|(i, r)| (r.seg.geometry().slot_count, *i))?
+            .0;
+        Some(idle.remove(at))
+    }
+
+    /// The ring for a stream of `payload`-byte blocks in `direction`: an
+    /// idle ring of user `uid` with that slot size if there is one;
+    /// otherwise a new one of `ring_size`, or half of what is left of
+    /// `ring_memory` if that is less (4 MiB at least), so that many streams
+    /// opening at once share it. Idle rings make room for a new one.
+    async fn ring(
+        self: &Arc<Self>,
+        uid: u32,
+        payload: u64,
+        direction: Direction,
+    ) -> Result<(Geometry, Ring), response::Body> {
+        let slot = payload.max(PAGE as u64).div_ceil(PAGE as u64) * PAGE as u64;
+        if slot > u64::from(shmover_ring::MAX_SLOT_SIZE) {
+            return Err(error_body(
+                ErrorCode::InvalidArgument,
+                format!(
+                    "block size {payload} exceeds the largest slot ({} bytes)",
+                    shmover_ring::MAX_SLOT_SIZE
+                ),
+            ));
+        }
+        let shared = self;
+        let cfg = &shared.cfg;
+        shared.evict_rings(|_| false);
+        if let Some(idle) = shared.take_ring(uid, slot as u32) {
+            let share = RingShare {
+                shared: Arc::clone(shared),
+                bytes: idle.bytes,
+            };
+            match idle.seg.recycle(direction) {
+                Ok(seg) => {
+                    shared.metrics.rings_reused.fetch_add(1, Relaxed);
+                    let geometry = seg.geometry();
+                    let seg = Arc::new(seg);
+                    return Ok((geometry, Ring { seg, share }));
+                }
+                Err(e) => warn!(error = %e, "could not reuse an idle ring; making a new one"),
+            }
+        }
+        // Idle rings of other users or sizes give way to a full-size ring.
+        shared.evict_rings(|in_use| cfg.ring_memory.saturating_sub(in_use) / 2 < cfg.ring_size);
+        let in_use = shared.ring_bytes.load(Relaxed);
+        let left = cfg.ring_memory.saturating_sub(in_use) / 2;
+        let ring = cfg.ring_size.min(left.max(4 << 20));
+        let count = (ring / slot).clamp(2, u64::from(shmover_ring::MAX_SLOT_COUNT));
+        let count = 1u64 << (63 - count.leading_zeros()); // round down to a power of two
+        let geometry = Geometry::new(count as u32, slot as u32)
+            .map_err(|e| error_body(ErrorCode::InvalidArgument, e.to_string()))?;
+        let bytes = geometry.total_size() as u64;
+        shared.ring_bytes.fetch_add(bytes, Relaxed);
+        let share = RingShare {
+            shared: Arc::clone(shared),
+            bytes,
+        };
+        // Creating faults every page in (the kernel zeroes each): off the
+        // runtime's threads, which other streams need meanwhile.
+        let seg = tokio::task::spawn_blocking(move || ShmSegment::create(geometry, direction))
+            .await
+            .unwrap_or_else(|e| Err(std::io::Error::other(e.to_string())))
+            .map_err(|e| {
+                error_body(
+                    ErrorCode::Resource,
+                    format!("cannot create a ring of {bytes} bytes: {e}"),
+                )
+            })?;
+        Ok((
+            geometry,
+            Ring {
+                seg: Arc::new(seg),
+                share,
+            },
+        ))
+    }
+}
+
+/// A stream's ring: the mover's handle on its segment (for reuse once the
+/// stream is done with it) and its share of `ring_memory`.
+struct Ring {
+    seg: Arc<ShmSegment>,
+    share: RingShare,
 }
 
 /// Removes a stream from the registry and the write set when dropped.
@@ -180,8 +321,23 @@ pub async fn serve(cfg: Config, metrics: Arc<Metrics>) -> anyhow::Result<()> {
         writing: Mutex::new(HashSet::new()),
         next_id: AtomicU64::new(1),
         ring_bytes: AtomicU64::new(0),
+        idle_rings: Mutex::new(Vec::new()),
         cfg,
     });
+    {
+        // Idle rings give their memory back after RING_IDLE.
+        let shared = Arc::downgrade(&shared);
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(RING_IDLE / 4);
+            loop {
+                tick.tick().await;
+                let Some(shared) = shared.upgrade() else {
+                    return;
+                };
+                shared.evict_rings(|_| false);
+            }
+        });
+    }
     info!(
         data_dir = %shared.cfg.data_dir.display(),
         socket = %shared.cfg.socket.display(),
@@ -220,6 +376,17 @@ fn error_body(code: ErrorCode, message: impl Into<String>) -> response::Body {
         code: code as i32,
         message: message.into(),
     })
+}
+
+/// `e` with the stream's name in front of its message.
+fn name_error(e: response::Body, name: &str) -> response::Body {
+    match e {
+        response::Body::Error(mut v) => {
+            v.message = format!("{name}: {}", v.message);
+            response::Body::Error(v)
+        }
+        other => other,
+    }
 }
 
 fn store_error(e: &StoreError) -> response::Body {
@@ -317,7 +484,7 @@ struct Writing {
     done: Option<Result<Uploaded, StreamError>>,
     started: Instant,
     _reg: Registration,
-    _ring: RingShare,
+    ring: Ring,
 }
 
 struct Reading {
@@ -326,7 +493,7 @@ struct Reading {
     task: Option<JoinHandle<Result<(), StreamError>>>,
     done: Option<Result<(), StreamError>>,
     _reg: Registration,
-    _ring: RingShare,
+    ring: Ring,
 }
 
 impl Writing {
@@ -344,11 +511,15 @@ impl Writing {
 }
 
 impl Reading {
-    /// Waits for the restore task (cancel first to end it early).
-    async fn finish(&mut self) {
-        if let Some(t) = self.task.take() {
-            let _ = t.await;
-        }
+    /// Waits for the restore task (cancel first to end it early); true if
+    /// it fed the whole object into the ring.
+    async fn finish(&mut self) -> bool {
+        let done = match (self.done.take(), self.task.take()) {
+            (Some(d), _) => d,
+            (None, Some(t)) => t.await.unwrap_or(Err(StreamError::Cancelled)),
+            (None, None) => Err(StreamError::Cancelled),
+        };
+        done.is_ok()
     }
 }
 
@@ -707,39 +878,24 @@ impl Conn {
         })
     }
 
-    /// The ring for a stream of `payload`-byte blocks: `ring_size`, or
-    /// half of what is left of `ring_memory` if that is less (4 MiB at
-    /// least), so that many streams opening at once share it. Each ring is
-    /// shared memory both sides fault in: sixteen 64 MiB rings for pieces of
-    /// 64 MiB would cost as much as the data.
-    fn geometry(&self, payload: u64) -> Result<(Geometry, RingShare), response::Body> {
-        let slot = payload.max(PAGE as u64).div_ceil(PAGE as u64) * PAGE as u64;
-        if slot > u64::from(shmover_ring::MAX_SLOT_SIZE) {
-            return Err(error_body(
-                ErrorCode::InvalidArgument,
-                format!(
-                    "block size {payload} exceeds the largest slot ({} bytes)",
-                    shmover_ring::MAX_SLOT_SIZE
-                ),
-            ));
-        }
-        let cfg = &self.shared.cfg;
-        let in_use = self.shared.ring_bytes.load(Relaxed);
-        let left = cfg.ring_memory.saturating_sub(in_use) / 2;
-        let ring = cfg.ring_size.min(left.max(4 << 20));
-        let count = (ring / slot).clamp(2, u64::from(shmover_ring::MAX_SLOT_COUNT));
-        let count = 1u64 << (63 - count.leading_zeros()); // round down to a power of two
-        let geometry = Geometry::new(count as u32, slot as u32)
-            .map_err(|e| error_body(ErrorCode::InvalidArgument, e.to_string()))?;
-        let bytes = geometry.total_size() as u64;
-        self.shared.ring_bytes.fetch_add(bytes, Relaxed);
-        Ok((
-            geometry,
-            RingShare {
-                shared: Arc::clone(&self.shared),
+    /// Keeps the ring of a stream that ended cleanly for this user's next
+    /// stream; if anything still holds the segment, it is simply dropped.
+    fn keep_ring(&self, ring: Ring) {
+        let Ring { seg, mut share } = ring;
+        let Ok(seg) = Arc::try_unwrap(seg) else {
+            return;
+        };
+        let bytes = std::mem::take(&mut share.bytes);
+        self.shared
+            .idle_rings
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .push(IdleRing {
+                uid: self.uid,
+                seg,
                 bytes,
-            },
-        ))
+                since: Instant::now(),
+            });
     }
 
     async fn open_write(&mut self, o: v1::OpenWrite) -> Result<(), response::Body> {
@@ -756,7 +912,6 @@ impl Conn {
                 format!("{}: block size 0", o.name),
             ));
         }
-        let (geometry, ring_share) = self.geometry(u64::from(o.block_size))?;
         self.stream_room(&o.name)?;
         let write_key = (kind as i32, o.name.clone());
         if !self
@@ -777,12 +932,11 @@ impl Conn {
             Ok(Some(_)) => return Err(store_error(&StoreError::AlreadyExists(o.name))),
             Err(e) => return Err(store_error(&e)),
         }
-        let seg = ShmSegment::create(geometry, Direction::ToMover).map_err(|e| {
-            error_body(
-                ErrorCode::Resource,
-                format!("{}: cannot create a ring: {e}", o.name),
-            )
-        })?;
+        let (geometry, ring) = self
+            .shared
+            .ring(self.uid, u64::from(o.block_size), Direction::ToMover)
+            .await
+            .map_err(|e| name_error(e, &o.name))?;
         let unique = format!("{}-{:08x}", now_ms(), rand_u32());
         let data_key = names::data_key(kind, &o.name, &unique);
         let upload = self
@@ -794,7 +948,7 @@ impl Conn {
             .map_err(|e| store_error(&StoreError::Store(e)))?;
         let cancel = Arc::new(AtomicBool::new(false));
         let ctx = self.ctx(&cancel, progress)?;
-        let fds: Vec<RawFd> = seg.fds().iter().map(|f| f.as_raw_fd()).collect();
+        let fds: Vec<RawFd> = ring.seg.fds().iter().map(|f| f.as_raw_fd()).collect();
         let frame = shmover_proto::response_frame(response::Body::Ring(v1::RingOpened {
             slot_count: geometry.slot_count,
             slot_size: geometry.slot_size,
@@ -804,7 +958,7 @@ impl Conn {
             return Ok(()); // the client left; the upload is dropped (aborted)
         }
         let task = tokio::spawn(streams::upload(
-            Consumer::new(seg),
+            Consumer::new(Arc::clone(&ring.seg)),
             upload,
             ctx,
             o.name.clone(),
@@ -821,7 +975,7 @@ impl Conn {
             done: None,
             started: Instant::now(),
             _reg: reg,
-            _ring: ring_share,
+            ring,
         });
         Ok(())
     }
@@ -887,6 +1041,7 @@ impl Conn {
             return store_error(&e);
         }
         self.shared.metrics.objects_committed.fetch_add(1, Relaxed);
+        self.keep_ring(w.ring);
         let secs = w.started.elapsed().as_secs_f64();
         info!(name = %w.name, kind = ?self.kind, pid = self.pid, bytes = up.size, parts = up.parts, seconds = secs, gbps = up.size as f64 / secs.max(1e-9) / 1e9, "backup committed");
         response::Body::Info(m.info())
@@ -920,17 +1075,15 @@ impl Conn {
         } else {
             o.block_size
         };
-        let (geometry, ring_share) = self.geometry(u64::from(payload))?;
-        let seg = ShmSegment::create(geometry, Direction::FromMover).map_err(|e| {
-            error_body(
-                ErrorCode::Resource,
-                format!("{}: cannot create a ring: {e}", o.name),
-            )
-        })?;
+        let (geometry, ring) = self
+            .shared
+            .ring(self.uid, u64::from(payload), Direction::FromMover)
+            .await
+            .map_err(|e| name_error(e, &o.name))?;
         let (reg, progress) = self.register(&o.name, false, None);
         let cancel = Arc::new(AtomicBool::new(false));
         let ctx = self.ctx(&cancel, progress)?;
-        let fds: Vec<RawFd> = seg.fds().iter().map(|f| f.as_raw_fd()).collect();
+        let fds: Vec<RawFd> = ring.seg.fds().iter().map(|f| f.as_raw_fd()).collect();
         let frame = shmover_proto::response_frame(response::Body::Ring(v1::RingOpened {
             slot_count: geometry.slot_count,
             slot_size: geometry.slot_size,
@@ -941,7 +1094,7 @@ impl Conn {
         }
         let task = tokio::spawn(streams::download(
             Arc::clone(self.shared.catalog.store()),
-            Producer::new(seg),
+            Producer::new(Arc::clone(&ring.seg)),
             m,
             payload as usize,
             ctx,
@@ -953,7 +1106,7 @@ impl Conn {
             task: Some(task),
             done: None,
             _reg: reg,
-            _ring: ring_share,
+            ring,
         });
         Ok(())
     }
@@ -972,7 +1125,11 @@ impl Conn {
             // Closed early: stop feeding the ring.
             r.cancel.store(true, Relaxed);
         }
-        r.finish().await;
+        // The client library detaches from the ring before it closes, so a
+        // ring the whole object went through is free for reuse.
+        if r.finish().await {
+            self.keep_ring(r.ring);
+        }
         debug!(name = %r.name, pid = self.pid, "restore closed");
         response::Body::Ok(v1::Ok {})
     }

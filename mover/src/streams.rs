@@ -136,7 +136,7 @@ const SEND_BATCH: usize = 64;
 
 /// Starts the consumer thread of a backup ring.
 fn spawn_consumer(
-    mut rx: Consumer<ShmSegment>,
+    mut rx: Consumer<Arc<ShmSegment>>,
     tx: mpsc::Sender<Vec<Item>>,
     ctx: StreamCtx,
     name: String,
@@ -188,13 +188,16 @@ fn spawn_consumer(
                         true
                     }
                 };
-                let full = batch.len() >= SEND_BATCH;
-                if (last || full || drained)
-                    && tx.blocking_send(std::mem::take(&mut batch)).is_err()
-                {
+                if last {
+                    // The ring is done with before the uploader hears of
+                    // the end, so a clean backup's segment is free for
+                    // reuse by the time it commits.
+                    drop(rx);
+                    let _ = tx.blocking_send(batch);
                     return;
                 }
-                if last {
+                let full = batch.len() >= SEND_BATCH;
+                if (full || drained) && tx.blocking_send(std::mem::take(&mut batch)).is_err() {
                     return;
                 }
             }
@@ -211,7 +214,7 @@ fn spawn_consumer(
 /// local upload removes its staging file on drop) and the parts in flight;
 /// their leases go back to the ring. Cancel through `cancel` instead.
 pub async fn upload(
-    rx: Consumer<ShmSegment>,
+    rx: Consumer<Arc<ShmSegment>>,
     mut upload: Box<dyn MultipartUpload>,
     ctx: StreamCtx,
     name: String,
@@ -513,7 +516,7 @@ const BATCH: usize = 1 << 20;
 /// detaches, and the client sees the stream end without its marker).
 pub async fn download(
     store: Arc<dyn object_store::ObjectStore>,
-    tx: Producer<ShmSegment>,
+    tx: Producer<Arc<ShmSegment>>,
     m: Manifest,
     payload: usize,
     ctx: StreamCtx,
@@ -596,7 +599,7 @@ enum Source {
 /// Fills the ring from `source`, each slot with its CRC32C, and writes the
 /// end-of-stream slot if the total matches `(size, crc)`.
 fn fill_ring(
-    mut tx: Producer<ShmSegment>,
+    mut tx: Producer<Arc<ShmSegment>>,
     source: Source,
     payload: usize,
     (size, crc_want): (u64, u32),
@@ -608,7 +611,7 @@ fn fill_ring(
     // Commits the first `len` bytes of the reserved slot. (Reserving again
     // before a commit returns the same slot, so a block may be filled over
     // several reservations.)
-    let mut publish = |tx: &mut Producer<ShmSegment>, len: usize| -> Result<(), StreamError> {
+    let mut publish = |tx: &mut Producer<Arc<ShmSegment>>, len: usize| -> Result<(), StreamError> {
         let mut slot = tx.reserve(&wait).map_err(StreamError::Ring)?;
         let c = crc32c::crc32c(&slot.as_mut_slice()[..len]);
         slot.commit(len, FLAG_CRC, c).map_err(StreamError::Ring)?;

@@ -251,6 +251,52 @@ impl ShmSegment {
         })
     }
 
+    /// Makes the segment of a stream that has ended ready for the next
+    /// stream, in `direction`: both counter lines and every descriptor back
+    /// to zero, the header's direction rewritten, and two new doorbells (a
+    /// stale wake-up count, or a stale holder of the old ones, cannot reach
+    /// the next stream). The pages stay: fresh shared memory costs the
+    /// kernel a zeroed page per 4 KiB, which is what reuse saves. The slot
+    /// bytes of the last stream stay too, so the caller hands a recycled
+    /// segment only to a peer entitled to them.
+    ///
+    /// Only for a segment the old peer has detached from: were it still
+    /// writing, it could corrupt the next stream (which the ring would
+    /// report, as for any hostile write).
+    pub fn recycle(self, direction: Direction) -> io::Result<Self> {
+        use crate::sync::{AtomicU32, Ordering};
+        let ctl = self.control();
+        for line in [&ctl.producer, &ctl.consumer] {
+            line.counter.store(0, Ordering::Relaxed);
+            line.waiting.store(0, Ordering::Relaxed);
+            line.closed.store(0, Ordering::Relaxed);
+            line.wake_at.store(0, Ordering::Relaxed);
+        }
+        for d in self.descriptors() {
+            d.len.store(0, Ordering::Relaxed);
+            d.flags.store(0, Ordering::Relaxed);
+            d.crc.store(0, Ordering::Relaxed);
+            d.reserved.store(0, Ordering::Relaxed);
+        }
+        let offset = core::mem::offset_of!(SegmentHeader, direction);
+        // SAFETY: the header is at offset 0 of a page-aligned mapping at
+        // least a page long, and `direction` is a u32 at a 4-aligned offset
+        // within it, so the pointer is in bounds and aligned for an
+        // AtomicU32. Storing through an atomic keeps this sound even if a
+        // misbehaving peer still maps the page.
+        let field = unsafe { &*self.map.as_ptr().add(offset).cast::<AtomicU32>() };
+        // SYNC: Release orders the zeroed counters and descriptors before
+        // the direction; the next peer only sees the segment after the
+        // descriptors travel over the control socket, a system call later.
+        field.store(direction as u32, Ordering::Release);
+        Ok(Self {
+            data_bell: EventFd::new()?,
+            space_bell: EventFd::new()?,
+            direction,
+            ..self
+        })
+    }
+
     /// The three descriptors to pass to the peer, in the order `attach`
     /// takes them: memfd, data doorbell, space doorbell.
     pub fn fds(&self) -> [BorrowedFd<'_>; 3] {

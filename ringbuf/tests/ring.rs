@@ -2,6 +2,7 @@
 //! process (the cross-process and hostile-peer tests are in `/tests`).
 
 use std::os::fd::{AsFd, AsRawFd, OwnedFd};
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -174,6 +175,58 @@ fn attach_accepts_the_segment_the_mover_created() {
     slot.as_mut_slice()[..3].copy_from_slice(b"abc");
     slot.commit(3, 0, 0).unwrap();
     assert_eq!(&*rx.next(&Wait::forever()).unwrap(), b"abc");
+}
+
+#[test]
+fn a_recycled_segment_starts_a_new_stream_in_either_direction() {
+    let geometry = Geometry::new(4, 4096).unwrap();
+    let mut creator = ShmSegment::create(geometry, Direction::ToMover).unwrap();
+    // Two laps and an end of stream, then both sides detach.
+    {
+        let [m, d, s] = dup3(&creator);
+        // SAFETY: descriptors of our own segment.
+        let client = unsafe { ShmSegment::attach(m, d, s, Direction::ToMover) }.unwrap();
+        let mut tx = Producer::new(client);
+        let shared = Arc::new(creator);
+        let mut rx = Consumer::new(Arc::clone(&shared));
+        for i in 0..9u8 {
+            let mut slot = tx.reserve(&Wait::forever()).unwrap();
+            slot.as_mut_slice()[0] = i;
+            slot.commit(1, 0, 0).unwrap();
+            assert_eq!(&*rx.next(&Wait::forever()).unwrap(), &[i]);
+        }
+        tx.finish(&Wait::forever()).unwrap();
+        assert!(rx.next(&Wait::forever()).unwrap().is_end());
+        drop((tx, rx));
+        creator = Arc::try_unwrap(shared).unwrap();
+    }
+    let creator = creator.recycle(Direction::FromMover).unwrap();
+    let ctl = creator.control();
+    for line in [&ctl.producer, &ctl.consumer] {
+        assert_eq!(line.counter.load(Ordering::Relaxed), 0);
+        assert_eq!(line.closed.load(Ordering::Relaxed), 0);
+        assert_eq!(line.waiting.load(Ordering::Relaxed), 0);
+    }
+    assert!(creator
+        .descriptors()
+        .iter()
+        .all(|d| d.len.load(Ordering::Relaxed) == 0 && d.flags.load(Ordering::Relaxed) == 0));
+    let [m, d, s] = dup3(&creator);
+    // The header now says restore: a backup attach is refused, a restore
+    // attach works and the mover produces into it from slot 0.
+    let [m2, d2, s2] = dup3(&creator);
+    // SAFETY: descriptors of our own segment.
+    let err = unsafe { ShmSegment::attach(m2, d2, s2, Direction::ToMover) }.unwrap_err();
+    assert!(matches!(err, AttachError::BadDirection(2)), "{err}");
+    // SAFETY: descriptors of our own segment.
+    let client = unsafe { ShmSegment::attach(m, d, s, Direction::FromMover) }.unwrap();
+    let mut tx = Producer::new(creator);
+    let mut rx = Consumer::new(client);
+    let mut slot = tx.reserve(&Wait::forever()).unwrap();
+    slot.as_mut_slice()[..2].copy_from_slice(b"ok");
+    slot.commit(2, FLAG_EOS, 0).unwrap();
+    let lease = rx.next(&Wait::forever()).unwrap();
+    assert_eq!((&*lease, lease.is_end()), (&b"ok"[..], true));
 }
 
 #[test]

@@ -460,7 +460,8 @@ fn rings_shrink_so_that_many_streams_share_ring_memory() {
         c.write_all(&[1u8; 3 << 20]).unwrap();
         c.commit().unwrap();
     }
-    // Closed streams give their share back.
+    // Closed streams give their share back, or keep their ring for the
+    // next stream of their user: the largest comes back.
     let c = &mut clients[0];
     c.open_write("ring-again", 1 << 20, 0, &BTreeMap::new())
         .unwrap();
@@ -505,4 +506,54 @@ fn an_object_larger_than_memory_limit_restores_from_a_store_that_returns_it_whol
     let mut c = m.client(ClientKind::Generic);
     backup(&mut c, &pat, 31, "bigger-than-memory", 20 * MIB, 1 << 20);
     restore_and_check(&mut c, &pat, 31, "bigger-than-memory", 20 * MIB);
+}
+
+#[test]
+fn the_ring_of_a_finished_stream_carries_the_next_stream_of_its_user_intact() {
+    let m = MoverProcess::start(&["--metrics-listen", "127.0.0.1:0"]);
+    let reused = || m.metrics()["shmover_rings_reused_total"];
+    let pat = Pattern::default();
+    let mut c = m.client(ClientKind::Generic);
+    // Pieces one after another on one connection, as an RMAN channel
+    // writes them: the first makes a ring, the others reuse it.
+    let size = |s: u64| 5 * MIB + s * 4097;
+    for s in 1..=3 {
+        backup(
+            &mut c,
+            &pat,
+            s,
+            &format!("reuse/piece-{s}"),
+            size(s),
+            1 << 20,
+        );
+    }
+    assert_eq!(reused(), 2.0);
+    // Another connection of the same user restores them through the same
+    // memory, now the other way round; every byte is the piece's own.
+    let mut d = m.client(ClientKind::Generic);
+    for s in 1..=3 {
+        restore_and_check(&mut d, &pat, s, &format!("reuse/piece-{s}"), size(s));
+    }
+    assert_eq!(reused(), 5.0);
+    // A restore closed after one block leaves nothing behind for the next.
+    assert_eq!(d.open_read("reuse/piece-2", 0).unwrap(), size(2));
+    assert!(d.next_block().unwrap().is_some());
+    d.close_read().unwrap();
+    restore_and_check(&mut d, &pat, 1, "reuse/piece-1", size(1));
+    backup(&mut c, &pat, 4, "reuse/piece-4", size(4), 1 << 20);
+    restore_and_check(&mut c, &pat, 4, "reuse/piece-4", size(4));
+    // Another block size needs other slots: a ring of its own.
+    let before = reused();
+    backup(&mut c, &pat, 5, "reuse/small", MIB + 1, 64 << 10);
+    assert_eq!(reused(), before);
+    // A backup the client aborts gives nothing back; the next is whole.
+    c.open_write("reuse/aborted", 1 << 20, 0, &BTreeMap::new())
+        .unwrap();
+    let slot = c.reserve().unwrap();
+    slot[..4].copy_from_slice(b"junk");
+    c.commit_block(4).unwrap();
+    c.abort("test").unwrap();
+    backup(&mut c, &pat, 6, "reuse/piece-6", size(6), 1 << 20);
+    restore_and_check(&mut d, &pat, 6, "reuse/piece-6", size(6));
+    assert!(c.stat("reuse/aborted").is_err());
 }

@@ -11,8 +11,10 @@
  * --socket sets MOVER_SOCKET before the library is loaded, as RMAN's
  * PARMS 'ENV=(MOVER_SOCKET=...)' does. --large adds a piece over 4 GiB.
  * --bench-bytes N times a backup and a restore of N bytes instead (used by
- * `mover-bench sbt`); with --bench-step it prints "bench backup-done" between
- * the two and waits for a line on stdin.
+ * `mover-bench sbt`); with --bench-step it prints "bench ready" before the
+ * backup and "bench backup-done" between the backup and the restore, and
+ * after each waits for a line on stdin; --bench-keep leaves the piece in
+ * the store instead of removing it.
  * --kill-mover PID runs only the mover-death scenario: it SIGKILLs the
  * mover mid-piece and checks the library fails the piece, without hanging.
  */
@@ -47,7 +49,8 @@ static int g_large;
 static pid_t g_kill_mover;
 static unsigned long long g_bench_bytes;
 static size_t g_bench_block = 1 << 20;
-static int g_bench_step; /* --bench-step: pause between backup and restore */
+static int g_bench_step; /* --bench-step: pause before the backup and between backup and restore */
+static int g_bench_keep; /* --bench-keep: leave the piece in the store */
 static pthread_mutex_t g_out_lock = PTHREAD_MUTEX_INITIALIZER;
 static int g_passed, g_failed;
 
@@ -644,12 +647,20 @@ static int bench(void) {
     chan ch;
     if (open_session(&ch, 0) != 0) return 1;
     size_t bs = g_bench_block;
-    size_t src_blocks = ((size_t)64 << 20) / bs ? ((size_t)64 << 20) / bs : 1;
+    /* The source is at most 64 MiB, and no more than the piece. */
+    size_t src_bytes = g_bench_bytes < ((size_t)64 << 20) ? (size_t)g_bench_bytes : ((size_t)64 << 20);
+    size_t src_blocks = src_bytes / bs ? src_bytes / bs : 1;
     unsigned char *src = malloc(src_blocks * bs), *buf = malloc(bs);
     for (size_t b = 0; b < src_blocks; b++) gen(99, (uint64_t)b * bs, src + b * bs, bs);
     char name[512];
     piece_name(name, sizeof name, "bench", "piece");
     unsigned long long blocks = g_bench_bytes / bs;
+    if (g_bench_step) { /* the caller starts every channel's backup at once */
+        printf("bench ready\n");
+        fflush(stdout);
+        int c;
+        while ((c = getchar()) != EOF && c != '\n') {}
+    }
     double t0 = now_s();
     int rc = g_t->sbtbackup(ch.ctx, 0, name, NULL, bs, 0, 1, 0);
     for (unsigned long long b = 0; rc == 0 && b < blocks; b++) rc = g_t->sbtwrite2(ch.ctx, 0, src + (b % src_blocks) * bs);
@@ -678,7 +689,7 @@ static int bench(void) {
         fprintf(stderr, "bench restore failed: %llu of %llu bytes: %s\n", got, blocks * bs, text);
         return 1;
     }
-    remove_one(&ch, name);
+    if (!g_bench_keep) remove_one(&ch, name);
     close_session(&ch);
     printf("bench bytes=%llu block=%zu backup_seconds=%.6f restore_seconds=%.6f\n", blocks * bs, bs, t1 - t0, t3 - t2);
     free(src);
@@ -710,9 +721,10 @@ int sbt_driver_main(int argc, char **argv) {
         else if (strcmp(a, "--bench-bytes") == 0 && v) g_bench_bytes = strtoull(argv[++i], NULL, 10);
         else if (strcmp(a, "--bench-block") == 0 && v) g_bench_block = (size_t)strtoull(argv[++i], NULL, 10);
         else if (strcmp(a, "--bench-step") == 0) g_bench_step = 1;
+        else if (strcmp(a, "--bench-keep") == 0) g_bench_keep = 1;
         else {
             fprintf(stderr, "usage: sbt-driver [--lib PATH] [--socket PATH] [--channels N] [--large] [--prefix P] "
-                            "[--only NAMES] [--kill-mover PID] [--bench-bytes N [--bench-block B] [--bench-step]]\n");
+                            "[--only NAMES] [--kill-mover PID] [--bench-bytes N [--bench-block B] [--bench-step] [--bench-keep]]\n");
             return 2;
         }
     }

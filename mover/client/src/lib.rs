@@ -438,9 +438,11 @@ impl Client {
         let _ = self
             .sock
             .set_read_timeout(Some(self.timeout.saturating_mul(10)));
+        // Unmap the ring before the last request: the mover may hand it to
+        // this user's next stream once it has the commit.
+        drop(w);
         let reply = self.call(request::Body::Commit(v1::Commit { bytes }));
         let _ = self.sock.set_read_timeout(Some(self.timeout));
-        drop(w);
         match reply? {
             response::Body::Info(info) => Ok(info),
             other => Err(unexpected(&other)),
@@ -565,9 +567,12 @@ impl Client {
     pub fn close_read(&mut self) -> Result<()> {
         match std::mem::replace(&mut self.state, State::Idle) {
             State::Reading(r) => {
-                let res = self.call(request::Body::CloseRead(v1::CloseRead {}));
+                // Unmapped first, as for a commit: the mover may reuse the
+                // ring once the restore is closed. (Closed early, the
+                // mover's producer sees the ring detached and stops.)
                 drop(r);
-                res.map(|_| ())
+                self.call(request::Body::CloseRead(v1::CloseRead {}))
+                    .map(|_| ())
             }
             State::Broken(e) => {
                 self.state = State::Broken(e.clone());
@@ -662,7 +667,16 @@ impl Client {
     /// The stream failed on the ring: the mover may have said why on the
     /// socket; prefer its reason. The connection is unusable afterwards.
     fn fail_stream(&mut self, local: Error) -> Error {
-        let _ = self.sock.set_read_timeout(Some(Duration::from_millis(500)));
+        // A mover that left the ring while its process lives always says
+        // why, perhaps after a busy moment (a dead one hangs the socket up
+        // at once); for what this side found itself, the mover may have
+        // nothing to say.
+        let wait = if local.code == code::DISCONNECTED {
+            self.timeout
+        } else {
+            Duration::from_millis(500)
+        };
+        let _ = self.sock.set_read_timeout(Some(wait));
         let err = match self.read_response() {
             Ok(response::Body::Error(e)) => Error::new(e.code as u32, e.message),
             _ => local,

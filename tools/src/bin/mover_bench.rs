@@ -510,46 +510,20 @@ fn start_mover(store: &Option<String>) -> shmover_tools::mover::MoverProcess {
 /// aggregate backup and restore throughput and the mover's peak RSS.
 fn channels(args: &[String]) -> Result<Vec<String>, String> {
     let (bytes, store) = store_args(args)?;
-    let driver = workspace_binary("sbt-driver").map_err(|e| e.to_string())?;
-    let lib = driver.with_file_name("libsbtmover.so");
     let mut lines = Vec::new();
     for n in [1usize, 2, 4, 8, 16] {
         let mut m = start_mover(&store);
         let per = (bytes / n as u64) >> 20 << 20;
-        let children: Vec<_> = (0..n)
-            .map(|_| {
-                std::process::Command::new(&driver)
-                    .arg("--lib")
-                    .arg(&lib)
-                    .arg("--socket")
-                    .arg(&m.socket)
-                    .args([
-                        "--bench-bytes",
-                        &per.to_string(),
-                        "--bench-block",
-                        "1048576",
-                    ])
-                    .stdout(std::process::Stdio::piped())
-                    .spawn()
-            })
-            .collect::<Result<_, _>>()
-            .map_err(|e| e.to_string())?;
-        let (mut b, mut r) = (0f64, 0f64);
-        for c in children {
-            let out = c.wait_with_output().map_err(|e| e.to_string())?;
-            let (bs, rs) =
-                parse_bench(&String::from_utf8_lossy(&out.stdout)).ok_or("a channel failed")?;
-            b = b.max(bs);
-            r = r.max(rs);
-        }
-        let (rss, cpu) = proc_usage(m.pid());
+        let run = sbt_bench_channels(&m, n, per, 1 << 20)?;
+        let (rss, _) = proc_usage(m.pid());
         m.kill();
         let total = per * n as u64;
         lines.push(format!(
-            "{{\"scenario\":\"channels\",\"channels\":{n},\"bytes\":{total},\"block\":1048576,\"backup_gbps\":{:.3},\"restore_gbps\":{:.3},\"mover_peak_rss_mib\":{rss:.1},\"mover_cpu_s_per_gib\":{:.3}}}",
-            gbps(total, b),
-            gbps(total, r),
-            cpu / (2.0 * total as f64 / (1u64 << 30) as f64)
+            "{{\"scenario\":\"channels\",\"channels\":{n},\"bytes\":{total},\"block\":1048576,\"backup_gbps\":{:.3},\"restore_gbps\":{:.3},\"mover_peak_rss_mib\":{rss:.1},\"mover_backup_cpu_s_per_gib\":{:.3},\"mover_restore_cpu_s_per_gib\":{:.3}}}",
+            gbps(total, run.backup_s),
+            gbps(total, run.restore_s),
+            run.backup_cpu_s / gib(total),
+            run.restore_cpu_s / gib(total),
         ));
         println!("{}", lines.last().unwrap());
     }
@@ -625,50 +599,109 @@ fn sbt_bench_split(
     bytes: u64,
     block: usize,
 ) -> Result<SplitRun, String> {
+    sbt_bench_channels(m, 1, bytes, block)
+}
+
+/// `n` `sbt-driver --bench-step` processes (channels), each backing up and
+/// restoring `bytes`, stepped together: every backup starts once all the
+/// channels have built their source buffers, every restore once all the
+/// backups are done. Times are the slowest channel's; the mover's CPU is
+/// split between the two phases.
+fn sbt_bench_channels(
+    m: &shmover_tools::mover::MoverProcess,
+    n: usize,
+    bytes: u64,
+    block: usize,
+) -> Result<SplitRun, String> {
     use std::io::{BufRead, Write};
     let driver = workspace_binary("sbt-driver").map_err(|e| e.to_string())?;
     let lib = driver.with_file_name("libsbtmover.so");
-    let mut child = std::process::Command::new(&driver)
-        .arg("--lib")
-        .arg(&lib)
-        .arg("--socket")
-        .arg(&m.socket)
-        .args([
-            "--bench-bytes",
-            &bytes.to_string(),
-            "--bench-block",
-            &block.to_string(),
-            "--bench-step",
-        ])
-        .stdin(std::process::Stdio::piped())
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .map_err(|e| e.to_string())?;
-    let cpu0 = proc_usage(m.pid()).1;
-    let mut out = std::io::BufReader::new(child.stdout.take().ok_or("no stdout")?);
-    let mut text = String::new();
-    let mut cpu1 = None;
-    let mut line = String::new();
-    while out.read_line(&mut line).map_err(|e| e.to_string())? > 0 {
-        if line.trim() == "bench backup-done" {
-            cpu1 = Some(proc_usage(m.pid()).1);
-            let mut stdin = child.stdin.take().ok_or("no stdin")?;
-            stdin.write_all(b"\n").map_err(|e| e.to_string())?;
-        } else {
-            text += &line;
-        }
-        line.clear();
+    struct Channel {
+        child: std::process::Child,
+        out: std::io::BufReader<std::process::ChildStdout>,
+        text: String,
     }
-    let done = child.wait_with_output().map_err(|e| e.to_string())?;
+    impl Channel {
+        /// Reads lines up to `step`, keeping the others.
+        fn expect(&mut self, step: &str) -> Result<(), String> {
+            let mut line = String::new();
+            loop {
+                line.clear();
+                if self.out.read_line(&mut line).map_err(|e| e.to_string())? == 0 {
+                    let mut err = String::new();
+                    if let Some(mut e) = self.child.stderr.take() {
+                        let _ = std::io::Read::read_to_string(&mut e, &mut err);
+                    }
+                    return Err(format!("sbt-driver stopped before {step:?}: {err}"));
+                }
+                if line.trim() == step {
+                    return Ok(());
+                }
+                self.text += &line;
+            }
+        }
+        fn go(&mut self) -> Result<(), String> {
+            let stdin = self.child.stdin.as_mut().ok_or("no stdin")?;
+            stdin.write_all(b"\n").map_err(|e| e.to_string())
+        }
+    }
+    let mut channels = Vec::with_capacity(n);
+    for _ in 0..n {
+        let mut child = std::process::Command::new(&driver)
+            .arg("--lib")
+            .arg(&lib)
+            .arg("--socket")
+            .arg(&m.socket)
+            .args([
+                "--bench-bytes",
+                &bytes.to_string(),
+                "--bench-block",
+                &block.to_string(),
+                "--bench-step",
+            ])
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .map_err(|e| e.to_string())?;
+        let out = std::io::BufReader::new(child.stdout.take().ok_or("no stdout")?);
+        channels.push(Channel {
+            child,
+            out,
+            text: String::new(),
+        });
+    }
+    for c in &mut channels {
+        c.expect("bench ready")?;
+    }
+    let cpu0 = proc_usage(m.pid()).1;
+    for c in &mut channels {
+        c.go()?;
+    }
+    for c in &mut channels {
+        c.expect("bench backup-done")?;
+    }
+    let cpu1 = proc_usage(m.pid()).1;
+    for c in &mut channels {
+        c.go()?;
+    }
+    let (mut backup_s, mut restore_s) = (0f64, 0f64);
+    for mut c in channels {
+        c.child.stdin.take();
+        let mut rest = String::new();
+        std::io::Read::read_to_string(&mut c.out, &mut rest).map_err(|e| e.to_string())?;
+        c.text += &rest;
+        let done = c.child.wait_with_output().map_err(|e| e.to_string())?;
+        let (b, r) = parse_bench(&c.text).ok_or_else(|| {
+            format!(
+                "sbt-driver failed: {}",
+                String::from_utf8_lossy(&done.stderr)
+            )
+        })?;
+        backup_s = backup_s.max(b);
+        restore_s = restore_s.max(r);
+    }
     let cpu2 = proc_usage(m.pid()).1;
-    let (backup_s, restore_s) = parse_bench(&text).ok_or_else(|| {
-        format!(
-            "sbt-driver failed: {}",
-            String::from_utf8_lossy(&done.stderr)
-        )
-    })?;
-    let cpu1 = cpu1.ok_or("sbt-driver never reported the end of its backup")?;
     Ok(SplitRun {
         backup_s,
         restore_s,

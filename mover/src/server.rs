@@ -205,11 +205,8 @@ struct Registration {
 
 impl Drop for Registration {
     fn drop(&mut self) {
-        self.shared
-            .streams
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .remove(&self.id);
+        // The name first: whoever sees the stream gone from `streams` (a
+        // status request) can open the name again at once.
         if let Some(k) = self.write_key.take() {
             self.shared
                 .writing
@@ -217,6 +214,11 @@ impl Drop for Registration {
                 .unwrap_or_else(|p| p.into_inner())
                 .remove(&k);
         }
+        self.shared
+            .streams
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(&self.id);
         self.shared.metrics.streams_open.fetch_sub(1, Relaxed);
     }
 }

@@ -368,7 +368,8 @@ fn backint(args: &[String]) -> Result<String, String> {
     );
     let gib = total as f64 / (1u64 << 30) as f64;
     Ok(format!(
-        "{{\"scenario\":\"backint\",\"bytes\":{total},\"pipes\":{pipes},\"backup_gbps\":{b:.3},\"restore_gbps\":{r:.3},\"pipe_gbps\":{p:.3},\"ratio_pipe\":{:.3},\"ratio_restore_backup\":{:.3},\"mover_peak_rss_mib\":{rss_mib:.1},\"mover_cpu_s_per_gib\":{:.3}}}",
+        "{{\"scenario\":\"backint\",\"store\":\"{}\",\"bytes\":{total},\"pipes\":{pipes},\"backup_gbps\":{b:.3},\"restore_gbps\":{r:.3},\"pipe_gbps\":{p:.3},\"ratio_pipe\":{:.3},\"ratio_restore_backup\":{:.3},\"mover_peak_rss_mib\":{rss_mib:.1},\"mover_cpu_s_per_gib\":{:.3}}}",
+        store.as_deref().unwrap_or("local (the data directory's disk)"),
         b / p,
         r / b,
         cpu_s / (2.0 * gib)

@@ -261,10 +261,10 @@ fn stream_out(
     bar: Option<&indicatif::ProgressBar>,
     with_crc: bool,
 ) -> Result<(u64, u32), String> {
-    let (mut bytes, mut crc) = (0u64, 0u32);
+    let (mut bytes, mut crc) = (0u64, shmover_client::Crc32c::new());
     while let Some(block) = c.next_block().map_err(|e| e.message)? {
         if with_crc {
-            crc = crc32c::crc32c_append(crc, block);
+            crc.update(block);
         }
         sink.write_all(block)
             .map_err(|e| format!("writing {name}: {e}"))?;
@@ -274,7 +274,7 @@ fn stream_out(
         }
     }
     c.close_read().map_err(|e| e.message)?;
-    Ok((bytes, crc))
+    Ok((bytes, crc.value()))
 }
 
 fn get(a: &GetArgs) -> Result<(), String> {

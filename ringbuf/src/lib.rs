@@ -54,7 +54,7 @@ pub use layout::{
     CONTROL_OFFSET, DESC_OFFSET, FLAG_CRC, FLAG_EOS, KNOWN_FLAGS, MAGIC, MAX_SLOT_COUNT,
     MAX_SLOT_SIZE, PAGE, VERSION,
 };
-pub use ring::{Consumer, Corruption, Error, Lease, Producer, Wait, WriteSlot};
+pub use ring::{Consumer, Corruption, Error, Lease, Producer, Wait, WriteRun, WriteSlot};
 #[cfg(not(loom))]
 pub use segment::ShmSegment;
 pub use segment::{AttachError, HeapSegment, Segment};

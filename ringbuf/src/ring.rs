@@ -26,7 +26,7 @@ use core::ptr::NonNull;
 use std::time::{Duration, Instant};
 
 use crate::doorbell::Bell;
-use crate::layout::{CounterLine, Geometry, FLAG_EOS, KNOWN_FLAGS};
+use crate::layout::{CounterLine, Geometry, FLAG_CRC, FLAG_EOS, KNOWN_FLAGS};
 use crate::segment::Segment;
 use crate::sync::{
     fence, spin_hint, yield_now, Arc, AtomicU64, Mutex, Ordering, SPIN_LIMIT, YIELD_LIMIT,
@@ -337,7 +337,8 @@ pub struct Producer<S: Segment> {
     head: u64,
     /// The last tail read from the segment, already checked.
     tail_seen: u64,
-    reserved: bool,
+    /// Slots from `head` on that a reservation proved free (0: none).
+    reserved: u64,
     finished: bool,
     poisoned: Option<Corruption>,
     /// Free slots to wait for once the ring is full (1: each).
@@ -373,6 +374,55 @@ impl<S: Segment> WriteSlot<'_, S> {
     }
 }
 
+/// Free slots that follow one another in memory, reserved by
+/// [`Producer::reserve_run`], to be filled and then committed in order.
+/// Slots not committed stay reserved: the next `reserve` or `reserve_run`
+/// starts with them.
+#[derive(Debug)]
+pub struct WriteRun<'p, S: Segment> {
+    producer: &'p mut Producer<S>,
+    /// The first slot not yet committed.
+    ptr: NonNull<u8>,
+    /// Slots not yet committed.
+    slots: u32,
+}
+
+impl<S: Segment> WriteRun<'_, S> {
+    /// Slots reserved and not yet committed.
+    pub fn slots(&self) -> u32 {
+        self.slots
+    }
+
+    /// The bytes of the slots not yet committed, back to back. They may hold
+    /// an earlier block's data.
+    pub fn as_mut_slice(&mut self) -> &mut [u8] {
+        let size = self.producer.geometry.slot_size as usize;
+        // SAFETY: `ptr` is slot `head % n` and the `slots` slots from it do
+        // not wrap (`reserve_run` stopped at the end of the ring), so they
+        // are contiguous and inside the data area; `reserve_run` proved them
+        // released by the consumer (tail read with Acquire), and none is
+        // committed yet, so the consumer does not read them. The `&mut self`
+        // borrow keeps this the only reference; `commit_slot` moves `ptr`
+        // past each slot it publishes, so a published slot is never in it.
+        unsafe { std::slice::from_raw_parts_mut(self.ptr.as_ptr(), self.slots as usize * size) }
+    }
+
+    /// Publishes the first uncommitted slot of the run: `len` bytes,
+    /// `flags`, `crc`, as [`WriteSlot::commit`].
+    pub fn commit_slot(&mut self, len: usize, flags: u32, crc: u32) -> Result<(), Error> {
+        if self.slots == 0 {
+            return Err(Error::OutOfOrder);
+        }
+        self.producer.commit_raw(len, flags, crc)?;
+        self.slots -= 1;
+        let size = self.producer.geometry.slot_size as usize;
+        // SAFETY: the slot just published was inside the run, so its end is
+        // at most one past the run's end, within the data area.
+        self.ptr = unsafe { self.ptr.add(size) };
+        Ok(())
+    }
+}
+
 impl<S: Segment> Producer<S> {
     /// A producer on a fresh segment (both counters zero).
     pub fn new(seg: S) -> Self {
@@ -382,7 +432,7 @@ impl<S: Segment> Producer<S> {
             geometry,
             head: 0,
             tail_seen: 0,
-            reserved: false,
+            reserved: 0,
             finished: false,
             poisoned: None,
             wake_batch: 1,
@@ -458,9 +508,57 @@ impl<S: Segment> Producer<S> {
     /// slot's start and size; the next call must be [`Producer::commit_raw`]
     /// (a second reserve returns the same slot).
     pub fn reserve_raw(&mut self, wait: &Wait<'_>) -> Result<(NonNull<u8>, usize), Error> {
+        self.wait_room(wait)?;
+        self.reserved = self.reserved.max(1);
+        Ok((self.head_slot(), self.geometry.slot_size as usize))
+    }
+
+    /// Waits for at least one free slot, and returns it with up to
+    /// `max_slots - 1` further free slots that follow it in memory (the run
+    /// stops at the end of the ring), to fill with one large read and then
+    /// commit one by one.
+    pub fn reserve_run(
+        &mut self,
+        wait: &Wait<'_>,
+        max_slots: u32,
+    ) -> Result<WriteRun<'_, S>, Error> {
+        self.wait_room(wait)?;
+        let n = u64::from(self.geometry.slot_count);
+        // What the tail we saw proves free, and more if the consumer has
+        // released slots since.
+        let mut seen = self.tail_seen;
+        if let Err(e) = Self::tail_room(&self.seg.control().consumer, self.head, &mut seen, n) {
+            if let Error::Corrupt(c) = e {
+                self.poisoned = Some(c);
+            }
+            return Err(e);
+        }
+        self.tail_seen = seen;
+        let free = n - (self.head - self.tail_seen);
+        let to_end = n - self.head % n;
+        let slots = u64::from(max_slots.max(1)).min(free).min(to_end).max(1);
+        self.reserved = self.reserved.max(slots);
+        Ok(WriteRun {
+            ptr: self.head_slot(),
+            slots: slots as u32,
+            producer: self,
+        })
+    }
+
+    /// The start of slot `head`.
+    fn head_slot(&self) -> NonNull<u8> {
+        let idx = (self.head % u64::from(self.geometry.slot_count)) as usize;
+        let size = self.geometry.slot_size as usize;
+        // SAFETY: idx < slot_count, so the offset idx * slot_size plus
+        // slot_size stays within the data area the segment guarantees.
+        unsafe { self.seg.data().add(idx * size) }
+    }
+
+    /// Returns once slot `head` is free (at once if a reservation holds it).
+    fn wait_room(&mut self, wait: &Wait<'_>) -> Result<(), Error> {
         self.check_usable()?;
         let (head, n) = (self.head, u64::from(self.geometry.slot_count));
-        if head - self.tail_seen >= n {
+        if self.reserved == 0 && head - self.tail_seen >= n {
             let mut seen = self.tail_seen;
             let ctl = self.seg.control();
             let mut room = || Self::tail_room(&ctl.consumer, head, &mut seen, n);
@@ -492,19 +590,13 @@ impl<S: Segment> Producer<S> {
             }
             res?;
         }
-        let idx = (self.head % u64::from(self.geometry.slot_count)) as usize;
-        let size = self.geometry.slot_size as usize;
-        // SAFETY: idx < slot_count, so the offset idx * slot_size plus
-        // slot_size stays within the data area the segment guarantees.
-        let ptr = unsafe { self.seg.data().add(idx * size) };
-        self.reserved = true;
-        Ok((ptr, size))
+        Ok(())
     }
 
     /// Publishes the reserved slot: `len` bytes, `flags`, `crc`.
     pub fn commit_raw(&mut self, len: usize, flags: u32, crc: u32) -> Result<(), Error> {
         self.check_usable()?;
-        if !self.reserved {
+        if self.reserved == 0 {
             return Err(Error::OutOfOrder);
         }
         let max = self.slot_size();
@@ -520,7 +612,7 @@ impl<S: Segment> Producer<S> {
         desc.flags.store(flags, Ordering::Relaxed);
         desc.crc.store(crc, Ordering::Relaxed);
         self.head += 1;
-        self.reserved = false;
+        self.reserved -= 1;
         if flags & FLAG_EOS != 0 {
             self.finished = true;
         }
@@ -570,14 +662,17 @@ struct ReleaseState {
 }
 
 impl<S: Segment> Shared<S> {
-    fn release(&self, seq: u64) {
+    /// Releases slots `seq .. seq + count`.
+    fn release(&self, seq: u64, count: u32) {
         let n = u64::from(self.geometry.slot_count);
         let mut st = self.release.lock().unwrap_or_else(|p| p.into_inner());
         debug_assert!(
-            seq >= st.tail && seq < st.tail + n,
+            seq >= st.tail && seq + u64::from(count) <= st.tail + n,
             "lease outside the window"
         );
-        st.released[(seq % n) as usize] = true;
+        for s in seq..seq + u64::from(count) {
+            st.released[(s % n) as usize] = true;
+        }
         let before = st.tail;
         loop {
             let i = (st.tail % n) as usize;
@@ -627,11 +722,17 @@ pub struct Consumer<S: Segment> {
     wake_batch: u64,
 }
 
-/// A committed slot, held until dropped. While it lives the producer cannot
-/// reuse the slot.
+/// One or more committed slots, held until dropped. While it lives the
+/// producer cannot reuse them.
+///
+/// A lease from [`Consumer::next`] holds one slot. One from
+/// [`Consumer::next_run`] may hold several neighbours whose bytes are
+/// contiguous in memory: every slot but the last is full, and only the last
+/// may carry flags; so `flags` and `crc` keep their one-slot meaning.
 pub struct Lease<S: Segment> {
     shared: Arc<Shared<S>>,
     seq: u64,
+    slots: u32,
     ptr: NonNull<u8>,
     len: usize,
     flags: u32,
@@ -642,6 +743,7 @@ impl<S: Segment> fmt::Debug for Lease<S> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Lease")
             .field("seq", &self.seq)
+            .field("slots", &self.slots)
             .field("len", &self.len)
             .field("flags", &self.flags)
             .finish()
@@ -656,9 +758,14 @@ unsafe impl<S: Segment> Send for Lease<S> {}
 unsafe impl<S: Segment> Sync for Lease<S> {}
 
 impl<S: Segment> Lease<S> {
-    /// The slot's sequence number (0 for the first slot of the stream).
+    /// The (first) slot's sequence number (0 for the first slot of the
+    /// stream).
     pub fn seq(&self) -> u64 {
         self.seq
+    }
+    /// How many slots the lease holds.
+    pub fn slots(&self) -> u32 {
+        self.slots
     }
     /// The descriptor's flags.
     pub fn flags(&self) -> u32 {
@@ -678,10 +785,12 @@ impl<S: Segment> Lease<S> {
     /// hold the lease; they are plain bytes, so that can only make the data
     /// wrong (which checksums catch), not unsafe.
     pub fn as_slice(&self) -> &[u8] {
-        // SAFETY: `ptr` is slot `seq % n` in the data area and `len` was
-        // checked to be at most the slot size; the producer saw the head pass
-        // this slot (Acquire in `has_data`) and cannot reuse it until the
-        // tail passes it, which needs this lease dropped.
+        // SAFETY: `ptr` is slot `seq % n` in the data area; the lease's
+        // slots do not wrap and all but the last are full, so `len` bytes
+        // from `ptr` stay inside them (each slot's length was checked to be
+        // at most the slot size). The producer saw the head pass these slots
+        // (Acquire in `has_data` / `extend`) and cannot reuse them until the
+        // tail passes them, which needs this lease dropped.
         unsafe { std::slice::from_raw_parts(self.ptr.as_ptr(), self.len) }
     }
 }
@@ -701,7 +810,7 @@ impl<S: Segment> core::ops::Deref for Lease<S> {
 
 impl<S: Segment> Drop for Lease<S> {
     fn drop(&mut self) {
-        self.shared.release(self.seq);
+        self.shared.release(self.seq, self.slots);
     }
 }
 
@@ -767,17 +876,87 @@ impl<S: Segment> Consumer<S> {
     /// carries `FLAG_EOS`, returns [`Error::Finished`].
     pub fn next(&mut self, wait: &Wait<'_>) -> Result<Lease<S>, Error> {
         // With a wait, `lease` sleeps until a slot or an error.
-        self.lease(Some(wait))?.ok_or(Error::Timeout)
+        self.lease(Some(wait), 1)?.ok_or(Error::Timeout)
     }
 
     /// The next committed slot if there is one now, without sleeping or
     /// arming the doorbell. After the slot that carries `FLAG_EOS`, returns
     /// [`Error::Finished`].
     pub fn try_next(&mut self) -> Result<Option<Lease<S>>, Error> {
-        self.lease(None)
+        self.lease(None, 1)
     }
 
-    fn lease(&mut self, wait: Option<&Wait<'_>>) -> Result<Option<Lease<S>>, Error> {
+    /// Like [`next`](Self::next), but the lease also takes up to
+    /// `max_slots - 1` further slots that are committed already and whose
+    /// bytes continue the first's in memory: the run stops before the ring
+    /// wraps, after a slot that is not full or that carries flags, and
+    /// before a slot that carries a CRC. A consumer that moves bytes in
+    /// bulk then pays its per-lease costs (a reference count, a release, an
+    /// I/O vector entry) per run instead of per slot.
+    pub fn next_run(&mut self, wait: &Wait<'_>, max_slots: u32) -> Result<Lease<S>, Error> {
+        self.lease(Some(wait), max_slots)?.ok_or(Error::Timeout)
+    }
+
+    /// [`try_next`](Self::try_next), taking a run as
+    /// [`next_run`](Self::next_run) does.
+    pub fn try_next_run(&mut self, max_slots: u32) -> Result<Option<Lease<S>>, Error> {
+        self.lease(None, max_slots)
+    }
+
+    /// Reads and checks the descriptor of slot `read_pos`: `(len, flags,
+    /// crc)`, each field read once into private memory, so what we check is
+    /// what we use.
+    fn descriptor(&self) -> Result<(u32, u32, u32), Corruption> {
+        let sh = &*self.shared;
+        let n = u64::from(sh.geometry.slot_count);
+        let desc = &sh.seg.descriptors()[(self.read_pos % n) as usize];
+        let len = desc.len.load(Ordering::Relaxed);
+        let flags = desc.flags.load(Ordering::Relaxed);
+        let crc = desc.crc.load(Ordering::Relaxed);
+        if len > sh.geometry.slot_size {
+            Err(Corruption::SlotLength {
+                len,
+                slot_size: sh.geometry.slot_size,
+            })
+        } else if flags & !KNOWN_FLAGS != 0 {
+            Err(Corruption::SlotFlags(flags))
+        } else {
+            Ok((len, flags, crc))
+        }
+    }
+
+    /// Whether slot `read_pos` is committed, reading the head again if what
+    /// we saw last does not cover it. A bad head poisons the consumer (the
+    /// caller already holds good slots; the next call reports it).
+    fn committed_now(&mut self) -> bool {
+        if self.head_seen > self.read_pos {
+            return true;
+        }
+        let sh = &*self.shared;
+        let ctl = sh.seg.control();
+        // SYNC: Acquire pairs with the producer's Release head store in
+        // `commit_raw`, as in `has_data`.
+        let head = ctl.producer.counter.load(Ordering::Acquire);
+        // SYNC: Acquire pairs with our own Release in `release`.
+        let tail = sh.tail.load(Ordering::Acquire);
+        let n = u64::from(sh.geometry.slot_count);
+        match Self::check_head(head, self.head_seen, tail, n) {
+            Ok(()) => {
+                self.head_seen = head;
+                head > self.read_pos
+            }
+            Err(c) => {
+                self.poisoned = Some(c);
+                false
+            }
+        }
+    }
+
+    fn lease(
+        &mut self,
+        wait: Option<&Wait<'_>>,
+        max_slots: u32,
+    ) -> Result<Option<Lease<S>>, Error> {
         if let Some(c) = self.poisoned {
             return Err(Error::Corrupt(c));
         }
@@ -835,39 +1014,51 @@ impl<S: Segment> Consumer<S> {
             res?;
         }
         let idx = (self.read_pos % n) as usize;
-        let desc = &sh.seg.descriptors()[idx];
-        // One read of each field into private memory: what we check is what
-        // we use.
-        let len = desc.len.load(Ordering::Relaxed);
-        let flags = desc.flags.load(Ordering::Relaxed);
-        let crc = desc.crc.load(Ordering::Relaxed);
-        let bad = if len > sh.geometry.slot_size {
-            Some(Corruption::SlotLength {
-                len,
-                slot_size: sh.geometry.slot_size,
-            })
-        } else if flags & !KNOWN_FLAGS != 0 {
-            Some(Corruption::SlotFlags(flags))
-        } else {
-            None
+        let (len, mut flags, crc) = match self.descriptor() {
+            Ok(d) => d,
+            Err(c) => {
+                self.poisoned = Some(c);
+                return Err(Error::Corrupt(c));
+            }
         };
-        if let Some(c) = bad {
-            self.poisoned = Some(c);
-            return Err(Error::Corrupt(c));
-        }
         let size = sh.geometry.slot_size as usize;
         // SAFETY: idx < slot_count keeps the slot inside the data area.
         let ptr = unsafe { sh.seg.data().add(idx * size) };
+        let shared = Arc::clone(&self.shared);
         let seq = self.read_pos;
         self.read_pos += 1;
+        let (mut slots, mut total, mut last_len) = (1u32, len as usize, len as usize);
+        // Extend over neighbours while the bytes stay contiguous: the last
+        // slot taken is full and flagless, the next one does not wrap, is
+        // committed, checks out and carries no CRC (a CRC speaks for one
+        // slot). A slot that fails its check is left for the next call,
+        // which reports it.
+        while slots < max_slots
+            && last_len == size
+            && flags == 0
+            && !self.read_pos.is_multiple_of(n)
+            && self.committed_now()
+        {
+            match self.descriptor() {
+                Ok((l, f, _)) if f & FLAG_CRC == 0 => {
+                    slots += 1;
+                    total += l as usize;
+                    last_len = l as usize;
+                    flags = f;
+                    self.read_pos += 1;
+                }
+                _ => break,
+            }
+        }
         if flags & FLAG_EOS != 0 {
             self.eos = true;
         }
         Ok(Some(Lease {
-            shared: Arc::clone(&self.shared),
+            shared,
             seq,
+            slots,
             ptr,
-            len: len as usize,
+            len: total,
             flags,
             crc,
         }))

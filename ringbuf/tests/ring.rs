@@ -98,6 +98,227 @@ fn leases_released_on_other_threads_free_their_slots() {
     }
 }
 
+/// Commits a slot of `len` bytes, each `fill`.
+fn put(tx: &mut Producer<Arc<HeapSegment>>, len: usize, fill: u8, flags: u32) {
+    let mut slot = tx.reserve(&Wait::forever()).unwrap();
+    slot.as_mut_slice()[..len].fill(fill);
+    slot.commit(len, flags, u32::from(fill)).unwrap();
+}
+
+#[test]
+fn a_run_takes_full_neighbours_and_stops_where_the_bytes_stop_being_contiguous() {
+    const S: usize = 4096;
+    let seg = heap(8);
+    let mut tx = Producer::new(Arc::clone(&seg));
+    let mut rx = Consumer::new(seg);
+    // Slots 0-2 full, 3 short, 4 full, 5 full with a CRC, 6-7 full.
+    for (i, (len, flags)) in [
+        (S, 0),
+        (S, 0),
+        (S, 0),
+        (100, 0),
+        (S, 0),
+        (S, FLAG_CRC),
+        (S, 0),
+        (S, 0),
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        put(&mut tx, len, i as u8, flags);
+    }
+    let expect_bytes = |fills: &[(u8, usize)]| -> Vec<u8> {
+        fills
+            .iter()
+            .flat_map(|&(f, n)| std::iter::repeat_n(f, n))
+            .collect()
+    };
+    // Up to the short slot, which ends the run (it is included).
+    let a = rx.next_run(&Wait::forever(), 8).unwrap();
+    assert_eq!((a.seq(), a.slots(), a.len()), (0, 4, 3 * S + 100));
+    assert_eq!(
+        &a[..],
+        &expect_bytes(&[(0, S), (1, S), (2, S), (3, 100)])[..]
+    );
+    assert_eq!(a.crc(), None);
+    // Slot 4 alone: slot 5's CRC speaks for slot 5 only.
+    let b = rx.next_run(&Wait::forever(), 8).unwrap();
+    assert_eq!((b.seq(), b.slots(), b.len()), (4, 1, S));
+    let c = rx.next_run(&Wait::forever(), 8).unwrap();
+    assert_eq!((c.seq(), c.slots(), c.crc()), (5, 1, Some(5)));
+    // A run never asks for more than `max_slots`.
+    let d = rx.next_run(&Wait::forever(), 1).unwrap();
+    assert_eq!((d.seq(), d.slots()), (6, 1));
+    let e = rx.try_next_run(8).unwrap().unwrap();
+    assert_eq!((e.seq(), e.slots()), (7, 1));
+    // Nothing committed: no lease, and the ring is full until a run goes.
+    assert!(rx.try_next_run(8).unwrap().is_none());
+    let no_room = Wait::timeout(Duration::from_millis(10));
+    assert_eq!(tx.reserve(&no_room).unwrap_err(), Error::Timeout);
+    // Releasing the first run frees its four slots, and only then.
+    drop((b, c, d, e));
+    assert_eq!(tx.reserve(&no_room).unwrap_err(), Error::Timeout);
+    drop(a);
+    for i in 0..3u8 {
+        put(&mut tx, S, 10 + i, 0);
+    }
+    put(&mut tx, 9, 13, FLAG_EOS);
+    assert_eq!(tx.reserve(&no_room).unwrap_err(), Error::Finished);
+    // Seq 8 to 11 are slots 0 to 3 again; the end-of-stream slot is the
+    // run's last.
+    let f = rx.next_run(&Wait::forever(), 8).unwrap();
+    assert_eq!((f.seq(), f.slots(), f.len()), (8, 4, 3 * S + 9));
+    assert!(f.is_end());
+    assert_eq!(
+        &f[..],
+        &expect_bytes(&[(10, S), (11, S), (12, S), (13, 9)])[..]
+    );
+    assert_eq!(
+        rx.next_run(&Wait::forever(), 8).unwrap_err(),
+        Error::Finished
+    );
+}
+
+#[test]
+fn a_run_does_not_cross_the_end_of_the_ring() {
+    let seg = heap(4);
+    let mut tx = Producer::new(Arc::clone(&seg));
+    let mut rx = Consumer::new(seg);
+    for i in 0..3 {
+        put(&mut tx, 4096, i, 0);
+    }
+    drop(rx.next_run(&Wait::forever(), 2).unwrap());
+    for i in 3..5 {
+        put(&mut tx, 4096, i, 0);
+    }
+    // Slots 2 and 3 and then (seq 4) slot 0 again: two leases.
+    let a = rx.next_run(&Wait::forever(), 8).unwrap();
+    assert_eq!((a.seq(), a.slots()), (2, 2));
+    let b = rx.next_run(&Wait::forever(), 8).unwrap();
+    assert_eq!((b.seq(), b.slots()), (4, 1));
+    assert!(b.iter().all(|&x| x == 4));
+}
+
+#[test]
+fn a_run_ends_before_a_neighbour_rewritten_after_its_commit_and_the_next_call_reports_it() {
+    let seg = heap(8);
+    let mut tx = Producer::new(Arc::clone(&seg));
+    let mut rx = Consumer::new(Arc::clone(&seg));
+    for i in 0..4 {
+        put(&mut tx, 4096, i, 0);
+    }
+    // A hostile producer rewrites slot 2's descriptor after committing it.
+    seg.descriptors()[2].len.store(4097, Ordering::Relaxed);
+    let a = rx.next_run(&Wait::forever(), 8).unwrap();
+    assert_eq!((a.seq(), a.slots()), (0, 2));
+    match rx.next_run(&Wait::forever(), 8) {
+        Err(Error::Corrupt(c)) => assert!(c.to_string().contains("4097"), "{c}"),
+        other => panic!("expected corruption, got {other:?}"),
+    }
+    // And stays poisoned.
+    assert!(matches!(rx.try_next_run(8), Err(Error::Corrupt(_))));
+}
+
+/// Stress: a producer streams numbered bytes in slots that are mostly full,
+/// some short, some with a CRC, while the consumer takes runs of up to 5
+/// and releases them out of order; the bytes come out whole and in order.
+#[test]
+fn runs_carry_every_byte_in_order_under_a_racing_producer() {
+    const S: usize = 4096;
+    let blocks = if cfg!(miri) { 60 } else { 20_000u64 };
+    let seg = ShmSegment::create(Geometry::new(16, S as u32).unwrap(), Direction::ToMover).unwrap();
+    let seg = Arc::new(seg);
+    let mut tx = Producer::new(Arc::clone(&seg));
+    let mut rx = Consumer::new(seg);
+    let len_of = |i: u64| if i % 7 == 3 { (i % 300) as usize } else { S };
+    let byte_at = |pos: u64| (pos.wrapping_mul(0x9e37_79b9) >> 11) as u8;
+    let producer = std::thread::spawn(move || {
+        let mut pos = 0u64;
+        for i in 0..blocks {
+            let len = len_of(i);
+            let mut slot = tx.reserve(&Wait::timeout(Duration::from_secs(30))).unwrap();
+            for b in &mut slot.as_mut_slice()[..len] {
+                *b = byte_at(pos);
+                pos += 1;
+            }
+            let flags = if i % 11 == 5 { FLAG_CRC } else { 0 };
+            slot.commit(len, flags, i as u32).unwrap();
+        }
+        tx.finish(&Wait::timeout(Duration::from_secs(30))).unwrap();
+    });
+    let (mut pos, mut slots, mut multi) = (0u64, 0u64, 0u32);
+    let mut held = Vec::new();
+    loop {
+        let lease = rx
+            .next_run(&Wait::timeout(Duration::from_secs(30)), 5)
+            .unwrap();
+        assert_eq!(lease.seq(), slots);
+        assert!((1..=5).contains(&lease.slots()));
+        if let Some(crc) = lease.crc() {
+            assert_eq!((lease.slots(), u64::from(crc) % 11), (1, 5));
+        }
+        for &b in lease.iter() {
+            assert_eq!(b, byte_at(pos), "byte {pos}");
+            pos += 1;
+        }
+        slots += u64::from(lease.slots());
+        multi += u32::from(lease.slots() > 1);
+        let end = lease.is_end();
+        held.push(lease);
+        if held.len() == 3 || end {
+            let last = held.len() - 1;
+            held.swap(0, last.min(2));
+            held.clear();
+        }
+        if end {
+            break;
+        }
+    }
+    let total: u64 = (0..blocks).map(|i| len_of(i) as u64).sum();
+    assert_eq!((pos, slots), (total, blocks + 1));
+    assert!(multi > 0, "no lease took more than one slot");
+    producer.join().unwrap();
+}
+
+#[test]
+fn a_write_run_reserves_free_neighbours_and_commits_them_one_by_one() {
+    const S: usize = 4096;
+    let seg = heap(8);
+    let mut tx = Producer::new(Arc::clone(&seg));
+    let mut rx = Consumer::new(seg);
+    for i in 0..3 {
+        put(&mut tx, S, i, 0);
+    }
+    // Five slots are free, up to the end of the ring; the run asks for more.
+    let mut run = tx.reserve_run(&Wait::forever(), 16).unwrap();
+    assert_eq!(run.slots(), 5);
+    assert_eq!(run.as_mut_slice().len(), 5 * S);
+    for (k, b) in run.as_mut_slice().chunks_mut(S).enumerate() {
+        b.fill(10 + k as u8);
+    }
+    run.commit_slot(S, 0, 0).unwrap();
+    // What is left of the run no longer covers the committed slot.
+    assert_eq!(run.slots(), 4);
+    assert!(run.as_mut_slice()[..S].iter().all(|&b| b == 11));
+    run.commit_slot(100, FLAG_CRC, 7).unwrap();
+    let leases: Vec<_> = (0..5).map(|_| rx.next(&Wait::forever()).unwrap()).collect();
+    assert_eq!(leases[3].len(), S);
+    assert!(leases[3].iter().all(|&b| b == 10));
+    assert_eq!((leases[4].len(), leases[4].crc()), (100, Some(7)));
+    assert!(leases[4].iter().all(|&b| b == 11));
+    // The three slots left of the run stay reserved: the next reservation
+    // starts with them, and there is no room beyond the end of the ring.
+    assert_eq!(tx.reserve_run(&Wait::forever(), 16).unwrap().slots(), 3);
+    for i in 0..3 {
+        put(&mut tx, S, 20 + i, 0);
+    }
+    // The ring is full: nothing until a lease goes, then exactly that much.
+    let no_room = Wait::timeout(Duration::from_millis(10));
+    assert_eq!(tx.reserve_run(&no_room, 4).unwrap_err(), Error::Timeout);
+    drop(leases);
+    assert_eq!(tx.reserve_run(&Wait::forever(), 16).unwrap().slots(), 5);
+}
+
 #[test]
 fn a_full_ring_times_out_at_the_deadline() {
     let seg = heap(2);

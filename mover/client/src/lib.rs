@@ -848,8 +848,46 @@ fn io_error(e: std::io::Error) -> Error {
 }
 
 /// CRC32C (Castagnoli), as stored in manifests.
+///
+/// `crc-fast` folds with carry-less multiplies (VPCLMULQDQ where the CPU
+/// has it): on our 2-core EPYC it runs at about 26 GB/s over a ring that is
+/// not in cache, against 11 to 14 GB/s for the `crc32c` crate's three-way
+/// `crc32` loop, which is also slower on 64 KiB blocks than on large ones.
+/// Every byte of a backup and a restore goes through here twice (mover and
+/// client), so this is most of the mover's CPU per byte.
 pub fn crc32c(data: &[u8]) -> u32 {
-    crc32c::crc32c(data)
+    crc_fast::crc32_iscsi(data)
+}
+
+/// A running CRC32C over bytes given in order.
+#[derive(Clone, Copy)]
+pub struct Crc32c(crc_fast::Digest);
+
+impl Default for Crc32c {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl std::fmt::Debug for Crc32c {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "Crc32c({:#010x})", self.value())
+    }
+}
+
+impl Crc32c {
+    /// The CRC32C of no bytes.
+    pub fn new() -> Self {
+        Self(crc_fast::Digest::new(crc_fast::CrcAlgorithm::Crc32Iscsi))
+    }
+    /// Appends `data`.
+    pub fn update(&mut self, data: &[u8]) {
+        self.0.update(data);
+    }
+    /// The CRC32C of everything appended so far.
+    pub fn value(&self) -> u32 {
+        self.0.finalize() as u32
+    }
 }
 
 /// The CRC32C of `a ++ b` from `crc(a)`, `crc(b)` and `len(b)`.
@@ -951,6 +989,37 @@ mod tests {
                 chain.value(),
                 crc32c(&all),
                 "after block {k} of {len} bytes"
+            );
+        }
+    }
+
+    /// `crc-fast` (folding, vector paths chosen by length and alignment)
+    /// against the `crc32c` crate (the `crc32` instruction) and the
+    /// published check value, over lengths and offsets that take every
+    /// path; and the running form equals the one-shot form.
+    #[test]
+    fn the_fast_crc32c_matches_the_reference_at_every_length_and_offset() {
+        assert_eq!(crc32c(b"123456789"), 0xe306_9283);
+        let data: Vec<u8> = (0..70_000u32)
+            .map(|i| (i.wrapping_mul(2_654_435_761) >> 13) as u8)
+            .collect();
+        let mut lens: Vec<usize> = (0..300).collect();
+        lens.extend([511, 512, 513, 1023, 4096, 4097, 65_535, 65_536, 69_000]);
+        for &len in &lens {
+            for off in [0, 1, 3, 8, 63] {
+                let b = &data[off..off + len];
+                assert_eq!(crc32c(b), crc32c::crc32c(b), "{len} bytes at +{off}");
+            }
+        }
+        let mut running = Crc32c::new();
+        let mut at = 0;
+        for (k, len) in [0, 1, 7, 64, 4096, 65_536, 100, 3].into_iter().enumerate() {
+            running.update(&data[at..at + len]);
+            at += len;
+            assert_eq!(
+                running.value(),
+                crc32c::crc32c(&data[..at]),
+                "after piece {k}"
             );
         }
     }

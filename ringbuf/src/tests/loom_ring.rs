@@ -40,6 +40,43 @@ fn every_commit_reaches_the_consumer_in_order_through_a_full_ring() {
 }
 
 #[test]
+fn runs_see_every_commit_in_order_and_free_the_ring_for_a_waiting_producer() {
+    loom::model(|| {
+        let seg = two_slot_ring();
+        let mut tx = Producer::new(Arc::clone(&seg));
+        let mut rx = Consumer::new(seg);
+        let producer = loom::thread::spawn(move || {
+            for i in 0..3u8 {
+                let mut slot = tx.reserve(&Wait::forever()).unwrap();
+                slot.as_mut_slice()[0] = i;
+                // Full slots, so a run may take neighbours.
+                slot.commit(4096, 0, 0).unwrap();
+            }
+            tx.finish(&Wait::forever()).unwrap();
+        });
+        // However the commits interleave with the runs, the slots come out
+        // once each, in order, and the end comes last.
+        let mut next = 0u8;
+        loop {
+            let run = rx.next_run(&Wait::forever(), 2).unwrap();
+            assert_eq!(run.seq(), u64::from(next));
+            for k in 0..run.slots() as usize {
+                if next < 3 {
+                    assert_eq!(run[k * 4096], next);
+                }
+                next += 1;
+            }
+            if run.is_end() {
+                break;
+            }
+        }
+        assert_eq!(next, 4);
+        assert_eq!(rx.next(&Wait::forever()).unwrap_err(), Error::Finished);
+        producer.join().unwrap();
+    });
+}
+
+#[test]
 fn releasing_out_of_order_frees_slots_only_in_order() {
     loom::model(|| {
         let seg = two_slot_ring();

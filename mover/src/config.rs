@@ -19,7 +19,7 @@
 //! | `log` | `--log` | `MOVER_LOG` | `info` |
 //! | `retry_max` | | `MOVER_RETRY_MAX` | 10 |
 //! | `retry_deadline_secs` | | `MOVER_RETRY_DEADLINE_SECS` | 180 |
-//! | `direct_io` | | `MOVER_DIRECT_IO` | true (a `file://` store writes backups with `O_DIRECT`, past the page cache) |
+//! | `direct_io` | | `MOVER_DIRECT_IO` | true (a `file://` store writes backups, and reads restores into the rings, with `O_DIRECT`, past the page cache) |
 //! | `peer_listen` | `--peer-listen` | `MOVER_PEER_LISTEN` | off (serve the peer gRPC service on this address) |
 //! | `forward` | `--forward` | `MOVER_FORWARD` | none (peer URLs; when set, the mover keeps nothing itself and forwards to the first healthy peer) |
 //! | `tls_cert`, `tls_key` | `--tls-cert`, `--tls-key` | `MOVER_TLS_CERT`, `MOVER_TLS_KEY` | none (PEM: the peer port's identity, and the client identity towards peers) |

@@ -316,6 +316,7 @@ pub async fn serve(cfg: Config, metrics: Arc<Metrics>) -> anyhow::Result<()> {
             max_inflight_parts: cfg.max_inflight_parts,
             memory: Arc::new(Semaphore::new((cfg.memory_limit / 1024) as usize)),
             memory_kib: (cfg.memory_limit / 1024).min(u64::from(u32::MAX)) as u32,
+            direct_io: cfg.direct_io,
         },
         catalog: Catalog::new(store),
         metrics,

@@ -547,8 +547,9 @@ impl<'a> Readahead<'a> {
 
 /// Alignment of `O_DIRECT` reads: buffers, offsets and lengths.
 const DIRECT_ALIGN: usize = 4096;
-/// Bytes one `O_DIRECT` restore read fills: a run of ring slots.
-const DIRECT_RUN: usize = 32 << 20;
+/// Bytes an `O_DIRECT` restore read waits to have room for in the ring
+/// (and twice that is the most it fills at once): a run of ring slots.
+const DIRECT_RUN: usize = 16 << 20;
 /// Reads in flight at once for one run, each a share of it: one read at a
 /// time leaves the disk idle between requests (0.8-0.9 GB/s on the
 /// development VM's disk, against 1.6 with a deeper queue).
@@ -768,7 +769,7 @@ fn fill_ring(
             let mut off = 0u64;
             while off < size {
                 let mut slots = tx
-                    .reserve_run(&wait, run as u32)
+                    .reserve_run(&wait, run as u32, 2 * run as u32)
                     .map_err(StreamError::Ring)?;
                 let want = (size - off).min(slots.slots() as u64 * payload as u64) as usize;
                 read_direct(

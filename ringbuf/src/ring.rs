@@ -477,6 +477,17 @@ impl<S: Segment> Producer<S> {
     /// Reads and checks the consumer's tail into `seen`; true if a slot is
     /// free for `head`.
     fn tail_room(ctl: &CounterLine, head: u64, seen: &mut u64, n: u64) -> Result<bool, Error> {
+        Self::tail_room_for(ctl, head, 1, seen, n)
+    }
+
+    /// As [`tail_room`](Self::tail_room), for `need` slots from `head`.
+    fn tail_room_for(
+        ctl: &CounterLine,
+        head: u64,
+        need: u64,
+        seen: &mut u64,
+        n: u64,
+    ) -> Result<bool, Error> {
         // SYNC: Acquire pairs with the Release store of the tail in
         // `Shared::release`: the consumer's reads of a slot happen before we
         // overwrite it.
@@ -491,7 +502,7 @@ impl<S: Segment> Producer<S> {
             return Err(Error::Corrupt(Corruption::TailAhead { tail, head }));
         }
         *seen = tail;
-        Ok(head - tail < n)
+        Ok(head - tail + need <= n)
     }
 
     /// Waits for a free slot and returns it.
@@ -517,13 +528,24 @@ impl<S: Segment> Producer<S> {
     /// `max_slots - 1` further free slots that follow it in memory (the run
     /// stops at the end of the ring), to fill with one large read and then
     /// commit one by one.
+    ///
+    /// It waits until `min_slots` are free (fewer if the end of the ring
+    /// comes first; at most half the ring, so that a consumer holding a
+    /// few leases cannot keep it waiting for ever): one large read rather
+    /// than a small one each time the consumer frees a slot or two.
     pub fn reserve_run(
         &mut self,
         wait: &Wait<'_>,
+        min_slots: u32,
         max_slots: u32,
     ) -> Result<WriteRun<'_, S>, Error> {
-        self.wait_room(wait)?;
         let n = u64::from(self.geometry.slot_count);
+        let to_end = n - self.head % n;
+        let need = u64::from(min_slots.min(max_slots))
+            .min(to_end)
+            .min(n / 2)
+            .max(1);
+        self.wait_room_for(wait, need)?;
         // What the tail we saw proves free, and more if the consumer has
         // released slots since.
         let mut seen = self.tail_seen;
@@ -535,7 +557,6 @@ impl<S: Segment> Producer<S> {
         }
         self.tail_seen = seen;
         let free = n - (self.head - self.tail_seen);
-        let to_end = n - self.head % n;
         let slots = u64::from(max_slots.max(1)).min(free).min(to_end).max(1);
         self.reserved = self.reserved.max(slots);
         Ok(WriteRun {
@@ -556,18 +577,26 @@ impl<S: Segment> Producer<S> {
 
     /// Returns once slot `head` is free (at once if a reservation holds it).
     fn wait_room(&mut self, wait: &Wait<'_>) -> Result<(), Error> {
+        self.wait_room_for(wait, 1)
+    }
+
+    /// Returns once `need` slots from `head` are free (`need` at most the
+    /// slot count); for one slot, at once if a reservation holds it.
+    fn wait_room_for(&mut self, wait: &Wait<'_>, need: u64) -> Result<(), Error> {
         self.check_usable()?;
         let (head, n) = (self.head, u64::from(self.geometry.slot_count));
-        if self.reserved == 0 && head - self.tail_seen >= n {
+        let free = n - (head - self.tail_seen);
+        if (need == 1 && self.reserved == 0 && free == 0) || (need > 1 && free < need) {
             let mut seen = self.tail_seen;
             let ctl = self.seg.control();
-            let mut room = || Self::tail_room(&ctl.consumer, head, &mut seen, n);
-            // Full: the tail must reach head - n + 1 for one slot, and
-            // head - n + batch for a batch.
-            let nap = if self.wake_batch > 1 {
+            let mut room = || Self::tail_room_for(&ctl.consumer, head, need, &mut seen, n);
+            // The tail must reach head - n + 1 for one slot, and
+            // head - n + batch for a batch (or for what we need).
+            let batch = self.wake_batch.max(need);
+            let nap = if batch > 1 {
                 Nap {
                     spin: false,
-                    wake_at: (head + self.wake_batch).saturating_sub(n),
+                    wake_at: (head + batch).saturating_sub(n),
                 }
             } else {
                 Nap::EAGER

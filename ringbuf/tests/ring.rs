@@ -290,7 +290,7 @@ fn a_write_run_reserves_free_neighbours_and_commits_them_one_by_one() {
         put(&mut tx, S, i, 0);
     }
     // Five slots are free, up to the end of the ring; the run asks for more.
-    let mut run = tx.reserve_run(&Wait::forever(), 16).unwrap();
+    let mut run = tx.reserve_run(&Wait::forever(), 1, 16).unwrap();
     assert_eq!(run.slots(), 5);
     assert_eq!(run.as_mut_slice().len(), 5 * S);
     for (k, b) in run.as_mut_slice().chunks_mut(S).enumerate() {
@@ -308,15 +308,51 @@ fn a_write_run_reserves_free_neighbours_and_commits_them_one_by_one() {
     assert!(leases[4].iter().all(|&b| b == 11));
     // The three slots left of the run stay reserved: the next reservation
     // starts with them, and there is no room beyond the end of the ring.
-    assert_eq!(tx.reserve_run(&Wait::forever(), 16).unwrap().slots(), 3);
+    assert_eq!(tx.reserve_run(&Wait::forever(), 1, 16).unwrap().slots(), 3);
     for i in 0..3 {
         put(&mut tx, S, 20 + i, 0);
     }
     // The ring is full: nothing until a lease goes, then exactly that much.
     let no_room = Wait::timeout(Duration::from_millis(10));
-    assert_eq!(tx.reserve_run(&no_room, 4).unwrap_err(), Error::Timeout);
+    assert_eq!(tx.reserve_run(&no_room, 1, 4).unwrap_err(), Error::Timeout);
     drop(leases);
-    assert_eq!(tx.reserve_run(&Wait::forever(), 16).unwrap().slots(), 5);
+    assert_eq!(tx.reserve_run(&Wait::forever(), 1, 16).unwrap().slots(), 5);
+}
+
+#[test]
+fn a_write_run_waits_until_its_minimum_is_free() {
+    let seg = heap(8);
+    let mut tx = Producer::new(Arc::clone(&seg));
+    let mut rx = Consumer::new(seg);
+    for i in 0..8 {
+        put(&mut tx, 4096, i, 0);
+    }
+    let mut leases: Vec<_> = (0..8).map(|_| rx.next(&Wait::forever()).unwrap()).collect();
+    let short = Wait::timeout(Duration::from_millis(10));
+    // Two slots free: not the three asked for.
+    leases.drain(..2);
+    assert_eq!(tx.reserve_run(&short, 3, 8).unwrap_err(), Error::Timeout);
+    assert_eq!(tx.reserve_run(&short, 1, 8).unwrap().slots(), 2);
+    // Freed on another thread while the run waits: it wakes with them.
+    let later = std::thread::spawn(move || {
+        std::thread::sleep(Duration::from_millis(20));
+        leases.drain(..3);
+        leases
+    });
+    let run = tx.reserve_run(&Wait::timeout(Duration::from_secs(30)), 4, 8);
+    assert_eq!(run.unwrap().slots(), 5);
+    let held = later.join().unwrap();
+    // A minimum beyond half the ring asks for half: with three slots still
+    // leased this returns the five free ones instead of waiting for ever.
+    assert_eq!(
+        tx.reserve_run(&Wait::forever(), 100, 100).unwrap().slots(),
+        5
+    );
+    drop(held);
+    assert_eq!(
+        tx.reserve_run(&Wait::forever(), 100, 100).unwrap().slots(),
+        8
+    );
 }
 
 #[test]

@@ -22,6 +22,16 @@ use clap::{Parser, Subcommand};
 use tracing_subscriber::layer::SubscriberExt;
 use tracing_subscriber::util::SubscriberInitExt;
 
+/// mimalloc rather than glibc's allocator. The mover's large buffers (gRPC
+/// receive buffers of up to 4 MiB, object-store parts, restore reads) are
+/// held until a part is stored and then freed, from another thread than
+/// the one that allocated them. glibc maps buffers above its threshold
+/// afresh and trims freed heap tops, so the peer took a page fault and a
+/// zeroed page for every 4 KiB it received; mimalloc keeps freed segments
+/// for the next allocation.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 /// The shmover mover: moves backup streams between shared-memory rings and
 /// object storage.
 #[derive(Debug, Parser)]

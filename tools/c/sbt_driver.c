@@ -230,6 +230,14 @@ static int wanted(const char *sc) { return g_only == NULL || strstr(g_only, sc) 
 
 /* ---- scenarios ---------------------------------------------------------------- */
 
+/* The trace file sbtinit is given: removed at exit when every check passed,
+ * kept for reading when one failed. */
+static char g_trace[PATH_MAX];
+
+static void remove_trace(void) {
+    if (g_failed == 0 && g_trace[0] != '\0') unlink(g_trace);
+}
+
 static void sc_load(void) {
     const char *sc = "load";
     void *h = dlopen(g_lib, RTLD_NOW | RTLD_LOCAL);
@@ -255,9 +263,11 @@ static void sc_load(void) {
     sbtinit_output *firsts = NULL;
     for (int round = 1; round <= 2; round++) {
         bserc se = {-1, -1};
-        char trace[PATH_MAX];
-        snprintf(trace, sizeof trace, "/tmp/sbt-driver-%d.trc", (int)getpid());
-        sbtinit_input in[] = {{SBTINIT_TRACE_NAME, trace}, {SBTINIT_INEND, NULL}};
+        if (g_trace[0] == '\0') {
+            snprintf(g_trace, sizeof g_trace, "/tmp/sbt-driver-%d.trc", (int)getpid());
+            atexit(remove_trace);
+        }
+        sbtinit_input in[] = {{SBTINIT_TRACE_NAME, g_trace}, {SBTINIT_INEND, NULL}};
         sbtinit_output *out = NULL;
         int rc = g_init(&se, in, &out);
         CHECK(sc, rc == 0 && se.bsercoer == 0 && out != NULL, "sbtinit (call %d) succeeds", round);
@@ -527,7 +537,8 @@ static void sc_trace(void) {
     if (f) fclose(f);
     unlink(path);
     CHECK(sc, enter > 0 && hex > 0, "level 2 traces calls and the first 32 bytes of buffers in %s", path);
-    in[0].value = NULL;
+    /* Back to the driver's own trace file (removed at exit). */
+    in[0].value = g_trace[0] != '\0' ? g_trace : NULL;
     g_init(&se, in, &out);
 }
 

@@ -26,9 +26,11 @@ const USAGE: &str = "usage: mover-bench SCENARIO [flags]
            stream of them to a server that drops them.
   sbt      [--bytes 4G] [--block 1M] [--runs 2] [--store URL]
            sbt-driver through libsbtmover.so into a live mover, then the
-           restore; baseline: write(2) + fsync of the same bytes.
+           restore; baselines: write(2) + fsync of the same bytes, and
+           the disk itself (O_DIRECT writes, then reads, of those bytes).
   backint  [--bytes 4G] [--pipes 3] [--store URL]
-           hdbbackint fed from FIFOs, then the restore; baseline: plain pipes.
+           hdbbackint fed from FIFOs, then the restore; baselines: plain
+           pipes, and the disk itself (as for sbt) when the store is on it.
   grpc     [--bytes 2G] [--block 1M] [--runs 3] [--dir DIR]
            sbt-driver into a mover that forwards over gRPC to a peer mover;
            baseline: a plain tonic client stream of the same bytes into a
@@ -159,6 +161,80 @@ fn write_seconds(dir: &std::path::Path, bytes: u64, block: usize) -> Result<f64,
     Ok(s)
 }
 
+/// The disk by itself, in the mover's own shape: `bytes` written into one
+/// new file in `dir` with `O_DIRECT`, 16 MiB at a time with four writes in
+/// flight (a backup's parts), then fsync; then read back with `O_DIRECT`,
+/// 4 MiB at a time with eight reads in flight (a restore's readers).
+/// Seconds for the write and for the read. This is the limit of any store
+/// on this disk, measured in the same run as the figures it bounds.
+fn disk_seconds(dir: &std::path::Path, bytes: u64) -> Result<(f64, f64), String> {
+    use std::os::unix::fs::{FileExt, OpenOptionsExt};
+    const ALIGN: usize = 4096;
+    const WRITE: u64 = 16 << 20;
+    const READ: u64 = 4 << 20;
+    let path = dir.join("disk-baseline.bin");
+    let bytes = bytes.next_multiple_of(ALIGN as u64);
+    // An `O_DIRECT` buffer must be page aligned: take the aligned part of
+    // a slightly larger vector.
+    let aligned = |len: usize| -> (Vec<u8>, usize) {
+        let v = vec![0u8; len + ALIGN];
+        let at = v.as_ptr().align_offset(ALIGN);
+        (v, at)
+    };
+    let file = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .custom_flags(nix::libc::O_DIRECT)
+        .open(&path)
+        .map_err(|e| format!("{} with O_DIRECT: {e}", path.display()))?;
+    let src = pattern::source(1 << 20);
+    let pieces = |size: u64| bytes.div_ceil(size);
+    let io = |threads: u64, size: u64, write: bool| -> Result<f64, String> {
+        let t0 = Instant::now();
+        std::thread::scope(|scope| {
+            let hs: Vec<_> = (0..threads)
+                .map(|t| {
+                    let (file, src) = (&file, &src);
+                    scope.spawn(move || -> std::io::Result<()> {
+                        let (mut buf, at) = aligned(size as usize);
+                        let buf = &mut buf[at..][..size as usize];
+                        if write {
+                            buf.copy_from_slice(&src[..size as usize]);
+                        }
+                        let mut i = t;
+                        while i < pieces(size) {
+                            let off = i * size;
+                            let len = (bytes - off).min(size) as usize;
+                            if write {
+                                file.write_all_at(&buf[..len], off)?;
+                            } else {
+                                file.read_exact_at(&mut buf[..len], off)?;
+                            }
+                            i += threads;
+                        }
+                        Ok(())
+                    })
+                })
+                .collect();
+            hs.into_iter().try_for_each(|h| {
+                h.join()
+                    .unwrap_or_else(|_| Err(std::io::Error::other("disk thread panicked")))
+            })
+        })
+        .map_err(|e| format!("{}: {e}", path.display()))?;
+        if write {
+            file.sync_all().map_err(|e| e.to_string())?;
+        }
+        Ok(t0.elapsed().as_secs_f64())
+    };
+    let result = io(4, WRITE, true).and_then(|w| Ok((w, io(8, READ, false)?)));
+    drop(file);
+    let _ = std::fs::remove_file(&path);
+    result
+}
+
 fn sbt(args: &[String]) -> Result<String, String> {
     let mut bytes: u64 = 4 << 30;
     let mut block: usize = 1 << 20;
@@ -185,6 +261,7 @@ fn sbt(args: &[String]) -> Result<String, String> {
     }
     let mut m = start_mover(&store);
     let (mut backup_s, mut restore_s, mut write_s) = (f64::MAX, f64::MAX, f64::MAX);
+    let (mut disk_w_s, mut disk_r_s) = (f64::MAX, f64::MAX);
     // Interleaved runs, best of each: the disk and the other tenants of
     // this machine vary from one second to the next.
     for _ in 0..runs {
@@ -192,6 +269,11 @@ fn sbt(args: &[String]) -> Result<String, String> {
         backup_s = backup_s.min(b);
         restore_s = restore_s.min(r);
         write_s = write_s.min(write_seconds(&m.dir, bytes, block)?);
+        if store.is_none() {
+            let (dw, dr) = disk_seconds(&m.dir, bytes)?;
+            disk_w_s = disk_w_s.min(dw);
+            disk_r_s = disk_r_s.min(dr);
+        }
     }
     let (rss_mib, cpu_s) = proc_usage(m.pid());
     let memcpy_s = memcpy_seconds(bytes, block, 64 << 20);
@@ -202,9 +284,20 @@ fn sbt(args: &[String]) -> Result<String, String> {
         gbps(bytes, write_s),
         gbps(bytes, memcpy_s),
     );
+    // The disk by itself, when the store is on it.
+    let disk = if store.is_none() {
+        let (dw, dr) = (gbps(bytes, disk_w_s), gbps(bytes, disk_r_s));
+        format!(
+            ",\"disk_write_gbps\":{dw:.3},\"disk_read_gbps\":{dr:.3},\"ratio_backup_disk_write\":{:.3},\"ratio_restore_disk_read\":{:.3}",
+            b / dw,
+            r / dr
+        )
+    } else {
+        String::new()
+    };
     let gib = bytes as f64 / (1u64 << 30) as f64;
     Ok(format!(
-        "{{\"scenario\":\"sbt\",\"bytes\":{bytes},\"block\":{block},\"backup_gbps\":{b:.3},\"restore_gbps\":{r:.3},\"write_gbps\":{w:.3},\"memcpy_gbps\":{c:.3},\"ratio_write\":{:.3},\"ratio_restore_backup\":{:.3},\"ratio_memcpy\":{:.3},\"mover_peak_rss_mib\":{rss_mib:.1},\"mover_cpu_s_per_gib\":{:.3}}}",
+        "{{\"scenario\":\"sbt\",\"bytes\":{bytes},\"block\":{block},\"backup_gbps\":{b:.3},\"restore_gbps\":{r:.3},\"write_gbps\":{w:.3},\"memcpy_gbps\":{c:.3},\"ratio_write\":{:.3},\"ratio_restore_backup\":{:.3},\"ratio_memcpy\":{:.3}{disk},\"mover_peak_rss_mib\":{rss_mib:.1},\"mover_cpu_s_per_gib\":{:.3}}}",
         b / w,
         r / b,
         b / c,
@@ -361,6 +454,18 @@ fn backint(args: &[String]) -> Result<String, String> {
         r.join().map_err(|_| "reader panicked")??;
     }
     let pipe_s = t0.elapsed().as_secs_f64();
+    // The disk by itself, when the store is on it.
+    let disk = if store.is_none() {
+        let (dw, dr) = disk_seconds(&m.dir, total)?;
+        let (dw, dr) = (gbps(total, dw), gbps(total, dr));
+        format!(
+            ",\"disk_write_gbps\":{dw:.3},\"disk_read_gbps\":{dr:.3},\"ratio_backup_disk_write\":{:.3},\"disk_write_ratio_pipe\":{:.3}",
+            gbps(total, backup_s) / dw,
+            dw / gbps(total, pipe_s)
+        )
+    } else {
+        String::new()
+    };
     m.kill();
     let (b, r, p) = (
         gbps(total, backup_s),
@@ -369,7 +474,7 @@ fn backint(args: &[String]) -> Result<String, String> {
     );
     let gib = total as f64 / (1u64 << 30) as f64;
     Ok(format!(
-        "{{\"scenario\":\"backint\",\"store\":\"{}\",\"bytes\":{total},\"pipes\":{pipes},\"backup_gbps\":{b:.3},\"restore_gbps\":{r:.3},\"pipe_gbps\":{p:.3},\"ratio_pipe\":{:.3},\"ratio_restore_backup\":{:.3},\"mover_peak_rss_mib\":{rss_mib:.1},\"mover_cpu_s_per_gib\":{:.3}}}",
+        "{{\"scenario\":\"backint\",\"store\":\"{}\",\"bytes\":{total},\"pipes\":{pipes},\"backup_gbps\":{b:.3},\"restore_gbps\":{r:.3},\"pipe_gbps\":{p:.3},\"ratio_pipe\":{:.3},\"ratio_restore_backup\":{:.3}{disk},\"mover_peak_rss_mib\":{rss_mib:.1},\"mover_cpu_s_per_gib\":{:.3}}}",
         store.as_deref().unwrap_or("local (the data directory's disk)"),
         b / p,
         r / b,

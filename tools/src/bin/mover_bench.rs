@@ -454,24 +454,24 @@ fn backint(args: &[String]) -> Result<String, String> {
         r.join().map_err(|_| "reader panicked")??;
     }
     let pipe_s = t0.elapsed().as_secs_f64();
+    let (b, r, p) = (
+        gbps(total, backup_s),
+        gbps(total, restore_s),
+        gbps(total, pipe_s),
+    );
     // The disk by itself, when the store is on it.
     let disk = if store.is_none() {
         let (dw, dr) = disk_seconds(&m.dir, total)?;
         let (dw, dr) = (gbps(total, dw), gbps(total, dr));
         format!(
             ",\"disk_write_gbps\":{dw:.3},\"disk_read_gbps\":{dr:.3},\"ratio_backup_disk_write\":{:.3},\"disk_write_ratio_pipe\":{:.3}",
-            gbps(total, backup_s) / dw,
-            dw / gbps(total, pipe_s)
+            b / dw,
+            dw / p
         )
     } else {
         String::new()
     };
     m.kill();
-    let (b, r, p) = (
-        gbps(total, backup_s),
-        gbps(total, restore_s),
-        gbps(total, pipe_s),
-    );
     let gib = total as f64 / (1u64 << 30) as f64;
     Ok(format!(
         "{{\"scenario\":\"backint\",\"store\":\"{}\",\"bytes\":{total},\"pipes\":{pipes},\"backup_gbps\":{b:.3},\"restore_gbps\":{r:.3},\"pipe_gbps\":{p:.3},\"ratio_pipe\":{:.3},\"ratio_restore_backup\":{:.3}{disk},\"mover_peak_rss_mib\":{rss_mib:.1},\"mover_cpu_s_per_gib\":{:.3}}}",

@@ -305,15 +305,15 @@ fn sbt(args: &[String]) -> Result<String, String> {
     ))
 }
 
-/// Writes `bytes` from the 64 MiB source into a FIFO (opened when its
-/// reader is there).
+/// Writes `bytes` from the 64 MiB source (built once by the caller, before
+/// any clock starts) into a FIFO, opened when its reader is there.
 fn fifo_writer(
     path: std::path::PathBuf,
     bytes: u64,
+    src: std::sync::Arc<Vec<u8>>,
 ) -> std::thread::JoinHandle<Result<(), String>> {
     std::thread::spawn(move || {
         use std::io::Write;
-        let src = pattern::source(1 << 20);
         let mut f = std::fs::OpenOptions::new()
             .write(true)
             .open(&path)
@@ -372,6 +372,7 @@ fn backint(args: &[String]) -> Result<String, String> {
     if let Some(s) = &store {
         margs.extend(["--store", s.as_str()]);
     }
+    let src = std::sync::Arc::new(pattern::source(1 << 20));
     let mut m = shmover_tools::mover::MoverProcess::start(&margs);
     let dir = m.dir.join("hana");
     std::fs::create_dir_all(&dir).map_err(|e| e.to_string())?;
@@ -408,7 +409,7 @@ fn backint(args: &[String]) -> Result<String, String> {
         let p = dir.join(format!("data_{k}"));
         mkfifo(&p)?;
         input += &format!("#PIPE \"{}\" {per}\n", p.display());
-        writers.push(fifo_writer(p, per));
+        writers.push(fifo_writer(p, per, src.clone()));
     }
     let (out, backup_s) = run("backup", &input)?;
     for w in writers {
@@ -447,7 +448,7 @@ fn backint(args: &[String]) -> Result<String, String> {
     for k in 0..pipes {
         let p = dir.join(format!("plain_{k}"));
         mkfifo(&p)?;
-        hs.push((fifo_writer(p.clone(), per), fifo_reader(p)));
+        hs.push((fifo_writer(p.clone(), per, src.clone()), fifo_reader(p)));
     }
     for (w, r) in hs {
         w.join().map_err(|_| "writer panicked")??;

@@ -30,7 +30,14 @@ pub fn temp_dir(tag: &str) -> PathBuf {
 impl MoverProcess {
     /// Starts `mover serve --data-dir DIR` plus `args`, with `setup` to
     /// adjust the command (environment), and waits until it accepts.
+    /// Panics if it cannot (the tests' form; see [`MoverProcess::try_start`]).
     pub fn start_with(args: &[&str], setup: impl FnOnce(&mut Command)) -> Self {
+        Self::try_start_with(args, setup).unwrap_or_else(|e| panic!("{e}"))
+    }
+
+    /// [`MoverProcess::start_with`], returning why the mover did not
+    /// start (its log included) instead of panicking.
+    pub fn try_start_with(args: &[&str], setup: impl FnOnce(&mut Command)) -> Result<Self, String> {
         let dir = temp_dir("mover");
         let mut m = Self {
             child: None,
@@ -39,17 +46,17 @@ impl MoverProcess {
             dir,
             args: args.iter().map(|a| a.to_string()).collect(),
         };
-        m.spawn(setup);
-        m
+        m.spawn(setup)?;
+        Ok(m)
     }
 
-    fn spawn(&mut self, setup: impl FnOnce(&mut Command)) {
-        let exe = crate::workspace_binary("mover").expect("the mover binary is built");
+    fn spawn(&mut self, setup: impl FnOnce(&mut Command)) -> Result<(), String> {
+        let exe = crate::workspace_binary("mover").map_err(|e| format!("the mover binary: {e}"))?;
         let log = std::fs::OpenOptions::new()
             .create(true)
             .append(true)
             .open(&self.log)
-            .expect("log file");
+            .map_err(|e| format!("{}: {e}", self.log.display()))?;
         let mut cmd = Command::new(exe);
         cmd.arg("serve")
             .arg("--data-dir")
@@ -63,8 +70,11 @@ impl MoverProcess {
             .stdout(Stdio::null())
             .stderr(log);
         setup(&mut cmd);
-        self.child = Some(cmd.spawn().expect("spawn mover"));
-        self.wait_ready();
+        self.child = Some(
+            cmd.spawn()
+                .map_err(|e| format!("spawning the mover: {e}"))?,
+        );
+        self.wait_ready()
     }
 
     /// Starts the mover again on the same directory and arguments (after
@@ -77,7 +87,7 @@ impl MoverProcess {
     /// (the environment of the first start is not kept).
     pub fn restart_with(&mut self, setup: impl FnOnce(&mut Command)) {
         self.kill();
-        self.spawn(setup);
+        self.spawn(setup).unwrap_or_else(|e| panic!("{e}"));
     }
 
     /// Starts a mover with the default (local directory) store.
@@ -85,24 +95,30 @@ impl MoverProcess {
         Self::start_with(args, |_| {})
     }
 
-    fn wait_ready(&mut self) {
+    /// [`MoverProcess::start`], returning why the mover did not start.
+    pub fn try_start(args: &[&str]) -> Result<Self, String> {
+        Self::try_start_with(args, |_| {})
+    }
+
+    fn wait_ready(&mut self) -> Result<(), String> {
         let deadline = Instant::now() + Duration::from_secs(60);
         loop {
             if std::os::unix::net::UnixStream::connect(&self.socket).is_ok() {
-                return;
+                return Ok(());
             }
             if let Some(status) = self
                 .child
                 .as_mut()
                 .and_then(|c| c.try_wait().ok().flatten())
             {
-                panic!("mover exited before listening ({status}):\n{}", self.log());
+                return Err(format!(
+                    "mover exited before listening ({status}):\n{}",
+                    self.log()
+                ));
             }
-            assert!(
-                Instant::now() < deadline,
-                "mover did not listen within 60 s:\n{}",
-                self.log()
-            );
+            if Instant::now() >= deadline {
+                return Err(format!("mover did not listen within 60 s:\n{}", self.log()));
+            }
             std::thread::sleep(Duration::from_millis(10));
         }
     }

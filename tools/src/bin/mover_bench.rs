@@ -259,7 +259,7 @@ fn sbt(args: &[String]) -> Result<String, String> {
             lib.display()
         ));
     }
-    let mut m = start_mover(&store);
+    let mut m = start_mover(&store)?;
     let (mut backup_s, mut restore_s, mut write_s) = (f64::MAX, f64::MAX, f64::MAX);
     let (mut disk_w_s, mut disk_r_s) = (f64::MAX, f64::MAX);
     // Interleaved runs, best of each: the disk and the other tenants of
@@ -373,7 +373,7 @@ fn backint(args: &[String]) -> Result<String, String> {
         margs.extend(["--store", s.as_str()]);
     }
     let src = std::sync::Arc::new(pattern::source(1 << 20));
-    let mut m = shmover_tools::mover::MoverProcess::start(&margs);
+    let mut m = shmover_tools::mover::MoverProcess::try_start(&margs)?;
     let dir = m.dir.join("hana");
     std::fs::create_dir_all(&dir).map_err(|e| e.to_string())?;
     let per = bytes / pipes as u64;
@@ -616,12 +616,12 @@ fn store_args(args: &[String]) -> Result<(u64, Option<String>), String> {
     Ok((bytes, store))
 }
 
-fn start_mover(store: &Option<String>) -> shmover_tools::mover::MoverProcess {
+fn start_mover(store: &Option<String>) -> Result<shmover_tools::mover::MoverProcess, String> {
     let mut margs = vec!["--log", "warn"];
     if let Some(s) = store {
         margs.extend(["--store", s.as_str()]);
     }
-    shmover_tools::mover::MoverProcess::start(&margs)
+    shmover_tools::mover::MoverProcess::try_start(&margs)
 }
 
 /// N SBT channels at once (1, 2, 4, 8, 16) sharing `bytes`, 1 MiB blocks:
@@ -630,7 +630,7 @@ fn channels(args: &[String]) -> Result<Vec<String>, String> {
     let (bytes, store) = store_args(args)?;
     let mut lines = Vec::new();
     for n in [1usize, 2, 4, 8, 16] {
-        let mut m = start_mover(&store);
+        let mut m = start_mover(&store)?;
         let per = (bytes / n as u64) >> 20 << 20;
         // Two rounds on one mover, as RMAN's channels write one piece
         // after another: the first (cold) creates each channel's ring, the
@@ -669,7 +669,7 @@ fn blocks(args: &[String]) -> Result<Vec<String>, String> {
         let (mut b, mut r, mut bc, mut rc, mut rss) =
             (f64::MAX, f64::MAX, f64::MAX, f64::MAX, 0f64);
         for _ in 0..2 {
-            let mut m = start_mover(&store);
+            let mut m = start_mover(&store)?;
             let run = sbt_bench_split(&m, bytes, block)?;
             rss = rss.max(proc_usage(m.pid()).0);
             m.kill();

@@ -851,17 +851,13 @@ static int parse_api(const char *v) {
 int hdbbackint_main(int argc, char **argv) {
     signal(SIGPIPE, SIG_IGN); /* a reader that quits early is EPIPE, an #ERROR */
     const char *function = NULL, *params = NULL, *in_path = NULL, *out_path = NULL;
-    int usage = 0;
+    int usage = 0, print_version = 0;
     for (int i = 1; i < argc; i++) {
         const char *a = argv[i];
+        /* Only where an option may stand: "-u -v" is a user named "-v". */
         if (strcmp(a, "-v") == 0 || strcmp(a, "-V") == 0 || strcmp(a, "--version") == 0) {
-            printf("hdbbackint %s (shmover; BACKINT API 1.50)\n", HDBBACKINT_VERSION);
-            return 0;
-        }
-    }
-    for (int i = 1; i < argc; i++) {
-        const char *a = argv[i];
-        if (a[0] == '-' && a[1] && strchr("fpiouscl", a[1]) && a[2] == '\0') {
+            print_version = 1;
+        } else if (a[0] == '-' && a[1] && strchr("fpiouscl", a[1]) && a[2] == '\0') {
             if (i + 1 >= argc) {
                 fprintf(stderr, "hdbbackint: error: %s needs a value\n", a);
                 usage = 1;
@@ -888,6 +884,10 @@ int hdbbackint_main(int argc, char **argv) {
         } else {
             fprintf(stderr, "hdbbackint: warning: unexpected argument %s ignored\n", a);
         }
+    }
+    if (print_version) {
+        printf("hdbbackint %s (shmover; BACKINT API 1.50)\n", HDBBACKINT_VERSION);
+        return 0;
     }
     enum { F_NONE, F_BACKUP, F_RESTORE, F_INQUIRE, F_DELETE } fn = F_NONE;
     if (function) {

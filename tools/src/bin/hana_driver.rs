@@ -824,6 +824,16 @@ fn scenarios(env: &mut Env) {
         o.status.success() && String::from_utf8_lossy(&o.stdout).starts_with("hdbbackint "),
         "-v prints the version",
     );
+    // A "-v" that is another option's value is that value: here the user.
+    let o = Command::new(&env.exe)
+        .args(["-u", "-v", "-f", "explode"])
+        .output()
+        .unwrap();
+    check(
+        "version-as-value",
+        o.status.code() == Some(2) && !String::from_utf8_lossy(&o.stdout).contains("hdbbackint "),
+        "-u -v names a user: the unknown function still exits 2",
+    );
     let o = Command::new(&env.exe)
         .args(["-f", "explode"])
         .output()

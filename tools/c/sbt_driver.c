@@ -6,7 +6,7 @@
  * "N passed, M failed"; exits 1 if anything failed.
  *
  *   sbt-driver [--lib PATH] [--socket PATH] [--channels N] [--large]
- *              [--prefix P] [--only NAME] [--kill-mover PID]
+ *              [--prefix P] [--only NAME] [--seed S] [--ops N] [--kill-mover PID]
  *
  * --socket sets MOVER_SOCKET before the library is loaded, as RMAN's
  * PARMS 'ENV=(MOVER_SOCKET=...)' does. --large adds a piece over 4 GiB.
@@ -15,6 +15,7 @@
  * backup and "bench backup-done" between the backup and the restore, and
  * after each waits for a line on stdin; --bench-keep leaves the piece in
  * the store instead of removing it.
+ * --seed and --ops replay and size the random-calls scenario.
  * --kill-mover PID runs only the mover-death scenario: it SIGKILLs the
  * mover mid-piece and checks the library fails the piece, without hanging.
  */
@@ -645,6 +646,294 @@ static void sc_mover_death(void) {
     printf("orphan piece: %s\n", name);
 }
 
+/* ---- random calls -------------------------------------------------------------- */
+
+/* A model-checked random walk over the v2 calls, as a confused or hostile
+ * caller might make them: two sessions, a small pool of names, odd block
+ * sizes, NULL buffers and names, calls in any order. Every call's result
+ * (0, or -1 with the pending code) must be the one the specification and
+ * the model give, every byte read back must be the bytes written, and at
+ * the end every committed piece, and only those, must be in the store.
+ * --seed S replays a run; --ops N sets its length. */
+static unsigned long long g_seed;
+static int g_seed_given;
+static int g_ops = 1500;
+
+#define RC_NAMES 4
+#define RC_SESSIONS 2
+#define RC_MAX_BYTES ((uint64_t)4 << 20)
+
+typedef struct rc_piece {
+    int present;
+    size_t bs;
+    uint64_t blocks, seed;
+} rc_piece;
+
+typedef struct rc_sess {
+    chan ch;
+    enum { RC_UNINIT, RC_IDLE, RC_WRITING, RC_READING } st;
+    int name;      /* the open piece's index in the pool */
+    size_t bs;     /* its block size */
+    uint64_t blocks, seed; /* writing: blocks written so far; the stream's seed */
+    uint64_t off;  /* reading: bytes returned so far */
+} rc_sess;
+
+enum { RC_INIT, RC_BACKUP, RC_WRITE, RC_RESTORE, RC_READ, RC_CLOSE, RC_INFO, RC_REMOVE, RC_COMMAND, RC_END, RC_KINDS };
+
+static uint64_t rc_rng;
+static uint64_t rc_next(void) { return splitmix64(rc_rng++); }
+static uint64_t rc_below(uint64_t n) { return rc_next() % n; }
+
+/* The next call for a session in state `st`: one a caller in that state
+ * would make three times in four, any call at all otherwise. */
+static int rc_pick(int st) {
+    if (rc_below(4) == 0) return (int)rc_below(RC_KINDS);
+    uint64_t r = rc_below(100);
+    switch (st) {
+    case RC_UNINIT: return RC_INIT;
+    case RC_IDLE:
+        return r < 40 ? RC_BACKUP : r < 70 ? RC_RESTORE : r < 80 ? RC_INFO : r < 90 ? RC_REMOVE : r < 95 ? RC_COMMAND : RC_END;
+    default:
+        return r < 90 ? (st == RC_WRITING ? RC_WRITE : RC_READ) : r < 98 ? RC_CLOSE : RC_END;
+    }
+}
+
+/* The last calls, for the failure report. */
+static char rc_log[32][200];
+static int rc_nlog, rc_op;
+static void rc_note(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+static void rc_note(const char *fmt, ...) {
+    char *e = rc_log[rc_nlog % 32];
+    int n = snprintf(e, sizeof rc_log[0], "call %d: ", rc_op);
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(e + n, sizeof rc_log[0] - (size_t)n, fmt, ap);
+    va_end(ap);
+    rc_nlog++;
+}
+
+static unsigned long long rc_refusals;
+
+/* Reports a departure from the model at call `op`, with the calls before it. */
+static void rc_fail(const char *sc, int op, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
+static void rc_fail(const char *sc, int op, const char *fmt, ...) {
+    char msg[1400];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(msg, sizeof msg, fmt, ap);
+    va_end(ap);
+    (void)op;
+    report(0, sc, "seed %llu, %s: %s", g_seed, rc_log[(rc_nlog - 1) % 32], msg);
+    int from = rc_nlog > 32 ? rc_nlog - 32 : 0;
+    for (int i = from; i < rc_nlog; i++) printf("  %s\n", rc_log[i % 32]);
+}
+
+/* Checks one call's outcome against `want` (0, or an SBT error code). */
+static int rc_expect(const char *sc, rc_sess *s, int rc, sbt_ulong want, int op) {
+    char text[1100] = "";
+    sbt_ulong code = rc == 0 ? 0 : last_error(&s->ch, text, sizeof text);
+    int ok = want == 0 ? rc == 0 : (rc == -1 && code == want && text[0] != '\0' && strlen(text) < 1024);
+    if (ok) {
+        rc_refusals += want != 0;
+        return 1;
+    }
+    rc_fail(sc, op, "rc %d code %lu (%s), the model says %lu", rc, code, text, want);
+    return 0;
+}
+
+static void sc_random_calls(void) {
+    const char *sc = "random-calls";
+    if (!g_seed_given) g_seed = (unsigned long long)time(NULL) ^ ((unsigned long long)getpid() << 20);
+    rc_rng = splitmix64(g_seed ^ 0xD1B54A32D192ED03ULL); /* seeds 1 and 2 are not one walk shifted */
+    static const size_t sizes[] = {1, 3, 512, 1000, 4096, 8192, 65536, 262147};
+    const size_t nsizes = sizeof sizes / sizeof *sizes;
+    char names[RC_NAMES][512];
+    static const char *const tags[RC_NAMES] = {"p0", "p1", "/p2 after a double slash", "p3.with.dots"};
+    for (int i = 0; i < RC_NAMES; i++) {
+        char tag[64];
+        snprintf(tag, sizeof tag, "%llu/%s", g_seed, tags[i]);
+        piece_name(names[i], sizeof names[i], sc, tag);
+    }
+    char toolong[600];
+    memset(toolong, 'n', sizeof toolong - 1);
+    toolong[sizeof toolong - 1] = '\0';
+    rc_piece model[RC_NAMES] = {{0}};
+    rc_sess ss[RC_SESSIONS];
+    for (int k = 0; k < RC_SESSIONS; k++) {
+        memset(&ss[k], 0, sizeof ss[k]);
+        ss[k].ch.ctx = calloc(1, g_ctxsize);
+        ss[k].st = RC_UNINIT;
+    }
+    size_t cap = sizes[nsizes - 1];
+    unsigned char *buf = malloc(cap), *want = malloc(cap);
+    int ok = 1, op;
+    /* What the walk reached: pieces committed, bytes read back, EOFs, refusals. */
+    unsigned long long commits = 0, nonempty = 0, readback = 0, eofs = 0;
+    for (op = 0; op < g_ops && ok; op++) {
+        rc_op = op;
+        rc_sess *s = &ss[rc_below(RC_SESSIONS)];
+        rc_sess *o = &ss[s == &ss[0]]; /* the other session */
+        int k = (int)rc_below(RC_NAMES);
+        /* Whether name k is open in a session, and how. */
+        int writing_k = (s->st == RC_WRITING && s->name == k) || (o->st == RC_WRITING && o->name == k);
+        int open_k = writing_k || (s->st == RC_READING && s->name == k) || (o->st == RC_READING && o->name == k);
+        int r = rc_pick(s->st);
+        if (r == RC_INIT) { /* sbtinit2: a fresh session, or settings again */
+            sbt_ulong level = 0;
+            sbtinit2_input in[] = {{SBTINIT2_TRACE_LEVEL, &level}, {SBTINIT2_END, NULL}};
+            sbtinit2_output *out = NULL;
+            rc_note("sbtinit2 (session %d)", (int)(s - ss));
+            ok = rc_expect(sc, s, g_t->sbtinit2(s->ch.ctx, 0, in, &out), 0, op);
+            if (s->st == RC_UNINIT) s->st = RC_IDLE;
+        } else if (r == RC_BACKUP) { /* sbtbackup */
+            if (o->st != RC_UNINIT && o->name == k && o->st == RC_WRITING) continue; /* two writers of one name: RMAN never */
+            size_t bs = sizes[rc_below(nsizes)];
+            uint64_t v = rc_below(20);
+            const char *nm = v == 0 ? NULL : v == 1 ? "" : v == 2 ? toolong : names[k];
+            uint64_t seed = rc_next();
+            rc_note("sbtbackup %s bs=%zu (session %d)", nm == NULL ? "(null)" : v == 2 ? "(600 bytes)" : nm, bs,
+                    (int)(s - ss));
+            sbt_ulong dbid = 1, ftype = 1;
+            sbtobject info[] = {{SBTOBJECT_DBNAME, "RND"}, {SBTOBJECT_DBID, &dbid}, {SBTOBJECT_FILETYPE, &ftype},
+                                {SBTOBJECT_END, NULL}};
+            int rc = g_t->sbtbackup(s->ch.ctx, 0, (char *)nm, info, bs, 0, 1, 0);
+            sbt_ulong w = s->st != RC_IDLE || v < 3 ? SBT_ERROR_MM : model[k].present ? SBT_ERROR_EXISTS : 0;
+            ok = rc_expect(sc, s, rc, w, op);
+            if (w == 0) {
+                s->st = RC_WRITING;
+                s->name = k;
+                s->bs = bs;
+                s->blocks = 0;
+                s->seed = seed;
+            }
+        } else if (r == RC_WRITE) { /* sbtwrite2 */
+            int null = rc_below(30) == 0;
+            if (s->st == RC_WRITING && !null && (s->blocks + 1) * s->bs > RC_MAX_BYTES) continue;
+            if (s->st == RC_WRITING) gen(s->seed, s->blocks * s->bs, buf, s->bs);
+            rc_note("sbtwrite2%s (session %d)", null ? " NULL" : "", (int)(s - ss));
+            int rc = g_t->sbtwrite2(s->ch.ctx, 0, null ? NULL : buf);
+            int good = s->st == RC_WRITING && !null;
+            ok = rc_expect(sc, s, rc, good ? 0 : SBT_ERROR_MM, op);
+            if (good) s->blocks++;
+        } else if (r == RC_RESTORE) { /* sbtrestore */
+            size_t bs = sizes[rc_below(nsizes)];
+            uint64_t v = rc_below(20);
+            const char *nm = v == 0 ? NULL : v == 1 ? "" : v == 2 ? toolong : names[k];
+            rc_note("sbtrestore %s bs=%zu (session %d)", nm == NULL ? "(null)" : v == 2 ? "(600 bytes)" : nm, bs,
+                    (int)(s - ss));
+            int rc = g_t->sbtrestore(s->ch.ctx, 0, (char *)nm, bs);
+            sbt_ulong w = s->st != RC_IDLE || v < 3 ? SBT_ERROR_MM : model[k].present ? 0 : SBT_ERROR_NOTFOUND;
+            ok = rc_expect(sc, s, rc, w, op);
+            if (w == 0) {
+                s->st = RC_READING;
+                s->name = k;
+                s->bs = bs;
+                s->off = 0;
+            }
+        } else if (r == RC_READ) { /* sbtread2 */
+            int null = rc_below(30) == 0;
+            memset(buf, 0xEE, cap);
+            rc_note("sbtread2%s (session %d)", null ? " NULL" : "", (int)(s - ss));
+            int rc = g_t->sbtread2(s->ch.ctx, 0, null ? NULL : buf);
+            if (s->st != RC_READING || null) {
+                ok = rc_expect(sc, s, rc, SBT_ERROR_MM, op);
+                continue;
+            }
+            rc_piece *p = &model[s->name];
+            uint64_t total = p->bs * p->blocks;
+            size_t n = total - s->off < s->bs ? (size_t)(total - s->off) : s->bs;
+            ok = rc_expect(sc, s, rc, n > 0 ? 0 : SBT_ERROR_EOF, op);
+            eofs += n == 0;
+            if (ok && n > 0) {
+                readback += n;
+                gen(p->seed, s->off, want, n);
+                size_t tail = n;
+                while (tail < s->bs && buf[tail] == 0xEE) tail++;
+                if (memcmp(buf, want, n) != 0 || tail != s->bs) {
+                    rc_fail(sc, op, "at byte %llu of %s: %s", (unsigned long long)s->off, names[s->name],
+                            tail != s->bs ? "the short block wrote past its data" : "the bytes differ");
+                    ok = 0;
+                }
+                s->off += n;
+            }
+        } else if (r == RC_CLOSE) { /* sbtclose2, now and then with ABORT */
+            int abort_ = rc_below(4) == 0;
+            rc_note("sbtclose2%s (session %d)", abort_ ? " ABORT" : "", (int)(s - ss));
+            int rc = g_t->sbtclose2(s->ch.ctx, abort_ ? SBTCLOSE2_ABORT : 0);
+            ok = rc_expect(sc, s, rc, s->st == RC_WRITING || s->st == RC_READING ? 0 : SBT_ERROR_MM, op);
+            if (s->st == RC_WRITING && !abort_) {
+                model[s->name] = (rc_piece){1, s->bs, s->blocks, s->seed};
+                commits++;
+                nonempty += s->blocks > 0;
+            }
+            if (s->st != RC_UNINIT) s->st = RC_IDLE;
+        } else if (r == RC_INFO) { /* sbtinfo2: committed pieces only */
+            char *list[] = {names[k], names[(k + 1) % RC_NAMES], NULL};
+            sbtbfinfo *out = NULL;
+            rc_note("sbtinfo2 %s, %s (session %d)", list[0], list[1], (int)(s - ss));
+            int rc = g_t->sbtinfo2(s->ch.ctx, 0, list, &out);
+            ok = rc_expect(sc, s, rc, s->st == RC_UNINIT ? SBT_ERROR_MM : 0, op);
+            if (ok && rc == 0) {
+                int g = -1, found[2] = {1, 1};
+                for (sbtbfinfo *p = out; p->type != SBTBFINFO_END; p++) {
+                    if (p->type == SBTBFINFO_NAME) g++;
+                    if (p->type == SBTBFINFO_NOTFOUND && g >= 0 && g < 2) found[g] = 0;
+                }
+                int want0 = model[k].present, want1 = model[(k + 1) % RC_NAMES].present;
+                if (g != 1 || found[0] != want0 || found[1] != want1) {
+                    rc_fail(sc, op, "found %d,%d in %d groups; the model says %d,%d", found[0], found[1], g + 1, want0,
+                            want1);
+                    ok = 0;
+                }
+            }
+        } else if (r == RC_REMOVE) { /* sbtremove2 of a name nobody has open */
+            if (open_k) continue;
+            char *list[] = {names[k], NULL};
+            rc_note("sbtremove2 %s (session %d)", names[k], (int)(s - ss));
+            int rc = g_t->sbtremove2(s->ch.ctx, 0, list);
+            ok = rc_expect(sc, s, rc, s->st == RC_UNINIT ? SBT_ERROR_MM : model[k].present ? 0 : SBT_ERROR_NOTFOUND,
+                           op);
+            if (s->st != RC_UNINIT) model[k].present = 0;
+        } else if (r == RC_COMMAND) { /* sbtcommand: a harmless setting, or one too long */
+            int bad = rc_below(3) == 0;
+            char cmd[600];
+            if (bad) {
+                memset(cmd, 'c', sizeof cmd - 1);
+                cmd[sizeof cmd - 1] = '\0';
+            } else {
+                snprintf(cmd, sizeof cmd, "ENV=(MOVER_TIMEOUT=30)");
+            }
+            rc_note("sbtcommand %s (session %d)", bad ? "(600 bytes)" : cmd, (int)(s - ss));
+            ok = rc_expect(sc, s, g_t->sbtcommand(s->ch.ctx, 0, cmd), s->st == RC_UNINIT || bad ? SBT_ERROR_MM : 0, op);
+        } else { /* sbtend: an open piece is abandoned, never committed */
+            rc_note("sbtend (session %d)", (int)(s - ss));
+            ok = rc_expect(sc, s, g_t->sbtend(s->ch.ctx, 0), 0, op);
+            s->st = RC_UNINIT;
+        }
+        (void)writing_k;
+    }
+    for (int i = 0; i < RC_SESSIONS; i++) close_session(&ss[i].ch);
+    CHECK(sc, ok,
+          "%d calls of seed %llu in two sessions gave the model's results: %llu pieces committed (%llu with data), "
+          "%llu bytes read back, %llu EOFs, %llu refusals (replay: --only random-calls --seed %llu)",
+          op, g_seed, commits, nonempty, readback, eofs, rc_refusals, g_seed);
+    /* The store holds the committed pieces, and only those, byte for byte. */
+    chan ch;
+    open_session(&ch, 0);
+    for (int i = 0; i < RC_NAMES; i++) {
+        sbtbfinfo *out;
+        int found = info_one(&ch, names[i], &out);
+        CHECK(sc, found == model[i].present, "%s is %s", names[i], model[i].present ? "stored" : "not stored");
+        if (found == 1 && model[i].present) {
+            restore_check(sc, &ch, names[i], sizes[rc_below(nsizes)], model[i].bs * model[i].blocks, model[i].seed);
+            remove_one(&ch, names[i]);
+        }
+    }
+    close_session(&ch);
+    free(buf);
+    free(want);
+}
+
 static double now_s(void) {
     struct timespec ts;
     clock_gettime(CLOCK_MONOTONIC, &ts);
@@ -733,9 +1022,11 @@ int sbt_driver_main(int argc, char **argv) {
         else if (strcmp(a, "--bench-block") == 0 && v) g_bench_block = (size_t)strtoull(argv[++i], NULL, 10);
         else if (strcmp(a, "--bench-step") == 0) g_bench_step = 1;
         else if (strcmp(a, "--bench-keep") == 0) g_bench_keep = 1;
+        else if (strcmp(a, "--seed") == 0 && v) g_seed = strtoull(argv[++i], NULL, 10), g_seed_given = 1;
+        else if (strcmp(a, "--ops") == 0 && v) g_ops = atoi(argv[++i]);
         else {
             fprintf(stderr, "usage: sbt-driver [--lib PATH] [--socket PATH] [--channels N] [--large] [--prefix P] "
-                            "[--only NAMES] [--kill-mover PID] [--bench-bytes N [--bench-block B] [--bench-step] [--bench-keep]]\n");
+                            "[--only NAMES] [--seed S] [--ops N] [--kill-mover PID] [--bench-bytes N [--bench-block B] [--bench-step] [--bench-keep]]\n");
             return 2;
         }
     }
@@ -766,6 +1057,7 @@ int sbt_driver_main(int argc, char **argv) {
     if (wanted("errors")) sc_errors();
     if (wanted("call-order")) sc_call_order();
     if (wanted("trace")) sc_trace();
+    if (wanted("random-calls")) sc_random_calls();
     if (wanted("channels")) sc_channels(exe);
     if (g_large) sc_large();
     printf("%d passed, %d failed\n", g_passed, g_failed);

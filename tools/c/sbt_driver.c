@@ -741,6 +741,20 @@ static int rc_expect(const char *sc, rc_sess *s, int rc, sbt_ulong want, int op)
     return 0;
 }
 
+/* A piece name for a call: one in 20 NULL, one empty, one 600 bytes long. */
+static const char *rc_name(uint64_t v, const char *toolong, const char *name) {
+    return v == 0 ? NULL : v == 1 ? "" : v == 2 ? toolong : name;
+}
+
+/* The model after a successful sbtbackup or sbtrestore of name `k`. */
+static void rc_open(rc_sess *s, int st, int k, size_t bs, uint64_t seed) {
+    s->st = st;
+    s->name = k;
+    s->bs = bs;
+    s->blocks = s->off = 0;
+    s->seed = seed;
+}
+
 static void sc_random_calls(void) {
     const char *sc = "random-calls";
     if (!g_seed_given) g_seed = (unsigned long long)time(NULL) ^ ((unsigned long long)getpid() << 20);
@@ -789,23 +803,16 @@ static void sc_random_calls(void) {
             if (o->st != RC_UNINIT && o->name == k && o->st == RC_WRITING) continue; /* two writers of one name: RMAN never */
             size_t bs = sizes[rc_below(nsizes)];
             uint64_t v = rc_below(20);
-            const char *nm = v == 0 ? NULL : v == 1 ? "" : v == 2 ? toolong : names[k];
+            const char *nm = rc_name(v, toolong, names[k]);
             uint64_t seed = rc_next();
-            rc_note("sbtbackup %s bs=%zu (session %d)", nm == NULL ? "(null)" : v == 2 ? "(600 bytes)" : nm, bs,
-                    (int)(s - ss));
+            rc_note("sbtbackup %s bs=%zu (session %d)", v == 2 ? "(600 bytes)" : nm ? nm : "(null)", bs, (int)(s - ss));
             sbt_ulong dbid = 1, ftype = 1;
             sbtobject info[] = {{SBTOBJECT_DBNAME, "RND"}, {SBTOBJECT_DBID, &dbid}, {SBTOBJECT_FILETYPE, &ftype},
                                 {SBTOBJECT_END, NULL}};
             int rc = g_t->sbtbackup(s->ch.ctx, 0, (char *)nm, info, bs, 0, 1, 0);
             sbt_ulong w = s->st != RC_IDLE || v < 3 ? SBT_ERROR_MM : model[k].present ? SBT_ERROR_EXISTS : 0;
             ok = rc_expect(sc, s, rc, w, op);
-            if (w == 0) {
-                s->st = RC_WRITING;
-                s->name = k;
-                s->bs = bs;
-                s->blocks = 0;
-                s->seed = seed;
-            }
+            if (w == 0) rc_open(s, RC_WRITING, k, bs, seed);
         } else if (r == RC_WRITE) { /* sbtwrite2 */
             int null = rc_below(30) == 0;
             if (s->st == RC_WRITING && !null && (s->blocks + 1) * s->bs > RC_MAX_BYTES) continue;
@@ -818,18 +825,12 @@ static void sc_random_calls(void) {
         } else if (r == RC_RESTORE) { /* sbtrestore */
             size_t bs = sizes[rc_below(nsizes)];
             uint64_t v = rc_below(20);
-            const char *nm = v == 0 ? NULL : v == 1 ? "" : v == 2 ? toolong : names[k];
-            rc_note("sbtrestore %s bs=%zu (session %d)", nm == NULL ? "(null)" : v == 2 ? "(600 bytes)" : nm, bs,
-                    (int)(s - ss));
+            const char *nm = rc_name(v, toolong, names[k]);
+            rc_note("sbtrestore %s bs=%zu (session %d)", v == 2 ? "(600 bytes)" : nm ? nm : "(null)", bs, (int)(s - ss));
             int rc = g_t->sbtrestore(s->ch.ctx, 0, (char *)nm, bs);
             sbt_ulong w = s->st != RC_IDLE || v < 3 ? SBT_ERROR_MM : model[k].present ? 0 : SBT_ERROR_NOTFOUND;
             ok = rc_expect(sc, s, rc, w, op);
-            if (w == 0) {
-                s->st = RC_READING;
-                s->name = k;
-                s->bs = bs;
-                s->off = 0;
-            }
+            if (w == 0) rc_open(s, RC_READING, k, bs, 0);
         } else if (r == RC_READ) { /* sbtread2 */
             int null = rc_below(30) == 0;
             memset(buf, 0xEE, cap);

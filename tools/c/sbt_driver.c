@@ -911,7 +911,6 @@ static void sc_random_calls(void) {
             ok = rc_expect(sc, s, g_t->sbtend(s->ch.ctx, 0), 0, op);
             s->st = RC_UNINIT;
         }
-        (void)writing_k;
     }
     for (int i = 0; i < RC_SESSIONS; i++) close_session(&ss[i].ch);
     CHECK(sc, ok,

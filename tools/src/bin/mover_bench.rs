@@ -368,12 +368,8 @@ fn backint(args: &[String]) -> Result<String, String> {
         }
     }
     let exe = workspace_binary("hdbbackint").map_err(|e| e.to_string())?;
-    let mut margs = vec!["--log", "warn"];
-    if let Some(s) = &store {
-        margs.extend(["--store", s.as_str()]);
-    }
     let src = std::sync::Arc::new(pattern::source(1 << 20));
-    let mut m = shmover_tools::mover::MoverProcess::try_start(&margs)?;
+    let mut m = start_mover(&store)?;
     let dir = m.dir.join("hana");
     std::fs::create_dir_all(&dir).map_err(|e| e.to_string())?;
     let per = bytes / pipes as u64;

@@ -4,6 +4,7 @@
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::process::Command;
+use std::sync::RwLock;
 
 use shmover_client::{Client, ClientKind};
 use shmover_tests::drivers::{hana_driver, run_driver, sbt_driver};
@@ -23,9 +24,21 @@ fn secret_file(dir: &Path, name: &str, text: &str) -> PathBuf {
     p
 }
 
+/// Held for reading while a test binds a port, and for writing by a test
+/// that kills a peer and needs its freed port to stay free: a port the
+/// kernel hands to another test's mover meanwhile would answer in the dead
+/// peer's place.
+static PORTS: RwLock<()> = RwLock::new(());
+
+/// Starts a mover while no test holds a dead peer's port.
+fn start(args: &[&str]) -> MoverProcess {
+    let _bind = PORTS.read().unwrap_or_else(|e| e.into_inner());
+    MoverProcess::start(args)
+}
+
 /// A mover that serves peers in plaintext with a bearer token.
 fn receiver(token: &Path) -> MoverProcess {
-    MoverProcess::start(&[
+    start(&[
         "--peer-listen",
         "127.0.0.1:0",
         "--insecure-plaintext",
@@ -48,7 +61,7 @@ fn forwarder(peers: &[String], token: &Path, extra: &[&str]) -> MoverProcess {
         token.to_str().unwrap(),
     ];
     args.extend_from_slice(extra);
-    MoverProcess::start(&args)
+    start(&args)
 }
 
 fn names(c: &mut Client) -> Vec<String> {
@@ -102,7 +115,7 @@ fn a_peer_whose_store_returns_whole_objects_sends_them_in_chunks() {
     // it below the gRPC message limit.
     let dir = temp_dir("peer-memory");
     let token = secret_file(&dir, "token", "memory-t0ken");
-    let r = MoverProcess::start(&[
+    let r = start(&[
         "--store",
         "memory://",
         "--peer-listen",
@@ -145,7 +158,10 @@ fn an_upload_and_a_restore_resume_after_the_connection_is_cut() {
     // way: twice toward the peer (the upload; each resume restarts from
     // the last part the peer acknowledged, at most 40 MiB in, so 56 MiB
     // or more remain for the second cut) and once back (the restore).
-    let proxy = CutProxy::start(r.peer_addr().parse().unwrap(), 40 * MIB, 2, 1);
+    let proxy = {
+        let _bind = PORTS.read().unwrap_or_else(|e| e.into_inner());
+        CutProxy::start(r.peer_addr().parse().unwrap(), 40 * MIB, 2, 1)
+    };
     let f = forwarder(
         &[proxy.addr().to_string()],
         &token,
@@ -197,7 +213,9 @@ fn a_dead_peer_fails_the_object_and_the_next_object_goes_to_the_next_peer() {
     );
     let pat = Pattern::default();
     let mut c = f.client(ClientKind::Generic);
-    // Half an object reaches the first peer, then it dies.
+    // Half an object reaches the first peer, then it dies. Its port stays
+    // free until the test ends: no other test here binds one meanwhile.
+    let _dead_port = PORTS.write().unwrap_or_else(|e| e.into_inner());
     c.open_write("dead/piece", 1 << 20, 0, &BTreeMap::new())
         .unwrap();
     let mut failed = None;
@@ -319,7 +337,7 @@ fn the_peer_port_requires_tls_and_refuses_wrong_credentials() {
     let err = refused_start(&dir, &["--forward", "http://127.0.0.1:1"]);
     assert!(err.contains("plaintext"), "{err}");
     // mTLS and a token, both required.
-    let r = MoverProcess::start(&[
+    let r = start(&[
         "--peer-listen",
         "127.0.0.1:0",
         "--tls-cert",
@@ -333,7 +351,7 @@ fn the_peer_port_requires_tls_and_refuses_wrong_credentials() {
     ]);
     let port = r.peer_addr().rsplit(':').next().unwrap().to_string();
     let https = format!("https://localhost:{port}");
-    let start = |url: &str, tok: &PathBuf, cert: bool| {
+    let forward_to = |url: &str, tok: &PathBuf, cert: bool| {
         let mut args = vec![
             "--forward".to_string(),
             url.to_string(),
@@ -352,9 +370,9 @@ fn the_peer_port_requires_tls_and_refuses_wrong_credentials() {
             args.push("--insecure-plaintext".into());
         }
         let args: Vec<&str> = args.iter().map(String::as_str).collect();
-        MoverProcess::start(&args)
+        start(&args)
     };
-    let good = start(&https, &token, true);
+    let good = forward_to(&https, &token, true);
     assert_eq!(try_backup(&good, "tls/ok"), None);
     let mut c = good.client(ClientKind::Generic);
     assert_eq!(c.stat("tls/ok").unwrap().size, 4096);
@@ -363,15 +381,15 @@ fn the_peer_port_requires_tls_and_refuses_wrong_credentials() {
         assert!(err.contains(why), "{err}\n{}", f.log());
     };
     refused(
-        start(&https, &wrong, true),
+        forward_to(&https, &wrong, true),
         "tls/wrong-token",
         "bearer token",
     );
     // Without a client certificate, or without TLS, the connection itself
     // fails; the object fails once the peer timeout has passed.
-    refused(start(&https, &token, false), "tls/no-cert", &https);
+    refused(forward_to(&https, &token, false), "tls/no-cert", &https);
     let plain = format!("http://127.0.0.1:{port}");
-    refused(start(&plain, &token, true), "tls/plain", &plain);
+    refused(forward_to(&plain, &token, true), "tls/plain", &plain);
     // Only the good object reached the peer.
     let mut on_peer = r.client(ClientKind::Generic);
     assert_eq!(names(&mut on_peer), ["tls/ok"]);

@@ -56,7 +56,13 @@ fn client(server: &S3Server) -> AmazonS3 {
     client_with_secret(server, &server.secret_access_key)
 }
 
+/// Held for reading while a test starts a server (which binds a port), and
+/// for writing by the test that checks a dropped server's port refuses
+/// connections: no other server here may be handed that port meanwhile.
+static PORTS: std::sync::RwLock<()> = std::sync::RwLock::new(());
+
 fn start() -> S3Server {
+    let _bind = PORTS.read().unwrap_or_else(|e| e.into_inner());
     S3Server::start().expect("the S3 server starts")
 }
 
@@ -375,6 +381,7 @@ fn a_dropped_server_refuses_connections_and_leaves_no_directory() {
     assert!(root.join(&server.bucket).is_dir());
     std::net::TcpStream::connect(addr).expect("the server accepts connections");
 
+    let _freed_port = PORTS.write().unwrap_or_else(|e| e.into_inner());
     drop(server);
 
     assert!(!root.exists(), "{} was removed", root.display());

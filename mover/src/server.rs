@@ -3,7 +3,7 @@
 
 use std::collections::{BTreeMap, HashSet};
 use std::io::IoSlice;
-use std::os::fd::{AsRawFd, RawFd};
+use std::os::fd::{AsFd, AsRawFd, RawFd};
 use std::os::unix::fs::{FileTypeExt, PermissionsExt};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed};
 use std::sync::{Arc, Mutex};
@@ -546,15 +546,39 @@ async fn connection(shared: Arc<Shared>, stream: UnixStream) {
         }
     };
     let (uid, gid, pid) = (cred.uid(), cred.gid(), cred.pid().unwrap_or(0) as u32);
-    if !shared.cfg.allow_uids.contains(&uid) && !shared.cfg.allow_gids.contains(&gid) {
+    let cfg = &shared.cfg;
+    // A supplementary group counts as the primary one does: the kernel
+    // recorded them at connect time, so no /proc lookup (and no pid race).
+    let mut groups = Vec::new();
+    let allowed = cfg.allow_uids.contains(&uid)
+        || cfg.allow_gids.contains(&gid)
+        || (!cfg.allow_gids.is_empty()
+            && match shmover_ring::peer_groups(stream.as_fd()) {
+                Ok(g) => {
+                    groups = g;
+                    groups.iter().any(|g| cfg.allow_gids.contains(g))
+                }
+                Err(e) => {
+                    warn!(uid, pid, error = %e, "cannot read the peer's supplementary groups; checking its primary group only");
+                    false
+                }
+            });
+    if !allowed {
         shared.metrics.refused_peers.fetch_add(1, Relaxed);
         warn!(
             uid,
-            gid, pid, "refused a peer whose uid and gid are not allowed"
+            gid,
+            ?groups,
+            pid,
+            "refused a peer whose uid and groups are not allowed"
         );
         let frame = shmover_proto::error_frame(
             ErrorCode::NotAllowed,
-            format!("uid {uid} (gid {gid}) is not allowed to use this mover"),
+            if groups.is_empty() {
+                format!("uid {uid} (gid {gid}) is not allowed to use this mover")
+            } else {
+                format!("uid {uid} (gid {gid}, groups {groups:?}) is not allowed to use this mover")
+            },
         );
         let _ = send(&stream, &frame, &[]).await;
         return;
@@ -864,14 +888,12 @@ impl Conn {
         cancel: &Arc<AtomicBool>,
         progress: Arc<AtomicU64>,
     ) -> Result<StreamCtx, response::Body> {
-        let peer = std::os::fd::AsFd::as_fd(&self.stream)
-            .try_clone_to_owned()
-            .map_err(|e| {
-                error_body(
-                    ErrorCode::Resource,
-                    format!("cannot watch the client's socket: {e}"),
-                )
-            })?;
+        let peer = self.stream.as_fd().try_clone_to_owned().map_err(|e| {
+            error_body(
+                ErrorCode::Resource,
+                format!("cannot watch the client's socket: {e}"),
+            )
+        })?;
         Ok(StreamCtx {
             limits: self.shared.limits.clone(),
             cancel: Arc::clone(cancel),

@@ -41,6 +41,8 @@ mod doorbell;
 #[cfg(not(loom))]
 pub mod ffi;
 mod layout;
+#[cfg(not(loom))]
+mod peer;
 mod ring;
 mod segment;
 mod sync;
@@ -54,6 +56,8 @@ pub use layout::{
     CONTROL_OFFSET, DESC_OFFSET, FLAG_CRC, FLAG_EOS, KNOWN_FLAGS, MAGIC, MAX_SLOT_COUNT,
     MAX_SLOT_SIZE, PAGE, VERSION,
 };
+#[cfg(not(loom))]
+pub use peer::peer_groups;
 pub use ring::{Consumer, Corruption, Error, Lease, Producer, Wait, WriteRun, WriteSlot};
 #[cfg(not(loom))]
 pub use segment::ShmSegment;

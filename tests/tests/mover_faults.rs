@@ -7,11 +7,11 @@ use std::io::{Read, Write};
 use std::os::unix::fs::PermissionsExt;
 use std::os::unix::net::UnixStream;
 use std::os::unix::process::CommandExt;
-use std::process::Stdio;
+use std::process::{Command, Stdio};
 use std::time::Duration;
 
 use prost::Message;
-use shmover_client::{code, ClientKind};
+use shmover_client::{code, Client, ClientKind};
 use shmover_proto::{request, response, v1, ErrorCode};
 use shmover_tests::mover::files_under;
 use shmover_tests::{eventually, MoverProcess};
@@ -352,6 +352,122 @@ fn a_peer_whose_uid_is_not_allowed_is_refused_and_logged() {
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
+}
+
+/// `cmd` run as uid and gid 65534 with the supplementary `groups`: std's
+/// `Command` cannot set those, so Python sets them and then execs `cmd`.
+fn with_groups(cmd: &Command, groups: &[u32]) -> Command {
+    let mut c = Command::new("python3");
+    c.arg("-c")
+        .arg(
+            "import os, sys\n\
+             os.setgroups([int(g) for g in sys.argv[1].split(',') if g])\n\
+             os.setgid(65534)\n\
+             os.setuid(65534)\n\
+             os.execvp(sys.argv[2], sys.argv[2:])",
+        )
+        .arg(
+            groups
+                .iter()
+                .map(u32::to_string)
+                .collect::<Vec<_>>()
+                .join(","),
+        )
+        .arg(cmd.get_program())
+        .args(cmd.get_args());
+    for (k, v) in cmd.get_envs() {
+        match v {
+            Some(v) => c.env(k, v),
+            None => c.env_remove(k),
+        };
+    }
+    c
+}
+
+#[test]
+fn a_peer_is_allowed_by_a_supplementary_group() {
+    if !running_as_root() {
+        eprintln!("skipped: needs root to run a client under another uid");
+        return;
+    }
+    // Group 0 opens the socket (0660, directory 0750, both root's); the
+    // mover allows gid 4242. Forty groups, more than the first buffer the
+    // mover reads them into.
+    let m = MoverProcess::start(&["--allow-uids", "0", "--allow-gids", "4242"]);
+    let mut groups: Vec<u32> = (5000..5038).collect();
+    groups.push(0);
+    let out = with_groups(m.cli().arg("ls"), &groups).output().unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("uid 65534 (gid 65534, groups [") && err.contains("not allowed"),
+        "{err}"
+    );
+    groups.push(4242);
+    let out = with_groups(m.cli().arg("ls"), &groups).output().unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(m.log().matches("refused a peer").count(), 1, "{}", m.log());
+}
+
+#[test]
+fn a_client_refuses_a_socket_served_by_another_user() {
+    if !running_as_root() {
+        eprintln!("skipped: needs root to serve a socket as another uid");
+        return;
+    }
+    // Someone (uid 65534) listens at a path in a directory root owns, as on
+    // a shared /tmp: the client must not send it anything.
+    let dir = shmover_tests::mover::temp_dir("impostor");
+    std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o777)).unwrap();
+    let sock = dir.join("mover.sock");
+    let serve = "import socket, sys\n\
+                 s = socket.socket(socket.AF_UNIX)\n\
+                 s.bind(sys.argv[1]); s.listen(4); s.settimeout(120)\n\
+                 print('ready', flush=True)\n\
+                 while True:\n    c, _ = s.accept(); c.recv(65536); c.close()";
+    /// Kills the impostor however the test ends.
+    struct Impostor(std::process::Child);
+    impl Drop for Impostor {
+        fn drop(&mut self) {
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+        }
+    }
+    let mut impostor = Impostor(
+        with_groups(Command::new("python3").arg("-c").arg(serve).arg(&sock), &[])
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
+    let mut line = String::new();
+    std::io::BufRead::read_line(
+        &mut std::io::BufReader::new(impostor.0.stdout.take().unwrap()),
+        &mut line,
+    )
+    .unwrap();
+    assert_eq!(line.trim(), "ready");
+    let opts = |socket: &std::path::Path| shmover_client::Options {
+        socket: socket.to_owned(),
+        ..Default::default()
+    };
+    let err = Client::connect(&opts(&sock)).expect_err("refused");
+    assert_eq!(err.code, shmover_client::code::UNREACHABLE);
+    assert!(
+        err.message.contains("runs as uid 65534") && err.message.contains("refusing"),
+        "{err:?}"
+    );
+    // The same process is trusted once it owns the socket's directory (a
+    // service user's own run directory); it then fails the handshake.
+    std::os::unix::fs::chown(&dir, Some(65534), None).unwrap();
+    let err = Client::connect(&opts(&sock)).expect_err("no hello");
+    assert!(!err.message.contains("refusing"), "{err:?}");
+    drop(impostor);
+    let _ = std::fs::remove_dir_all(&dir);
 }
 
 #[test]

@@ -185,8 +185,48 @@ fn ring_error(e: shmover_ring::Error, name: &str) -> Error {
     }
 }
 
+/// Refuses to talk to whatever listens at `path` unless it runs as root, as
+/// this process's user, or as the owner of the socket's directory (the
+/// service user of a mover that made its own `run/` directory). A backup's
+/// bytes must not go to a process that took over the socket path, through
+/// a directory others may write or a path the environment pointed
+/// elsewhere; the mover checks its clients the same way.
+fn check_mover(sock: &UnixStream, path: &std::path::Path) -> Result<()> {
+    use nix::sys::socket::{getsockopt, sockopt::PeerCredentials};
+    use std::os::unix::fs::MetadataExt;
+    let untrusted = |why: String| {
+        Error::new(
+            code::UNREACHABLE,
+            format!("refusing the mover at {}: {why}", path.display()),
+        )
+    };
+    let uid = getsockopt(sock, PeerCredentials)
+        .map_err(|e| untrusted(format!("cannot read its credentials: {e}")))?
+        .uid();
+    let me = nix::unistd::geteuid().as_raw();
+    if uid == 0 || uid == me {
+        return Ok(());
+    }
+    let dir = match path.parent() {
+        Some(d) if !d.as_os_str().is_empty() => d,
+        _ => std::path::Path::new("."),
+    };
+    let owner = std::fs::metadata(dir)
+        .map_err(|e| untrusted(format!("cannot stat {}: {e}", dir.display())))?
+        .uid();
+    if uid == owner {
+        return Ok(());
+    }
+    Err(untrusted(format!(
+        "the process listening there runs as uid {uid}, which is neither root, \
+         this process's uid ({me}) nor the owner of {} (uid {owner})",
+        dir.display()
+    )))
+}
+
 impl Client {
-    /// Connects and says hello.
+    /// Connects and says hello. The mover must run as root, as this
+    /// process's user, or as the owner of the socket's directory.
     pub fn connect(opts: &Options) -> Result<Self> {
         let path = &opts.socket;
         let sock = UnixStream::connect(path).map_err(|e| {
@@ -199,6 +239,7 @@ impl Client {
                 ),
             )
         })?;
+        check_mover(&sock, path)?;
         let _ = sock.set_read_timeout(Some(opts.timeout));
         let _ = sock.set_write_timeout(Some(opts.timeout));
         let mut c = Self {

@@ -75,6 +75,15 @@ pub struct ShmoverList {
     items: Vec<ShmoverInfo>,
 }
 
+/// The code a C caller sees for `e`: never success, never the end of a
+/// restore.
+fn c_code(e: &Error) -> c_int {
+    match e.code as c_int {
+        SHMOVER_OK | SHMOVER_END => code::PROTOCOL as c_int,
+        c => c,
+    }
+}
+
 fn set_thread_error(code: c_int, msg: &str) -> c_int {
     // try_with: during thread teardown the slot may be gone; never panic.
     let _ = THREAD_ERROR.try_with(|e| {
@@ -102,7 +111,7 @@ fn with_client(c: *mut ShmoverClient, f: impl FnOnce(&mut Client) -> Result<(), 
                 SHMOVER_OK
             }
             Err(e) => {
-                h.last_code = e.code as c_int;
+                h.last_code = c_code(&e);
                 h.last_error = cstring(&e.message);
                 set_thread_error(h.last_code, &e.message)
             }
@@ -213,7 +222,7 @@ pub unsafe extern "C" fn shmover_connect(
         })();
         let (client, rc, msg) = match result {
             Ok(c) => (Some(c), SHMOVER_OK, String::new()),
-            Err(e) => (None, e.code as c_int, e.message),
+            Err(e) => (None, c_code(&e), e.message),
         };
         if rc != SHMOVER_OK {
             set_thread_error(rc, &msg);

@@ -185,6 +185,23 @@ fn ring_error(e: shmover_ring::Error, name: &str) -> Error {
     }
 }
 
+/// The mover's error reply as an [`Error`]. A code outside the protocol's
+/// 1 to 14 (0, a missing field, or one this client does not know) is a
+/// protocol error: it must never read as success (0) or as the end of a
+/// restore (1000) to a C caller.
+fn remote_error(e: v1::Error) -> Error {
+    match shmover_proto::ErrorCode::try_from(e.code) {
+        Ok(c) if c != shmover_proto::ErrorCode::Unspecified => Error::new(c as u32, e.message),
+        _ => Error::new(
+            code::PROTOCOL,
+            format!(
+                "the mover sent an error with unknown code {}: {}",
+                e.code, e.message
+            ),
+        ),
+    }
+}
+
 /// Refuses to talk to whatever listens at `path` unless it runs as root, as
 /// this process's user, or as the owner of the socket's directory (the
 /// service user of a mover that made its own `run/` directory). A backup's
@@ -719,7 +736,7 @@ impl Client {
         };
         let _ = self.sock.set_read_timeout(Some(wait));
         let err = match self.read_response() {
-            Ok(response::Body::Error(e)) => Error::new(e.code as u32, e.message),
+            Ok(response::Body::Error(e)) => remote_error(e),
             _ => local,
         };
         self.state = State::Broken(err.clone());
@@ -736,7 +753,7 @@ impl Client {
         if let Err(e) = send_all(&self.sock, &frame) {
             // The mover may have said why before it closed (a refused peer).
             let err = match self.read_response() {
-                Ok(response::Body::Error(e)) => Error::new(e.code as u32, e.message),
+                Ok(response::Body::Error(e)) => remote_error(e),
                 _ => Error::new(
                     code::DISCONNECTED,
                     format!(
@@ -750,7 +767,7 @@ impl Client {
             return Err(err);
         }
         match self.read_response() {
-            Ok(response::Body::Error(e)) => Err(Error::new(e.code as u32, e.message)),
+            Ok(response::Body::Error(e)) => Err(remote_error(e)),
             Ok(b) => Ok(b),
             Err(e) => {
                 self.state = State::Broken(e.clone());
@@ -1004,6 +1021,49 @@ impl CrcChain {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A one-connection fake mover that answers the hello with an error
+    /// of `code`; what `Client::connect` returns.
+    fn connect_to_a_mover_answering(code: i32) -> Error {
+        use std::io::{Read, Write};
+        let path = std::env::temp_dir().join(format!(
+            "shmover-client-test-{}-{code}.sock",
+            std::process::id()
+        ));
+        let _ = std::fs::remove_file(&path);
+        let listener = std::os::unix::net::UnixListener::bind(&path).unwrap();
+        let fake = std::thread::spawn(move || {
+            let (mut s, _) = listener.accept().unwrap();
+            let mut len = [0u8; 4];
+            s.read_exact(&mut len).unwrap();
+            let mut hello = vec![0u8; u32::from_be_bytes(len) as usize];
+            s.read_exact(&mut hello).unwrap();
+            let frame = shmover_proto::response_frame(response::Body::Error(v1::Error {
+                code,
+                message: "made up".into(),
+            }));
+            s.write_all(&frame).unwrap();
+        });
+        let err = Client::connect(&Options {
+            socket: path.clone(),
+            ..Options::default()
+        })
+        .expect_err("an error reply");
+        fake.join().unwrap();
+        let _ = std::fs::remove_file(&path);
+        err
+    }
+
+    #[test]
+    fn an_error_reply_with_a_code_outside_the_protocol_is_a_protocol_error() {
+        for bad in [0, 1000, 15, -1] {
+            let e = connect_to_a_mover_answering(bad);
+            assert_eq!(e.code, code::PROTOCOL, "code {bad}: {e:?}");
+            assert!(e.message.contains("made up"), "{e:?}");
+        }
+        let e = connect_to_a_mover_answering(5);
+        assert_eq!(e.code, code::NOT_FOUND, "{e:?}");
+    }
 
     /// Runs of equal lengths, one-offs, alternations and empty blocks: the
     /// chain always equals the CRC32C of the concatenated bytes.

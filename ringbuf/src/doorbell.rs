@@ -37,26 +37,53 @@ impl EventFd {
         Ok(Self { fd })
     }
 
-    /// Adopts a descriptor received from the peer. It is made non-blocking
-    /// so that a peer that sent some other kind of file cannot make us block
-    /// in `read`; anything that is not an eventfd fails at the first ring.
+    /// Adopts a descriptor received from the peer: it must be an eventfd
+    /// (a pipe or socket could raise SIGPIPE in our process, a FUSE file
+    /// could block), and it is made non-blocking.
     pub fn from_fd(fd: OwnedFd) -> io::Result<Self> {
-        // SAFETY: F_GETFL/F_SETFL on a descriptor we own; no pointers.
-        let flags = unsafe { libc::fcntl(fd.as_raw_fd(), libc::F_GETFL) };
+        let link = std::fs::read_link(format!("/proc/self/fd/{}", fd.as_raw_fd()))?;
+        if link.as_os_str() != "anon_inode:[eventfd]" {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidInput,
+                format!("a doorbell must be an eventfd, not {}", link.display()),
+            ));
+        }
+        let bell = Self { fd };
+        bell.nonblocking()?;
+        Ok(bell)
+    }
+
+    /// Makes sure the descriptor is non-blocking. `O_NONBLOCK` belongs to
+    /// the open file, which the peer shares (the descriptor crossed the
+    /// socket) and may clear; a blocking eventfd would let it park us in
+    /// `write` (a counter at its maximum) or `read` (a counter it drained).
+    /// Checked before every read and write, so clearing it once does not
+    /// stick; a peer that clears it again in the instant between the check
+    /// and the call can still block one of them.
+    fn nonblocking(&self) -> io::Result<()> {
+        // SAFETY: F_GETFL on a descriptor we own; no pointers.
+        let flags = unsafe { libc::fcntl(self.fd.as_raw_fd(), libc::F_GETFL) };
         if flags < 0 {
             return Err(io::Error::last_os_error());
         }
-        // SAFETY: as above.
-        if unsafe { libc::fcntl(fd.as_raw_fd(), libc::F_SETFL, flags | libc::O_NONBLOCK) } < 0 {
+        if flags & libc::O_NONBLOCK != 0 {
+            return Ok(());
+        }
+        // SAFETY: F_SETFL with an int flag word on a descriptor we own.
+        if unsafe { libc::fcntl(self.fd.as_raw_fd(), libc::F_SETFL, flags | libc::O_NONBLOCK) } < 0
+        {
             return Err(io::Error::last_os_error());
         }
-        Ok(Self { fd })
+        Ok(())
     }
 
     /// Writes 1 to the counter. Errors are ignored: EAGAIN means the counter
     /// is already non-zero (the waiter will wake), and a broken descriptor
     /// only means the peer will time out on its own deadline.
     pub fn notify(&self) {
+        if self.nonblocking().is_err() {
+            return;
+        }
         let one: u64 = 1;
         // SAFETY: the buffer is a live u64 of exactly the 8 bytes written.
         let _ = unsafe {
@@ -72,7 +99,8 @@ impl EventFd {
     pub fn wait_timeout(&self, timeout: Option<Duration>) -> io::Result<()> {
         let ms = match timeout {
             None => -1,
-            Some(d) => d.as_millis().clamp(0, i32::MAX as u128) as i32,
+            // Rounded up: a wait shorter than a millisecond still sleeps.
+            Some(d) => d.as_micros().div_ceil(1000).clamp(0, i32::MAX as u128) as i32,
         };
         let mut pfd = libc::pollfd {
             fd: self.fd.as_raw_fd(),
@@ -93,6 +121,7 @@ impl EventFd {
             if pfd.revents & (libc::POLLERR | libc::POLLNVAL) != 0 {
                 return Err(io::Error::other("doorbell descriptor failed"));
             }
+            self.nonblocking()?;
             let mut buf: u64 = 0;
             // SAFETY: reads at most 8 bytes into a live u64.
             let _ = unsafe {

@@ -185,6 +185,9 @@ pub enum GeometryError {
     SlotCount(u32),
     /// Slot size not a multiple of 4096 in 4096..=64 MiB.
     SlotSize(u32),
+    /// The segment's size (in bytes, computed in 64 bits) does not fit this
+    /// platform's address space (a 32-bit target).
+    TooLarge(u64),
 }
 
 impl core::fmt::Display for GeometryError {
@@ -198,6 +201,7 @@ impl core::fmt::Display for GeometryError {
                 f,
                 "slot size {n} is not a multiple of {PAGE} between {PAGE} and {MAX_SLOT_SIZE}"
             ),
+            Self::TooLarge(n) => write!(f, "a segment of {n} bytes does not fit in memory here"),
         }
     }
 }
@@ -213,6 +217,15 @@ impl Geometry {
         if slot_size == 0 || slot_size > MAX_SLOT_SIZE || !(slot_size as usize).is_multiple_of(PAGE)
         {
             return Err(GeometryError::SlotSize(slot_size));
+        }
+        // The sizes below are computed in usize: on a 32-bit target the
+        // largest geometries would wrap, and a wrapped size would pass the
+        // checks against the memfd's size.
+        let desc = u64::from(slot_count) * core::mem::size_of::<SlotDesc>() as u64;
+        let total = (DESC_OFFSET as u64 + desc).div_ceil(PAGE as u64) * PAGE as u64
+            + u64::from(slot_count) * u64::from(slot_size);
+        if total > isize::MAX as u64 {
+            return Err(GeometryError::TooLarge(total));
         }
         Ok(Self {
             slot_count,

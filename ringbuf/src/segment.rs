@@ -194,6 +194,24 @@ impl ShmSegment {
         if seals & SEALS_REQUIRED != SEALS_REQUIRED {
             return Err(AttachError::NotSealed { seals });
         }
+        // A hugetlbfs memfd can be sealed too, but the peer could punch out
+        // its pages and exhaust the pool under us (SIGBUS on the next
+        // touch): only shared memory (tmpfs) is accepted.
+        // SAFETY: an all-zero statfs is a valid value of this plain struct.
+        let mut fs: libc::statfs = unsafe { std::mem::zeroed() };
+        // SAFETY: `fs` is a live, writable statfs; the descriptor is ours.
+        if unsafe { libc::fstatfs(memfd.as_raw_fd(), &mut fs) } < 0 {
+            return Err(io::Error::last_os_error().into());
+        }
+        if fs.f_type != libc::TMPFS_MAGIC {
+            return Err(AttachError::Io(io::Error::new(
+                io::ErrorKind::InvalidInput,
+                format!(
+                    "the segment is not shared memory (file system {:#x})",
+                    fs.f_type
+                ),
+            )));
+        }
         let size = memfd.metadata()?.len();
         if size < PAGE as u64 {
             return Err(AttachError::SizeMismatch {

@@ -595,3 +595,102 @@ fn segments_are_anonymous_memfds_not_files_in_dev_shm() {
     assert!(maps.contains("/memfd:shmover-ring"), "{maps}");
     assert!(!maps.contains("/dev/shm/"), "{maps}");
 }
+
+/// A segment the creator made, with one of its doorbells swapped for `bell`.
+fn attach_with_data_bell(bell: OwnedFd) -> Result<ShmSegment, AttachError> {
+    let creator = ShmSegment::create(Geometry::new(4, 4096).unwrap(), Direction::ToMover).unwrap();
+    let [m, _, s] = dup3(&creator);
+    // SAFETY: descriptors of our own segment, and a descriptor we made.
+    unsafe { ShmSegment::attach(m, bell, s, Direction::ToMover) }
+}
+
+#[test]
+fn attach_refuses_a_doorbell_that_is_not_an_eventfd() {
+    // A pipe whose reader is gone would raise SIGPIPE at the first ring; a
+    // socket or a file could block or busy-loop the waiter.
+    let mut fds = [0; 2];
+    // SAFETY: `fds` has room for the two descriptors pipe writes.
+    assert_eq!(unsafe { libc::pipe(fds.as_mut_ptr()) }, 0);
+    use std::os::fd::FromRawFd;
+    // SAFETY: fresh descriptors nobody else owns.
+    let (r, w) = unsafe { (OwnedFd::from_raw_fd(fds[0]), OwnedFd::from_raw_fd(fds[1])) };
+    drop(r);
+    let err = attach_with_data_bell(w).unwrap_err();
+    assert!(err.to_string().contains("must be an eventfd"), "{err}");
+    let file: OwnedFd = memfd(false).into();
+    let err = attach_with_data_bell(file).unwrap_err();
+    assert!(err.to_string().contains("must be an eventfd"), "{err}");
+    // The real thing is accepted.
+    let (d, _) = bells();
+    attach_with_data_bell(d).unwrap();
+}
+
+#[test]
+fn a_peer_that_makes_a_doorbell_blocking_cannot_park_our_ring() {
+    // The peer holds the same open file: it clears O_NONBLOCK and fills the
+    // counter to its maximum, where a blocking write(1) would sleep until
+    // someone reads.
+    let bell = shmover_ring::EventFd::new().unwrap();
+    let peer = bell.as_fd().try_clone_to_owned().unwrap();
+    let fd = peer.as_raw_fd();
+    // SAFETY: F_GETFL/F_SETFL on our own descriptor.
+    unsafe {
+        let flags = libc::fcntl(fd, libc::F_GETFL);
+        assert_eq!(libc::fcntl(fd, libc::F_SETFL, flags & !libc::O_NONBLOCK), 0);
+    }
+    let max: u64 = u64::MAX - 1;
+    // SAFETY: writes the 8 bytes of a live u64.
+    let n = unsafe { libc::write(fd, (&max as *const u64).cast(), 8) };
+    assert_eq!(n, 8);
+    let (done_tx, done_rx) = std::sync::mpsc::channel();
+    let ringer = std::thread::spawn(move || {
+        bell.notify();
+        // The ring restored the flag, so a wait on a drained counter
+        // returns too.
+        bell.wait_timeout(Some(Duration::from_millis(1))).unwrap();
+        bell.wait_timeout(Some(Duration::from_millis(1))).unwrap();
+        done_tx.send(()).unwrap();
+    });
+    // Not a timing assertion: a parked thread never answers at all.
+    done_rx
+        .recv_timeout(Duration::from_secs(30))
+        .expect("notify or wait blocked on a doorbell the peer made blocking");
+    ringer.join().unwrap();
+    // SAFETY: F_GETFL on our own descriptor.
+    let flags = unsafe { libc::fcntl(fd, libc::F_GETFL) };
+    assert_ne!(flags & libc::O_NONBLOCK, 0);
+}
+
+#[test]
+fn attach_refuses_a_sealed_hugetlb_memfd() {
+    // Sealed against shrinking and growing, yet the peer could punch its
+    // pages out of a small huge-page pool: only tmpfs memory is taken.
+    use std::os::fd::FromRawFd;
+    // SAFETY: a valid C string and flags.
+    let fd = unsafe {
+        libc::memfd_create(
+            c"test-huge".as_ptr(),
+            libc::MFD_ALLOW_SEALING | libc::MFD_HUGETLB,
+        )
+    };
+    if fd < 0 {
+        eprintln!("skipped: this kernel makes no hugetlb memfd");
+        return;
+    }
+    // SAFETY: a fresh descriptor nobody else owns.
+    let file = unsafe { std::fs::File::from_raw_fd(fd) };
+    let _ = file.set_len(2 << 20);
+    // SAFETY: F_ADD_SEALS on our own memfd with constant flags.
+    let rc = unsafe {
+        libc::fcntl(
+            file.as_raw_fd(),
+            libc::F_ADD_SEALS,
+            libc::F_SEAL_SHRINK | libc::F_SEAL_GROW,
+        )
+    };
+    assert_eq!(rc, 0);
+    let (d, s) = bells();
+    // SAFETY: our own descriptors.
+    let err = unsafe { ShmSegment::attach(file.into(), d, s, Direction::ToMover) }.unwrap_err();
+    assert!(err.to_string().contains("not shared memory"), "{err}");
+}

@@ -396,12 +396,12 @@ impl Client {
     /// [`Client::commit_block`]. Reserving again before committing returns
     /// the same slot.
     pub fn reserve(&mut self) -> Result<&mut [u8]> {
-        let sock = self.sock.as_fd().try_clone_to_owned().map_err(io_error)?;
+        let sock = self.sock.as_fd();
         let wait_base = self.wait();
         let State::Writing(w) = &mut self.state else {
             return Err(self.not_in("reserve", "a backup"));
         };
-        let alive = || !fd_hung_up(sock.as_fd());
+        let alive = || !fd_hung_up(sock);
         let wait = wait_base.alive(&alive);
         match w.tx.reserve_raw(&wait) {
             Ok((ptr, cap)) => {
@@ -477,12 +477,12 @@ impl Client {
     /// Ends the backup: writes the end-of-stream slot and asks the mover to
     /// make the object durable. Returns once it is.
     pub fn commit(&mut self) -> Result<ObjectInfo> {
-        let sock = self.sock.as_fd().try_clone_to_owned().map_err(io_error)?;
+        let sock = self.sock.as_fd();
         let wait_base = self.wait();
         let State::Writing(w) = &mut self.state else {
             return Err(self.not_in("commit", "a backup"));
         };
-        let alive = || !fd_hung_up(sock.as_fd());
+        let alive = || !fd_hung_up(sock);
         if let Err(e) = w.tx.finish(&wait_base.alive(&alive)) {
             let name = w.name.clone();
             return Err(self.fail_stream(ring_error(e, &name)));
@@ -566,7 +566,7 @@ impl Client {
     /// The next block of the restore, or `None` after the last one. The
     /// block stays valid until [`Client::release_block`] or the next call.
     pub fn next_block(&mut self) -> Result<Option<&[u8]>> {
-        let sock = self.sock.as_fd().try_clone_to_owned().map_err(io_error)?;
+        let sock = self.sock.as_fd();
         let wait_base = self.wait();
         let State::Reading(r) = &mut self.state else {
             return Err(self.not_in("read a block", "a restore"));
@@ -575,7 +575,7 @@ impl Client {
         if r.done {
             return Ok(None);
         }
-        let alive = || !fd_hung_up(sock.as_fd());
+        let alive = || !fd_hung_up(sock);
         let lease = match r.rx.next(&wait_base.alive(&alive)) {
             Ok(l) => l,
             Err(e) => {
@@ -777,14 +777,47 @@ impl Client {
     }
 
     fn read_response(&mut self) -> Result<response::Body> {
+        // The socket's read timeout bounds the whole reply, not each read:
+        // a mover that trickles a byte per timeout cannot hold us longer.
+        let bound = self.sock.read_timeout().ok().flatten();
+        let deadline = bound.and_then(|b| std::time::Instant::now().checked_add(b));
+        let got = self.read_response_until(deadline);
+        if deadline.is_some() {
+            let _ = self.sock.set_read_timeout(bound);
+        }
+        got
+    }
+
+    fn read_response_until(
+        &mut self,
+        deadline: Option<std::time::Instant>,
+    ) -> Result<response::Body> {
         loop {
             match shmover_proto::decode_response(&self.rbuf) {
                 Ok(Some((body, used))) => {
                     self.rbuf.drain(..used);
+                    // Only a ring reply carries descriptors we keep; any
+                    // others sent along are closed now, not at disconnect.
+                    if !matches!(body, response::Body::Ring(_)) {
+                        self.fds.clear();
+                    }
                     return Ok(body);
                 }
                 Ok(None) => {}
                 Err(e) => return Err(Error::new(code::PROTOCOL, format!("from the mover: {e}"))),
+            }
+            if let Some(d) = deadline {
+                let left = d.saturating_duration_since(std::time::Instant::now());
+                if left.is_zero() {
+                    return Err(Error::new(
+                        code::TIMEOUT,
+                        format!(
+                            "the mover at {} did not finish its reply within the timeout",
+                            self.socket_path.display()
+                        ),
+                    ));
+                }
+                let _ = self.sock.set_read_timeout(Some(left));
             }
             self.fill()?;
         }
@@ -1052,6 +1085,45 @@ mod tests {
         fake.join().unwrap();
         let _ = std::fs::remove_file(&path);
         err
+    }
+
+    #[test]
+    fn a_mover_that_trickles_its_reply_times_out_as_a_whole() {
+        use std::io::{Read, Write};
+        let path = std::env::temp_dir().join(format!(
+            "shmover-client-test-{}-trickle.sock",
+            std::process::id()
+        ));
+        let _ = std::fs::remove_file(&path);
+        let listener = std::os::unix::net::UnixListener::bind(&path).unwrap();
+        let fake = std::thread::spawn(move || {
+            let (mut s, _) = listener.accept().unwrap();
+            let mut len = [0u8; 4];
+            s.read_exact(&mut len).unwrap();
+            let mut hello = vec![0u8; u32::from_be_bytes(len) as usize];
+            s.read_exact(&mut hello).unwrap();
+            let frame = shmover_proto::response_frame(response::Body::Hello(v1::HelloOk {
+                version: 1,
+                ..Default::default()
+            }));
+            // Each byte well inside the client's timeout, the whole reply
+            // well past it.
+            for b in frame {
+                std::thread::sleep(Duration::from_millis(150));
+                if s.write_all(&[b]).is_err() {
+                    return;
+                }
+            }
+        });
+        let err = Client::connect(&Options {
+            socket: path.clone(),
+            timeout: Duration::from_millis(400),
+            ..Options::default()
+        })
+        .expect_err("the reply never completes within the timeout");
+        assert_eq!(err.code, code::TIMEOUT, "{err:?}");
+        fake.join().unwrap();
+        let _ = std::fs::remove_file(&path);
     }
 
     #[test]

@@ -492,9 +492,16 @@ static int list_versions(shmover_client_t *c, const char *prefix, int direct, co
 }
 
 static void iso_ms(int64_t ms, char *out, size_t cap) {
+    /* A time the mover should never send (before 1970, or past what
+     * gmtime can express) prints as the epoch, not as garbage. */
+    if (ms < 0) ms = 0;
     time_t s = (time_t)(ms / 1000);
     struct tm tm;
-    gmtime_r(&s, &tm);
+    if (gmtime_r(&s, &tm) == NULL) {
+        s = 0;
+        ms = 0;
+        gmtime_r(&s, &tm);
+    }
     snprintf(out, cap, "%04d-%02d-%02dT%02d:%02d:%02d.%03dZ", tm.tm_year + 1900, tm.tm_mon + 1, tm.tm_mday,
              tm.tm_hour, tm.tm_min, tm.tm_sec, (int)(ms % 1000));
 }
@@ -842,7 +849,8 @@ static int parse_api(const char *v) {
     if (strncasecmp(v, "backint ", 8) != 0) return 104;
     int maj = 0, min = 0;
     char minor[8] = "";
-    if (sscanf(v + 8, "%d.%7s", &maj, minor) < 1) return 104;
+    /* At most three digits of major version: no overflow below. */
+    if (sscanf(v + 8, "%3d.%7s", &maj, minor) < 1 || maj < 0) return 104;
     if (strlen(minor) == 1) strcat(minor, "0");
     min = atoi(minor);
     return maj * 100 + min;

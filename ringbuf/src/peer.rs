@@ -7,8 +7,8 @@ use std::io;
 use std::os::fd::{AsRawFd, BorrowedFd};
 
 /// `SO_PEERGROUPS` (Linux 4.13): the asm-generic value, which the
-/// architectures listed share.
-#[cfg(all(
+/// architectures listed share; elsewhere unknown.
+const SO_PEERGROUPS: Option<libc::c_int> = if cfg!(all(
     target_os = "linux",
     any(
         target_arch = "x86",
@@ -20,29 +20,27 @@ use std::os::fd::{AsRawFd, BorrowedFd};
         target_arch = "s390x",
         target_arch = "loongarch64"
     )
-))]
-const SO_PEERGROUPS: libc::c_int = 59;
+)) {
+    Some(59)
+} else {
+    None
+};
 
 /// The supplementary groups the peer of the connected Unix socket `fd`
 /// had when it connected, as the kernel recorded them (not read from
-/// `/proc`, whose pid another process may have taken since).
-#[cfg(all(
-    target_os = "linux",
-    any(
-        target_arch = "x86",
-        target_arch = "x86_64",
-        target_arch = "arm",
-        target_arch = "aarch64",
-        target_arch = "riscv64",
-        target_arch = "powerpc64",
-        target_arch = "s390x",
-        target_arch = "loongarch64"
-    )
-))]
+/// `/proc`, whose pid another process may have taken since). Where the
+/// option is unknown, an `Unsupported` error: callers fall back to the
+/// primary group.
 pub fn peer_groups(fd: BorrowedFd<'_>) -> io::Result<Vec<u32>> {
     const GID: usize = std::mem::size_of::<libc::gid_t>();
     /// `NGROUPS_MAX` on Linux.
     const MOST: usize = 65_536;
+    let Some(option) = SO_PEERGROUPS else {
+        return Err(io::Error::new(
+            io::ErrorKind::Unsupported,
+            "SO_PEERGROUPS is not known on this platform",
+        ));
+    };
     let mut groups: Vec<libc::gid_t> = vec![0; 32];
     loop {
         let mut len = (groups.len() * GID) as libc::socklen_t;
@@ -53,7 +51,7 @@ pub fn peer_groups(fd: BorrowedFd<'_>) -> io::Result<Vec<u32>> {
             libc::getsockopt(
                 fd.as_raw_fd(),
                 libc::SOL_SOCKET,
-                SO_PEERGROUPS,
+                option,
                 groups.as_mut_ptr().cast(),
                 &mut len,
             )
@@ -71,28 +69,6 @@ pub fn peer_groups(fd: BorrowedFd<'_>) -> io::Result<Vec<u32>> {
         }
         return Err(err);
     }
-}
-
-/// Elsewhere the groups cannot be read; callers fall back to the primary
-/// group.
-#[cfg(not(all(
-    target_os = "linux",
-    any(
-        target_arch = "x86",
-        target_arch = "x86_64",
-        target_arch = "arm",
-        target_arch = "aarch64",
-        target_arch = "riscv64",
-        target_arch = "powerpc64",
-        target_arch = "s390x",
-        target_arch = "loongarch64"
-    )
-)))]
-pub fn peer_groups(_fd: BorrowedFd<'_>) -> io::Result<Vec<u32>> {
-    Err(io::Error::new(
-        io::ErrorKind::Unsupported,
-        "SO_PEERGROUPS is not known on this platform",
-    ))
 }
 
 #[cfg(test)]

@@ -1055,12 +1055,17 @@ impl CrcChain {
 mod tests {
     use super::*;
 
-    /// A one-connection fake mover that answers the hello with an error
-    /// of `code`; what `Client::connect` returns.
-    fn connect_to_a_mover_answering(code: i32) -> Error {
-        use std::io::{Read, Write};
+    /// A one-connection fake mover at a fresh socket path: it reads the
+    /// hello and hands the connection to `reply`. Returns what
+    /// `Client::connect` returned, with `timeout`.
+    fn connect_to_a_fake_mover(
+        tag: &str,
+        timeout: Duration,
+        reply: impl FnOnce(std::os::unix::net::UnixStream) + Send + 'static,
+    ) -> Result<Client> {
+        use std::io::Read;
         let path = std::env::temp_dir().join(format!(
-            "shmover-client-test-{}-{code}.sock",
+            "shmover-client-test-{}-{tag}.sock",
             std::process::id()
         ));
         let _ = std::fs::remove_file(&path);
@@ -1071,37 +1076,37 @@ mod tests {
             s.read_exact(&mut len).unwrap();
             let mut hello = vec![0u8; u32::from_be_bytes(len) as usize];
             s.read_exact(&mut hello).unwrap();
+            reply(s);
+        });
+        let got = Client::connect(&Options {
+            socket: path.clone(),
+            timeout,
+            ..Options::default()
+        });
+        // The fake ends once it has replied (a connect that returned has
+        // read the whole reply) or once the client has hung up.
+        fake.join().unwrap();
+        let _ = std::fs::remove_file(&path);
+        got
+    }
+
+    /// What `Client::connect` returns when the hello gets an error of `code`.
+    fn connect_to_a_mover_answering(code: i32) -> Error {
+        use std::io::Write;
+        connect_to_a_fake_mover(&code.to_string(), Duration::from_secs(60), move |mut s| {
             let frame = shmover_proto::response_frame(response::Body::Error(v1::Error {
                 code,
                 message: "made up".into(),
             }));
             s.write_all(&frame).unwrap();
-        });
-        let err = Client::connect(&Options {
-            socket: path.clone(),
-            ..Options::default()
         })
-        .expect_err("an error reply");
-        fake.join().unwrap();
-        let _ = std::fs::remove_file(&path);
-        err
+        .expect_err("an error reply")
     }
 
     #[test]
     fn a_mover_that_trickles_its_reply_times_out_as_a_whole() {
-        use std::io::{Read, Write};
-        let path = std::env::temp_dir().join(format!(
-            "shmover-client-test-{}-trickle.sock",
-            std::process::id()
-        ));
-        let _ = std::fs::remove_file(&path);
-        let listener = std::os::unix::net::UnixListener::bind(&path).unwrap();
-        let fake = std::thread::spawn(move || {
-            let (mut s, _) = listener.accept().unwrap();
-            let mut len = [0u8; 4];
-            s.read_exact(&mut len).unwrap();
-            let mut hello = vec![0u8; u32::from_be_bytes(len) as usize];
-            s.read_exact(&mut hello).unwrap();
+        use std::io::Write;
+        let got = connect_to_a_fake_mover("trickle", Duration::from_millis(400), |mut s| {
             let frame = shmover_proto::response_frame(response::Body::Hello(v1::HelloOk {
                 version: 1,
                 ..Default::default()
@@ -1115,15 +1120,8 @@ mod tests {
                 }
             }
         });
-        let err = Client::connect(&Options {
-            socket: path.clone(),
-            timeout: Duration::from_millis(400),
-            ..Options::default()
-        })
-        .expect_err("the reply never completes within the timeout");
+        let err = got.expect_err("the reply never completes within the timeout");
         assert_eq!(err.code, code::TIMEOUT, "{err:?}");
-        fake.join().unwrap();
-        let _ = std::fs::remove_file(&path);
     }
 
     #[test]

@@ -518,17 +518,22 @@ fn raw_memfd(size: u64, seal: bool) -> std::fs::File {
     let f = memfd(seal);
     f.set_len(size).unwrap();
     if seal {
-        // SAFETY: F_ADD_SEALS on our own memfd with constant flags.
-        let rc = unsafe {
-            libc::fcntl(
-                f.as_raw_fd(),
-                libc::F_ADD_SEALS,
-                libc::F_SEAL_SHRINK | libc::F_SEAL_GROW,
-            )
-        };
-        assert_eq!(rc, 0);
+        seal_size(&f);
     }
     f
+}
+
+/// Seals a memfd against shrinking and growing, as the mover does.
+fn seal_size(f: &std::fs::File) {
+    // SAFETY: F_ADD_SEALS on our own memfd with constant flags.
+    let rc = unsafe {
+        libc::fcntl(
+            f.as_raw_fd(),
+            libc::F_ADD_SEALS,
+            libc::F_SEAL_SHRINK | libc::F_SEAL_GROW,
+        )
+    };
+    assert_eq!(rc, 0);
 }
 
 fn bells() -> (OwnedFd, OwnedFd) {
@@ -680,15 +685,7 @@ fn attach_refuses_a_sealed_hugetlb_memfd() {
     // SAFETY: a fresh descriptor nobody else owns.
     let file = unsafe { std::fs::File::from_raw_fd(fd) };
     let _ = file.set_len(2 << 20);
-    // SAFETY: F_ADD_SEALS on our own memfd with constant flags.
-    let rc = unsafe {
-        libc::fcntl(
-            file.as_raw_fd(),
-            libc::F_ADD_SEALS,
-            libc::F_SEAL_SHRINK | libc::F_SEAL_GROW,
-        )
-    };
-    assert_eq!(rc, 0);
+    seal_size(&file);
     let (d, s) = bells();
     // SAFETY: our own descriptors.
     let err = unsafe { ShmSegment::attach(file.into(), d, s, Direction::ToMover) }.unwrap_err();

@@ -412,6 +412,13 @@ impl Config {
         if ring_size < 2 * slot_size {
             bail!("ring_size {ring_size} must hold at least two slots of {slot_size}");
         }
+        if ring_size > shmover_ring::MAX_RING_BYTES {
+            // Every client maps its ring whole and refuses a larger one.
+            bail!(
+                "ring_size {ring_size} is over the limit of {} bytes per ring",
+                shmover_ring::MAX_RING_BYTES
+            );
+        }
         if part_size < 5 << 20 {
             bail!("part_size {part_size} is below the 5 MiB minimum of S3 multipart uploads");
         }
@@ -506,6 +513,25 @@ mod tests {
         let err = format!("{:#}", Config::resolve(&args).unwrap_err());
         assert!(err.contains("stroe"), "{err}");
         std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn a_ring_size_over_a_gibibyte_is_refused() {
+        let args = ServeArgs {
+            data_dir: Some("/srv/shmover".into()),
+            ring_size: Some(2 << 30),
+            ..Default::default()
+        };
+        let err = format!("{:#}", Config::resolve(&args).unwrap_err());
+        assert!(
+            err.contains("ring_size 2147483648 is over the limit"),
+            "{err}"
+        );
+        let args = ServeArgs {
+            ring_size: Some(1 << 30),
+            ..args
+        };
+        assert_eq!(Config::resolve(&args).unwrap().ring_size, 1 << 30);
     }
 
     #[test]

@@ -57,9 +57,8 @@ impl EventFd {
     /// the open file, which the peer shares (the descriptor crossed the
     /// socket) and may clear; a blocking eventfd would let it park us in
     /// `write` (a counter at its maximum) or `read` (a counter it drained).
-    /// Checked before every read and write, so clearing it once does not
-    /// stick; a peer that clears it again in the instant between the check
-    /// and the call can still block one of them.
+    /// Checked before every write (and before a read on kernels without
+    /// `RWF_NOWAIT` for eventfds), so clearing it once does not stick.
     fn nonblocking(&self) -> io::Result<()> {
         // SAFETY: F_GETFL on a descriptor we own; no pointers.
         let flags = unsafe { libc::fcntl(self.fd.as_raw_fd(), libc::F_GETFL) };
@@ -80,8 +79,14 @@ impl EventFd {
     /// Writes 1 to the counter. Errors are ignored: EAGAIN means the counter
     /// is already non-zero (the waiter will wake), and a broken descriptor
     /// only means the peer will time out on its own deadline.
+    ///
+    /// A write blocks only on a counter at its maximum, which only the peer
+    /// can set; such a counter already wakes the waiter, so when `poll`
+    /// says the eventfd is not writable we skip the write. (A peer that sets
+    /// the maximum *and* clears `O_NONBLOCK` between our checks and the
+    /// write can still park it: eventfd writes ignore `RWF_NOWAIT`.)
     pub fn notify(&self) {
-        if self.nonblocking().is_err() {
+        if !self.writable() || self.nonblocking().is_err() {
             return;
         }
         let one: u64 = 1;
@@ -93,6 +98,50 @@ impl EventFd {
                 8,
             )
         };
+    }
+
+    /// Whether a write of 1 would go through now (the counter is below its
+    /// maximum).
+    fn writable(&self) -> bool {
+        let mut pfd = libc::pollfd {
+            fd: self.fd.as_raw_fd(),
+            events: libc::POLLOUT,
+            revents: 0,
+        };
+        // SAFETY: one valid pollfd, count 1, zero timeout.
+        let n = unsafe { libc::poll(&mut pfd, 1, 0) };
+        n > 0 && pfd.revents & libc::POLLOUT != 0
+    }
+
+    /// Resets the counter without ever blocking: `preadv2(RWF_NOWAIT)`
+    /// ignores the shared `O_NONBLOCK` flag (Linux 5.12 and later); older
+    /// kernels refuse the flag and get the checked `O_NONBLOCK` read.
+    fn drain(&self) -> io::Result<()> {
+        let mut buf: u64 = 0;
+        let iov = libc::iovec {
+            iov_base: (&mut buf as *mut u64).cast::<libc::c_void>(),
+            iov_len: 8,
+        };
+        // SAFETY: one iovec over a live u64 of 8 bytes; offset -1 reads at
+        // the file position, which an eventfd does not have or need.
+        let n = unsafe { libc::preadv2(self.fd.as_raw_fd(), &iov, 1, -1, libc::RWF_NOWAIT) };
+        if n >= 0 {
+            return Ok(());
+        }
+        match io::Error::last_os_error().raw_os_error() {
+            Some(libc::EOPNOTSUPP) | Some(libc::EINVAL) | Some(libc::ENOSYS) => {}
+            _ => return Ok(()), // EAGAIN: a peer drained it first; nothing to reset
+        }
+        self.nonblocking()?;
+        // SAFETY: reads at most 8 bytes into a live u64.
+        let _ = unsafe {
+            libc::read(
+                self.fd.as_raw_fd(),
+                (&mut buf as *mut u64).cast::<libc::c_void>(),
+                8,
+            )
+        };
+        Ok(())
     }
 
     /// Waits for the counter to become non-zero, then resets it.
@@ -121,16 +170,7 @@ impl EventFd {
             if pfd.revents & (libc::POLLERR | libc::POLLNVAL) != 0 {
                 return Err(io::Error::other("doorbell descriptor failed"));
             }
-            self.nonblocking()?;
-            let mut buf: u64 = 0;
-            // SAFETY: reads at most 8 bytes into a live u64.
-            let _ = unsafe {
-                libc::read(
-                    self.fd.as_raw_fd(),
-                    (&mut buf as *mut u64).cast::<libc::c_void>(),
-                    8,
-                )
-            };
+            self.drain()?;
         }
         Ok(())
     }

@@ -27,6 +27,10 @@ pub const DESC_OFFSET: usize = PAGE;
 pub const MAX_SLOT_COUNT: u32 = 1 << 16;
 /// Largest slot size a segment may declare (64 MiB).
 pub const MAX_SLOT_SIZE: u32 = 64 << 20;
+/// Largest payload area (`slot_count * slot_size`) a segment may declare:
+/// 1 GiB. Attaching maps and faults in the whole segment, so without this a
+/// peer could make a database process commit up to 4 TiB of memory.
+pub const MAX_RING_BYTES: u64 = 1 << 30;
 
 /// The slot holds the stream's last bytes (possibly none).
 pub const FLAG_EOS: u32 = 1;
@@ -188,6 +192,8 @@ pub enum GeometryError {
     /// The segment's size (in bytes, computed in 64 bits) does not fit this
     /// platform's address space (a 32-bit target).
     TooLarge(u64),
+    /// The slots hold more than [`MAX_RING_BYTES`] in all.
+    RingTooLarge(u64),
 }
 
 impl core::fmt::Display for GeometryError {
@@ -202,6 +208,10 @@ impl core::fmt::Display for GeometryError {
                 "slot size {n} is not a multiple of {PAGE} between {PAGE} and {MAX_SLOT_SIZE}"
             ),
             Self::TooLarge(n) => write!(f, "a segment of {n} bytes does not fit in memory here"),
+            Self::RingTooLarge(n) => write!(
+                f,
+                "a ring of {n} bytes of slots is over the limit of {MAX_RING_BYTES}"
+            ),
         }
     }
 }
@@ -221,9 +231,12 @@ impl Geometry {
         // The sizes below are computed in usize: on a 32-bit target the
         // largest geometries would wrap, and a wrapped size would pass the
         // checks against the memfd's size.
+        let slots = u64::from(slot_count) * u64::from(slot_size);
+        if slots > MAX_RING_BYTES {
+            return Err(GeometryError::RingTooLarge(slots));
+        }
         let desc = u64::from(slot_count) * core::mem::size_of::<SlotDesc>() as u64;
-        let total = (DESC_OFFSET as u64 + desc).div_ceil(PAGE as u64) * PAGE as u64
-            + u64::from(slot_count) * u64::from(slot_size);
+        let total = (DESC_OFFSET as u64 + desc).div_ceil(PAGE as u64) * PAGE as u64 + slots;
         if total > isize::MAX as u64 {
             return Err(GeometryError::TooLarge(total));
         }
@@ -318,6 +331,19 @@ mod tests {
         assert_eq!(
             Geometry::new(4, MAX_SLOT_SIZE + PAGE as u32),
             Err(GeometryError::SlotSize(MAX_SLOT_SIZE + PAGE as u32))
+        );
+    }
+
+    #[test]
+    fn geometry_rejects_rings_over_a_gibibyte() {
+        assert!(Geometry::new(16, MAX_SLOT_SIZE).is_ok());
+        assert_eq!(
+            Geometry::new(32, MAX_SLOT_SIZE),
+            Err(GeometryError::RingTooLarge(2 << 30))
+        );
+        assert_eq!(
+            Geometry::new(MAX_SLOT_COUNT, MAX_SLOT_SIZE),
+            Err(GeometryError::RingTooLarge(4 << 40))
         );
     }
 

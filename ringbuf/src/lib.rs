@@ -53,8 +53,8 @@ mod tests;
 pub use doorbell::{fd_hung_up, Bell, EventFd, LocalBell};
 pub use layout::{
     Control, CounterLine, Direction, Geometry, GeometryError, SegmentHeader, SlotDesc,
-    CONTROL_OFFSET, DESC_OFFSET, FLAG_CRC, FLAG_EOS, KNOWN_FLAGS, MAGIC, MAX_SLOT_COUNT,
-    MAX_SLOT_SIZE, PAGE, VERSION,
+    CONTROL_OFFSET, DESC_OFFSET, FLAG_CRC, FLAG_EOS, KNOWN_FLAGS, MAGIC, MAX_RING_BYTES,
+    MAX_SLOT_COUNT, MAX_SLOT_SIZE, PAGE, VERSION,
 };
 #[cfg(not(loom))]
 pub use peer::peer_groups;

@@ -7,8 +7,8 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use shmover_ring::{
-    AttachError, Consumer, Direction, Error, Geometry, HeapSegment, Producer, Segment, ShmSegment,
-    Wait, FLAG_CRC, FLAG_EOS,
+    AttachError, Consumer, Direction, Error, Geometry, GeometryError, HeapSegment, Producer,
+    Segment, ShmSegment, Wait, FLAG_CRC, FLAG_EOS,
 };
 
 fn heap(slots: u32) -> Arc<HeapSegment> {
@@ -567,15 +567,7 @@ fn attach_refuses_garbage_where_the_header_should_be() {
 fn attach_refuses_a_header_that_claims_more_than_the_memfd_holds() {
     let g = Geometry::new(4, 4096).unwrap();
     let file = raw_memfd(g.total_size() as u64 - 4096, true);
-    let header = g.header(Direction::ToMover);
-    // SAFETY: SegmentHeader is 128 bytes of plain integers with no padding.
-    let bytes = unsafe {
-        std::slice::from_raw_parts(
-            (&header as *const shmover_ring::SegmentHeader).cast::<u8>(),
-            128,
-        )
-    };
-    std::os::unix::fs::FileExt::write_all_at(&file, bytes, 0).unwrap();
+    write_header(&file, &g.header(Direction::ToMover));
     let (d, s) = bells();
     // SAFETY: our own descriptors.
     let err = unsafe { ShmSegment::attach(file.into(), d, s, Direction::ToMover) }.unwrap_err();
@@ -583,6 +575,46 @@ fn attach_refuses_a_header_that_claims_more_than_the_memfd_holds() {
         matches!(err, AttachError::SizeMismatch { expected, actual } if expected == g.total_size() as u64 && actual == expected - 4096),
         "{err}"
     );
+}
+
+/// Writes `header` at offset 0 of `file`, as a (possibly lying) creator does.
+fn write_header(file: &std::fs::File, header: &shmover_ring::SegmentHeader) {
+    // SAFETY: SegmentHeader is 128 bytes of plain integers with no padding.
+    let bytes = unsafe {
+        std::slice::from_raw_parts(
+            (header as *const shmover_ring::SegmentHeader).cast::<u8>(),
+            128,
+        )
+    };
+    std::os::unix::fs::FileExt::write_all_at(file, bytes, 0).unwrap();
+}
+
+#[test]
+fn attach_refuses_a_ring_over_the_size_limit_before_mapping_it() {
+    // 32 slots of 64 MiB: 2 GiB of slots, in a memfd of exactly the size the
+    // header claims (sparse: nothing is touched unless attach maps it).
+    let (count, size) = (32u32, shmover_ring::MAX_SLOT_SIZE);
+    let data_offset = 4096 + u64::from(count) * 16;
+    let data_offset = data_offset.div_ceil(4096) * 4096;
+    let total = data_offset + u64::from(count) * u64::from(size);
+    let file = raw_memfd(total, true);
+    let mut header = Geometry::new(2, 4096).unwrap().header(Direction::ToMover);
+    header.slot_count = count;
+    header.slot_size = size;
+    header.data_offset = data_offset;
+    header.total_size = total;
+    write_header(&file, &header);
+    let (d, s) = bells();
+    // SAFETY: our own descriptors.
+    let err = unsafe { ShmSegment::attach(file.into(), d, s, Direction::ToMover) }.unwrap_err();
+    assert!(
+        matches!(
+            err,
+            AttachError::BadGeometry(GeometryError::RingTooLarge(n)) if n == 2 << 30
+        ),
+        "{err}"
+    );
+    assert!(err.to_string().contains("over the limit"), "{err}");
 }
 
 #[test]
@@ -638,32 +670,69 @@ fn a_peer_that_makes_a_doorbell_blocking_cannot_park_our_ring() {
     let bell = shmover_ring::EventFd::new().unwrap();
     let peer = bell.as_fd().try_clone_to_owned().unwrap();
     let fd = peer.as_raw_fd();
-    // SAFETY: F_GETFL/F_SETFL on our own descriptor.
-    unsafe {
-        let flags = libc::fcntl(fd, libc::F_GETFL);
-        assert_eq!(libc::fcntl(fd, libc::F_SETFL, flags & !libc::O_NONBLOCK), 0);
-    }
+    let clear_nonblock = move || {
+        // SAFETY: F_GETFL/F_SETFL on a descriptor this test owns.
+        unsafe {
+            let flags = libc::fcntl(fd, libc::F_GETFL);
+            assert_eq!(libc::fcntl(fd, libc::F_SETFL, flags & !libc::O_NONBLOCK), 0);
+        }
+    };
+    clear_nonblock();
     let max: u64 = u64::MAX - 1;
     // SAFETY: writes the 8 bytes of a live u64.
     let n = unsafe { libc::write(fd, (&max as *const u64).cast(), 8) };
     assert_eq!(n, 8);
+    // SAFETY: F_GETFL on a descriptor this test owns.
+    let blocking = move || unsafe { libc::fcntl(fd, libc::F_GETFL) } & libc::O_NONBLOCK == 0;
     let (done_tx, done_rx) = std::sync::mpsc::channel();
     let ringer = std::thread::spawn(move || {
+        // A counter at its maximum already wakes the waiter: no write.
         bell.notify();
-        // The ring restored the flag, so a wait on a drained counter
-        // returns too.
+        let skipped = blocking();
+        // The wait drains the counter without a blocking read.
         bell.wait_timeout(Some(Duration::from_millis(1))).unwrap();
+        // Below the maximum, a ring restores the flag, then writes.
+        bell.notify();
+        let restored = !blocking();
+        // The peer clears it again; the wait drains with RWF_NOWAIT.
+        clear_nonblock();
         bell.wait_timeout(Some(Duration::from_millis(1))).unwrap();
-        done_tx.send(()).unwrap();
+        let drained_blocking = blocking();
+        bell.wait_timeout(Some(Duration::from_millis(1))).unwrap();
+        done_tx.send((skipped, restored, drained_blocking)).unwrap();
     });
     // Not a timing assertion: a parked thread never answers at all.
-    done_rx
+    let (skipped, restored, drained_blocking) = done_rx
         .recv_timeout(Duration::from_secs(30))
         .expect("notify or wait blocked on a doorbell the peer made blocking");
     ringer.join().unwrap();
-    // SAFETY: F_GETFL on our own descriptor.
-    let flags = unsafe { libc::fcntl(fd, libc::F_GETFL) };
-    assert_ne!(flags & libc::O_NONBLOCK, 0);
+    assert!(
+        skipped,
+        "a ring on a full counter wrote (or touched the flag)"
+    );
+    assert!(restored, "a ring did not restore O_NONBLOCK before writing");
+    let mut pfd = libc::pollfd {
+        fd,
+        events: libc::POLLIN,
+        revents: 0,
+    };
+    // SAFETY: one valid pollfd, zero timeout.
+    assert_eq!(
+        unsafe { libc::poll(&mut pfd, 1, 0) },
+        0,
+        "counter not drained"
+    );
+    // Kernels before 5.12 refuse RWF_NOWAIT on an eventfd; the drain then
+    // falls back to restoring the flag and a non-blocking read.
+    let mut buf = 0u64;
+    let iov = libc::iovec {
+        iov_base: (&mut buf as *mut u64).cast(),
+        iov_len: 8,
+    };
+    // SAFETY: one iovec over a live u64; the counter is 0, so EAGAIN.
+    let n = unsafe { libc::preadv2(fd, &iov, 1, -1, libc::RWF_NOWAIT) };
+    let nowait = n >= 0 || std::io::Error::last_os_error().raw_os_error() == Some(libc::EAGAIN);
+    assert_eq!(drained_blocking, nowait, "RWF_NOWAIT support: {nowait}");
 }
 
 #[test]

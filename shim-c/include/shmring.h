@@ -34,6 +34,7 @@ extern "C" {
 #define SHMRING_DESC_OFFSET 4096u
 #define SHMRING_MAX_SLOT_COUNT 65536u
 #define SHMRING_MAX_SLOT_SIZE (64u << 20)
+#define SHMRING_MAX_RING_BYTES (1ull << 30) /* slot_count * slot_size, at most */
 
 /* Descriptor flags. */
 #define SHMRING_FLAG_EOS 1u /* the stream's last slot (may be empty) */

@@ -25,6 +25,7 @@ int main(void) {
     P("MAGIC", SHMRING_MAGIC); P("VERSION", SHMRING_VERSION); P("PAGE", SHMRING_PAGE);
     P("CONTROL_OFFSET", SHMRING_CONTROL_OFFSET); P("DESC_OFFSET", SHMRING_DESC_OFFSET);
     P("MAX_SLOT_COUNT", SHMRING_MAX_SLOT_COUNT); P("MAX_SLOT_SIZE", SHMRING_MAX_SLOT_SIZE);
+    P("MAX_RING_BYTES", SHMRING_MAX_RING_BYTES);
     P("FLAG_EOS", SHMRING_FLAG_EOS); P("FLAG_CRC", SHMRING_FLAG_CRC);
     P("DIR_TO_MOVER", SHMRING_DIR_TO_MOVER); P("DIR_FROM_MOVER", SHMRING_DIR_FROM_MOVER);
     P("sizeof header", sizeof(shmring_header_t));
@@ -105,6 +106,7 @@ fn the_c_header_matches_the_rust_layout_and_constants() {
         ("DESC_OFFSET", shmover_ring::DESC_OFFSET as u64),
         ("MAX_SLOT_COUNT", shmover_ring::MAX_SLOT_COUNT.into()),
         ("MAX_SLOT_SIZE", shmover_ring::MAX_SLOT_SIZE.into()),
+        ("MAX_RING_BYTES", shmover_ring::MAX_RING_BYTES),
         ("FLAG_EOS", shmover_ring::FLAG_EOS.into()),
         ("FLAG_CRC", shmover_ring::FLAG_CRC.into()),
         ("DIR_TO_MOVER", shmover_ring::Direction::ToMover as u64),

@@ -731,3 +731,71 @@ fn random_request_sequences_get_answers_and_never_crash_the_mover() {
     still_serves(&mut m);
     assert!(eventually(Duration::from_secs(30), || live_streams(&m) == 0));
 }
+
+#[test]
+fn a_ring_another_user_filled_is_never_handed_to_us() {
+    if !running_as_root() {
+        eprintln!("skipped: needs root to run a client under another uid");
+        return;
+    }
+    // Rings that ended cleanly are kept for their user's next stream with
+    // the bytes of the last one still in the slots; uid 65534 (allowed by
+    // group 4242, reaching the socket through group 0) fills one.
+    let m = MoverProcess::start(&[
+        "--allow-uids",
+        "0",
+        "--allow-gids",
+        "4242",
+        "--ring-size",
+        "2M",
+    ]);
+    let block = 64 << 10;
+    let mut put = with_groups(
+        m.cli()
+            .args(["put", "-q", "--block-size", "64K", "-", "theirs"]),
+        &[0, 4242],
+    );
+    let mut child = put
+        .stdin(Stdio::piped())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    // Two laps of its 2 MiB ring.
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(&vec![0xA5; 4 << 20])
+        .unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+
+    // Root's first stream with the same slot size gets a ring of its own.
+    let mut c = m.client(ClientKind::Generic);
+    c.open_write("mine", block, 0, &BTreeMap::new()).unwrap();
+    let slot = c.reserve().unwrap();
+    assert_eq!(slot.len(), block);
+    assert!(
+        slot.iter().all(|&b| b == 0),
+        "a new stream's first slot holds another user's bytes"
+    );
+    slot.fill(0x5A);
+    c.commit_block(block).unwrap();
+    c.commit().unwrap();
+
+    // The control: root's next stream does reuse root's ring, and the check
+    // above would see what was left in it.
+    c.open_write("mine-again", block, 0, &BTreeMap::new())
+        .unwrap();
+    let slot = c.reserve().unwrap();
+    assert!(
+        slot.iter().all(|&b| b == 0x5A),
+        "root's own ring was not reused"
+    );
+    c.abort("test done").unwrap();
+}

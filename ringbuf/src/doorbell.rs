@@ -9,6 +9,12 @@ use std::io;
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, FromRawFd, OwnedFd};
 use std::time::Duration;
 
+/// Set once `preadv2(RWF_NOWAIT)` on an eventfd failed other than with
+/// EAGAIN (a kernel before 5.12, or a seccomp filter). A process-wide flag,
+/// not part of the ring protocol, so a plain std atomic.
+#[allow(clippy::disallowed_types)]
+static NOWAIT_REFUSED: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
 /// What both kinds of bell do.
 pub trait Bell: Send + Sync {
     /// Wakes the other side (or lets its next wait return at once).
@@ -110,27 +116,30 @@ impl EventFd {
         };
         // SAFETY: one valid pollfd, count 1, zero timeout.
         let n = unsafe { libc::poll(&mut pfd, 1, 0) };
-        n > 0 && pfd.revents & libc::POLLOUT != 0
+        // A failed poll proves nothing: write (it is non-blocking).
+        n < 0 || pfd.revents & libc::POLLOUT != 0
     }
 
     /// Resets the counter without ever blocking: `preadv2(RWF_NOWAIT)`
-    /// ignores the shared `O_NONBLOCK` flag (Linux 5.12 and later); older
-    /// kernels refuse the flag and get the checked `O_NONBLOCK` read.
+    /// ignores the shared `O_NONBLOCK` flag (Linux 5.12 and later). Where
+    /// it fails for any reason but EAGAIN (older kernels refuse the flag; a
+    /// seccomp filter may refuse the call), it is not tried again, and the
+    /// counter is read after `O_NONBLOCK` is checked, as before: a counter
+    /// left unread would make every wait return at once.
     fn drain(&self) -> io::Result<()> {
         let mut buf: u64 = 0;
-        let iov = libc::iovec {
-            iov_base: (&mut buf as *mut u64).cast::<libc::c_void>(),
-            iov_len: 8,
-        };
-        // SAFETY: one iovec over a live u64 of 8 bytes; offset -1 reads at
-        // the file position, which an eventfd does not have or need.
-        let n = unsafe { libc::preadv2(self.fd.as_raw_fd(), &iov, 1, -1, libc::RWF_NOWAIT) };
-        if n >= 0 {
-            return Ok(());
-        }
-        match io::Error::last_os_error().raw_os_error() {
-            Some(libc::EOPNOTSUPP) | Some(libc::EINVAL) | Some(libc::ENOSYS) => {}
-            _ => return Ok(()), // EAGAIN: a peer drained it first; nothing to reset
+        if !NOWAIT_REFUSED.load(std::sync::atomic::Ordering::Relaxed) {
+            let iov = libc::iovec {
+                iov_base: (&mut buf as *mut u64).cast::<libc::c_void>(),
+                iov_len: 8,
+            };
+            // SAFETY: one iovec over a live u64 of 8 bytes; offset -1 reads
+            // at the file position (an eventfd refuses explicit offsets).
+            let n = unsafe { libc::preadv2(self.fd.as_raw_fd(), &iov, 1, -1, libc::RWF_NOWAIT) };
+            if n >= 0 || io::Error::last_os_error().raw_os_error() == Some(libc::EAGAIN) {
+                return Ok(()); // read, or a peer drained it first
+            }
+            NOWAIT_REFUSED.store(true, std::sync::atomic::Ordering::Relaxed);
         }
         self.nonblocking()?;
         // SAFETY: reads at most 8 bytes into a live u64.

@@ -748,32 +748,35 @@ fn a_ring_another_user_filled_is_never_handed_to_us() {
         "4242",
         "--ring-size",
         "2M",
+        "--metrics-listen",
+        "127.0.0.1:0",
     ]);
+    let reused = || m.metrics()["shmover_rings_reused_total"];
     let block = 64 << 10;
-    let mut put = with_groups(
-        m.cli()
-            .args(["put", "-q", "--block-size", "64K", "-", "theirs"]),
-        &[0, 4242],
-    );
-    let mut child = put
-        .stdin(Stdio::piped())
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    // Two laps of its 2 MiB ring.
-    child
-        .stdin
-        .take()
-        .unwrap()
-        .write_all(&vec![0xA5; 4 << 20])
-        .unwrap();
-    let out = child.wait_with_output().unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let their_put = |name: &str| {
+        let mut put = with_groups(
+            m.cli()
+                .args(["put", "-q", "--block-size", "64K", "-", name]),
+            &[0, 4242],
+        );
+        let mut child = put
+            .stdin(Stdio::piped())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        // Two laps of its 2 MiB ring. (A write error shows below as the
+        // child's own.)
+        let _ = child.stdin.take().unwrap().write_all(&vec![0xA5; 4 << 20]);
+        let out = child.wait_with_output().unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    };
+    their_put("theirs");
+    let reused_before = reused();
 
     // Root's first stream with the same slot size gets a ring of its own.
     let mut c = m.client(ClientKind::Generic);
@@ -784,6 +787,7 @@ fn a_ring_another_user_filled_is_never_handed_to_us() {
         slot.iter().all(|&b| b == 0),
         "a new stream's first slot holds another user's bytes"
     );
+    assert_eq!(reused(), reused_before, "root was handed an idle ring");
     slot.fill(0x5A);
     c.commit_block(block).unwrap();
     c.commit().unwrap();

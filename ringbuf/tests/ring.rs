@@ -717,11 +717,8 @@ fn a_peer_that_makes_a_doorbell_blocking_cannot_park_our_ring() {
         revents: 0,
     };
     // SAFETY: one valid pollfd, zero timeout.
-    assert_eq!(
-        unsafe { libc::poll(&mut pfd, 1, 0) },
-        0,
-        "counter not drained"
-    );
+    let ready = unsafe { libc::poll(&mut pfd, 1, 0) };
+    assert_eq!(ready, 0, "counter not drained");
     // Kernels before 5.12 refuse RWF_NOWAIT on an eventfd; the drain then
     // falls back to restoring the flag and a non-blocking read.
     let mut buf = 0u64;

@@ -15,6 +15,7 @@
 //! | `part_size` | `--part-size` | `MOVER_PART_SIZE` | 16 MiB, doubling every 1,000 parts |
 //! | `max_inflight_parts` | `--max-inflight-parts` | `MOVER_MAX_INFLIGHT_PARTS` | 4 |
 //! | `max_streams` | `--max-streams` | `MOVER_MAX_STREAMS` | 256 |
+//! | `max_connections` | `--max-connections` | `MOVER_MAX_CONNECTIONS` | 1024 |
 //! | `metrics_listen` | `--metrics-listen` | `MOVER_METRICS_LISTEN` | off |
 //! | `log` | `--log` | `MOVER_LOG` | `info` |
 //! | `retry_max` | | `MOVER_RETRY_MAX` | 10 |
@@ -51,6 +52,7 @@ pub struct FileConfig {
     pub part_size: Option<u64>,
     pub max_inflight_parts: Option<usize>,
     pub max_streams: Option<usize>,
+    pub max_connections: Option<usize>,
     pub metrics_listen: Option<String>,
     pub log: Option<String>,
     pub retry_max: Option<usize>,
@@ -137,6 +139,10 @@ pub struct ServeArgs {
     /// Streams open at once, all clients together; more are refused.
     #[arg(long, env = "MOVER_MAX_STREAMS")]
     pub max_streams: Option<usize>,
+    /// Connections open at once, all clients together; more are answered
+    /// with an error and closed.
+    #[arg(long, env = "MOVER_MAX_CONNECTIONS")]
+    pub max_connections: Option<usize>,
     /// Serve Prometheus metrics on this address (e.g. 127.0.0.1:9187).
     #[arg(long, env = "MOVER_METRICS_LISTEN")]
     pub metrics_listen: Option<String>,
@@ -309,6 +315,7 @@ pub struct Config {
     pub part_size: u64,
     pub max_inflight_parts: usize,
     pub max_streams: usize,
+    pub max_connections: usize,
     pub metrics_listen: Option<std::net::SocketAddr>,
     pub log: String,
     pub retry_max: usize,
@@ -380,6 +387,11 @@ impl Config {
             .or(file.max_inflight_parts)
             .unwrap_or(4);
         let max_streams = args.max_streams.or(file.max_streams).unwrap_or(256).max(1);
+        let max_connections = args
+            .max_connections
+            .or(file.max_connections)
+            .unwrap_or(1024)
+            .max(1);
         let metrics_listen = match args.metrics_listen.clone().or(file.metrics_listen) {
             Some(a) => Some(
                 a.parse()
@@ -442,6 +454,7 @@ impl Config {
             part_size,
             max_inflight_parts,
             max_streams,
+            max_connections,
             metrics_listen,
             log,
             retry_max,

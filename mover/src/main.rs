@@ -110,6 +110,7 @@ fn serve(args: config::ServeArgs) -> ExitCode {
         )
         .with(metrics::RetryCounter(Arc::clone(&metrics)))
         .init();
+    raise_fd_limit();
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -131,5 +132,21 @@ fn serve(args: config::ServeArgs) -> ExitCode {
             eprintln!("mover: {e:#}");
             ExitCode::FAILURE
         }
+    }
+}
+
+/// Raises the soft limit on open descriptors to the hard one. Each stream
+/// holds several (its socket, ring memfd, two eventfds, a watched dup of
+/// the socket, store files), and the soft limit a service starts with
+/// (often 1024) is below what `max_streams` and `max_connections` allow.
+fn raise_fd_limit() {
+    use nix::sys::resource::{getrlimit, setrlimit, Resource};
+    match getrlimit(Resource::RLIMIT_NOFILE) {
+        Ok((soft, hard)) if soft < hard => match setrlimit(Resource::RLIMIT_NOFILE, hard, hard) {
+            Ok(()) => tracing::debug!(from = soft, to = hard, "raised the descriptor limit"),
+            Err(e) => tracing::warn!(soft, hard, error = %e, "cannot raise the descriptor limit"),
+        },
+        Ok(_) => {}
+        Err(e) => tracing::warn!(error = %e, "cannot read the descriptor limit"),
     }
 }

@@ -17,6 +17,7 @@ pub struct Metrics {
     pub objects_committed: AtomicU64,
     pub errors: AtomicU64,
     pub refused_peers: AtomicU64,
+    pub refused_connections: AtomicU64,
     pub store_retries: AtomicU64,
     pub parts_uploaded: AtomicU64,
     pub part_latency_micros: AtomicU64,
@@ -84,6 +85,12 @@ impl Metrics {
             "counter",
             "Connections refused by the uid/gid check.",
             self.refused_peers.load(Relaxed).to_string(),
+        );
+        put(
+            "shmover_refused_connections_total",
+            "counter",
+            "Connections refused because max_connections were open.",
+            self.refused_connections.load(Relaxed).to_string(),
         );
         put(
             "shmover_store_retries_total",

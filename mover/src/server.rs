@@ -5,7 +5,7 @@ use std::collections::{BTreeMap, HashSet};
 use std::io::IoSlice;
 use std::os::fd::{AsFd, AsRawFd, RawFd};
 use std::os::unix::fs::{FileTypeExt, PermissionsExt};
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering::Relaxed};
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
@@ -57,6 +57,30 @@ pub struct Shared {
     /// Rings whose streams ended cleanly, kept for the same user's next
     /// stream.
     idle_rings: Mutex<Vec<IdleRing>>,
+    /// Connections being served now, against `max_connections`.
+    connections: AtomicUsize,
+}
+
+/// One connection counted against `max_connections` while it lives.
+struct ConnSlot(Arc<Shared>);
+
+impl ConnSlot {
+    /// Counts a new connection, or says how many are open when the limit
+    /// is reached.
+    fn take(shared: &Arc<Shared>) -> Result<Self, usize> {
+        let open = shared.connections.fetch_add(1, Relaxed);
+        let slot = Self(Arc::clone(shared));
+        if open >= shared.cfg.max_connections {
+            return Err(open);
+        }
+        Ok(slot)
+    }
+}
+
+impl Drop for ConnSlot {
+    fn drop(&mut self) {
+        self.0.connections.fetch_sub(1, Relaxed);
+    }
 }
 
 /// A ring kept after its stream ended cleanly. Fresh shared memory costs
@@ -325,6 +349,7 @@ pub async fn serve(cfg: Config, metrics: Arc<Metrics>) -> anyhow::Result<()> {
         next_id: AtomicU64::new(1),
         ring_bytes: AtomicU64::new(0),
         idle_rings: Mutex::new(Vec::new()),
+        connections: AtomicUsize::new(0),
         cfg,
     });
     {
@@ -355,8 +380,14 @@ pub async fn serve(cfg: Config, metrics: Arc<Metrics>) -> anyhow::Result<()> {
         tokio::select! {
             accepted = listener.accept() => match accepted {
                 Ok((stream, _)) => {
+                    let slot = ConnSlot::take(&shared);
                     let shared = Arc::clone(&shared);
-                    tokio::spawn(async move { connection(shared, stream).await });
+                    tokio::spawn(async move {
+                        match slot {
+                            Ok(_slot) => connection(shared, stream).await,
+                            Err(open) => refuse_busy(&shared, &stream, open).await,
+                        }
+                    });
                 }
                 Err(e) => {
                     // Out of descriptors, most likely: back off instead of
@@ -535,6 +566,26 @@ struct Conn {
     uid: u32,
     label: String,
     active: Active,
+}
+
+/// Answers a connection over `max_connections` with an error and closes
+/// it: descriptors are a shared budget, and one client opening connections
+/// without end must not keep the others out.
+async fn refuse_busy(shared: &Shared, stream: &UnixStream, open: usize) {
+    shared.metrics.refused_connections.fetch_add(1, Relaxed);
+    let limit = shared.cfg.max_connections;
+    let pid = stream.peer_cred().ok().and_then(|c| c.pid()).unwrap_or(0);
+    warn!(
+        pid,
+        open, limit, "refused a connection: max_connections are open"
+    );
+    let frame = shmover_proto::error_frame(
+        ErrorCode::Resource,
+        format!(
+            "the mover serves {open} connections, its limit (max_connections {limit}); try again later"
+        ),
+    );
+    let _ = send(stream, &frame, &[]).await;
 }
 
 async fn connection(shared: Arc<Shared>, stream: UnixStream) {

@@ -803,3 +803,27 @@ fn a_ring_another_user_filled_is_never_handed_to_us() {
     );
     c.abort("test done").unwrap();
 }
+
+#[test]
+fn connections_over_the_limit_are_refused_with_a_clear_error_and_the_rest_served() {
+    let m = MoverProcess::start(&["--max-connections", "2", "--metrics-listen", "127.0.0.1:0"]);
+    let mut a = m.client(ClientKind::Generic);
+    let b = m.client(ClientKind::Generic);
+    let err = match m.try_client(ClientKind::Generic) {
+        Ok(_) => panic!("a third connection was served"),
+        Err(e) => e,
+    };
+    assert_eq!(err.code, ErrorCode::Resource as u32, "{}", err.message);
+    assert!(err.message.contains("max_connections 2"), "{}", err.message);
+    assert_eq!(m.metrics()["shmover_refused_connections_total"], 1.0);
+    a.ping().unwrap();
+    // The place comes back when a connection ends.
+    drop(b);
+    assert!(
+        eventually(Duration::from_secs(30), || m
+            .try_client(ClientKind::Generic)
+            .is_ok()),
+        "no connection was served after one closed"
+    );
+    a.ping().unwrap();
+}

@@ -566,6 +566,8 @@ struct Conn {
     uid: u32,
     label: String,
     active: Active,
+    /// The protocol version agreed in the handshake.
+    version: u32,
 }
 
 /// Answers a connection over `max_connections` with an error and closes
@@ -643,6 +645,7 @@ async fn connection(shared: Arc<Shared>, stream: UnixStream) {
         uid,
         label: String::new(),
         active: Active::Idle,
+        version: 1,
     };
     if conn.handshake().await {
         conn.run().await;
@@ -689,6 +692,7 @@ impl Conn {
                 .await;
             return false;
         };
+        self.version = version;
         self.kind = match ClientKind::try_from(hello.kind) {
             Ok(ClientKind::Unspecified) => ClientKind::Generic,
             Ok(k) => k,
@@ -819,15 +823,31 @@ impl Conn {
             },
             B::List(l) => match self.idle("list") {
                 Some(e) => e,
-                None => match self
-                    .shared
-                    .catalog
-                    .list(self.kind, &l.prefix, l.limit as usize)
-                    .await
-                {
-                    Ok(ms) => list_reply(&ms),
-                    Err(e) => store_error(&e),
-                },
+                None => {
+                    let paged = self.version >= 2;
+                    let after = (paged && !l.after_name.is_empty())
+                        .then_some((l.after_created_unix_ms, l.after_name.as_str()));
+                    // With a cursor the limit applies after it.
+                    let limit = if after.is_some() { 0 } else { l.limit as usize };
+                    match self.shared.catalog.list(self.kind, &l.prefix, limit).await {
+                        Ok(mut ms) => {
+                            if let Some((created, name)) = after {
+                                // Newest first, then by name: what follows
+                                // the cursor is older, or as old and later
+                                // by name.
+                                ms.retain(|m| {
+                                    m.created_unix_ms < created
+                                        || (m.created_unix_ms == created && m.name.as_str() > name)
+                                });
+                                if l.limit > 0 {
+                                    ms.truncate(l.limit as usize);
+                                }
+                            }
+                            list_reply(&ms, paged)
+                        }
+                        Err(e) => store_error(&e),
+                    }
+                }
             },
             B::Delete(d) => match self.idle("delete") {
                 Some(e) => e,
@@ -1227,13 +1247,39 @@ impl Conn {
     }
 }
 
-/// A list reply, or an error when it would not fit in one frame.
-fn list_reply(ms: &[Manifest]) -> response::Body {
+/// A list reply. Paged (protocol 2): as many entries as fit in one frame,
+/// with `more` set if some were left for the next request. Otherwise an
+/// error when the whole answer would not fit.
+fn list_reply(ms: &[Manifest], paged: bool) -> response::Body {
     use prost::Message;
+    // Room for the response envelope around the reply.
+    let budget = shmover_proto::MAX_FRAME - 4096;
+    if paged {
+        let mut reply = v1::ListReply::default();
+        let mut len = 0;
+        for m in ms {
+            let info = m.info();
+            let entry = prost::encoding::message::encoded_len(1, &info);
+            if len + entry > budget {
+                reply.more = true;
+                break;
+            }
+            len += entry;
+            reply.objects.push(info);
+        }
+        if reply.more && reply.objects.is_empty() {
+            return error_body(
+                ErrorCode::Resource,
+                format!("{}: one catalog entry does not fit in a frame", ms[0].name),
+            );
+        }
+        return response::Body::List(reply);
+    }
     let reply = v1::ListReply {
         objects: ms.iter().map(Manifest::info).collect(),
+        more: false,
     };
-    if reply.encoded_len() + 64 > shmover_proto::MAX_FRAME {
+    if reply.encoded_len() > budget {
         return error_body(
             ErrorCode::Resource,
             format!(

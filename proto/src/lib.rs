@@ -25,8 +25,9 @@ pub use v1::{request, response, ClientKind, ErrorCode, Request, Response};
 
 /// Protocol versions this build speaks.
 pub const MIN_VERSION: u32 = 1;
-/// Protocol versions this build speaks.
-pub const MAX_VERSION: u32 = 1;
+/// Protocol versions this build speaks. Version 2: `List` answers in pages
+/// that each fit a frame (`after_name`, `after_created_unix_ms`, `more`).
+pub const MAX_VERSION: u32 = 2;
 /// Largest frame body accepted, in bytes.
 pub const MAX_FRAME: usize = 1 << 20;
 /// Bytes of the length prefix.

@@ -557,3 +557,34 @@ fn the_ring_of_a_finished_stream_carries_the_next_stream_of_its_user_intact() {
     restore_and_check(&mut d, &pat, 6, "reuse/piece-6", size(6));
     assert!(c.stat("reuse/aborted").is_err());
 }
+
+#[test]
+fn a_listing_larger_than_one_frame_arrives_whole_in_pages() {
+    // HANA keeps a version of its catalog per log backup (about 100 a day)
+    // and asks for all of them at recovery: the answer outgrows the 1 MiB
+    // frame, so it comes in pages.
+    let m = MoverProcess::start(&["--store", "memory://"]);
+    let mut c = m.client(ClientKind::Generic);
+    let meta = BTreeMap::from([("note".to_string(), "x".repeat(2000))]);
+    let n = 700; // about 1.4 MiB of listing
+    for i in 0..n {
+        c.open_write(&format!("many/obj-{i:04}"), 4096, 0, &meta)
+            .unwrap();
+        c.write_all(&[i as u8; 10]).unwrap();
+        c.commit().unwrap();
+    }
+    let all = c.list("many/", 0).unwrap();
+    assert_eq!(all.len(), n);
+    let names: std::collections::BTreeSet<&str> = all.iter().map(|o| o.name.as_str()).collect();
+    assert_eq!(names.len(), n, "an entry came twice");
+    assert!(
+        all.windows(2)
+            .all(|w| w[0].created_unix_ms > w[1].created_unix_ms
+                || (w[0].created_unix_ms == w[1].created_unix_ms && w[0].name < w[1].name)),
+        "not newest first, then by name"
+    );
+    assert!(all.iter().all(|o| o.metadata == meta));
+    // A limit that spans pages.
+    let some = c.list("many/", 650).unwrap();
+    assert_eq!(some[..], all[..650]);
+}

@@ -658,12 +658,48 @@ impl Client {
     /// all).
     pub fn list(&mut self, prefix: &str, limit: u32) -> Result<Vec<ObjectInfo>> {
         self.check_idle("list")?;
-        match self.call(request::Body::List(v1::List {
-            prefix: prefix.to_string(),
-            limit,
-        }))? {
-            response::Body::List(l) => Ok(l.objects),
-            other => Err(unexpected(&other)),
+        let mut all: Vec<ObjectInfo> = Vec::new();
+        loop {
+            // A mover of protocol 2 answers in pages that each fit a frame.
+            let (after_name, after_created_unix_ms) = all
+                .last()
+                .map_or((String::new(), 0), |o| (o.name.clone(), o.created_unix_ms));
+            let left = if limit == 0 {
+                0
+            } else {
+                limit - all.len() as u32
+            };
+            let page = match self.call(request::Body::List(v1::List {
+                prefix: prefix.to_string(),
+                limit: left,
+                after_name,
+                after_created_unix_ms,
+            }))? {
+                response::Body::List(l) => l,
+                other => return Err(unexpected(&other)),
+            };
+            if page.more && page.objects.is_empty() {
+                return Err(Error::new(
+                    code::PROTOCOL,
+                    format!("list {prefix:?}: the mover sent an empty page with more to come"),
+                ));
+            }
+            let cursor = all.last().map(|o| (o.created_unix_ms, o.name.clone()));
+            all.extend(page.objects);
+            if page.more && all.last().map(|o| (o.created_unix_ms, o.name.clone())) == cursor {
+                return Err(Error::new(
+                    code::PROTOCOL,
+                    format!("list {prefix:?}: the mover's next page did not move on"),
+                ));
+            }
+            if !page.more || (limit > 0 && all.len() >= limit as usize) {
+                all.truncate(if limit == 0 {
+                    usize::MAX
+                } else {
+                    limit as usize
+                });
+                return Ok(all);
+            }
         }
     }
 

@@ -453,6 +453,49 @@ static void sc_errors(void) {
     longcmd[sizeof longcmd - 1] = '\0';
     expect_error(sc, &ch, g_t->sbtcommand(ch.ctx, 0, longcmd), SBT_ERROR_MM, "a command over 511 bytes", NULL);
 
+    sc = "config";
+    {
+        /* A SEND that names a bad config file, or gives a bad value,
+         * fails and leaves the settings it found in place. */
+        char dir[256], good[300], bad[300];
+        snprintf(dir, sizeof dir, "/tmp/sbt-driver-config-%d", (int)getpid());
+        mkdir(dir, 0700);
+        snprintf(good, sizeof good, "%s/good.conf", dir);
+        snprintf(bad, sizeof bad, "%s/bad.conf", dir);
+        FILE *f = fopen(good, "w");
+        if (f) fputs("# the label RMAN shows\nSBTMOVER_LABEL = from-file\n", f), fclose(f);
+        f = fopen(bad, "w");
+        if (f) fputs("MOVER_TIMEOUT=soon\n", f), fclose(f);
+        chan y;
+        open_session(&y, 0);
+        snprintf(cmd, sizeof cmd, "SBTMOVER_CONFIG=%s", good);
+        CHECK(sc, g_t->sbtcommand(y.ctx, 0, cmd) == 0, "SEND SBTMOVER_CONFIG=<file> is accepted");
+        expect_error(sc, &y, g_t->sbtcommand(y.ctx, 0, "SBTMOVER_CONFIG=/nonexistent/sbt.conf"), SBT_ERROR_MM,
+                     "SEND of a config file that does not exist", "/nonexistent/sbt.conf");
+        snprintf(cmd, sizeof cmd, "SBTMOVER_CONFIG=%s", dir);
+        expect_error(sc, &y, g_t->sbtcommand(y.ctx, 0, cmd), SBT_ERROR_MM, "SEND of a directory as the config file",
+                     "not a regular file");
+        snprintf(cmd, sizeof cmd, "SBTMOVER_CONFIG=%s", bad);
+        expect_error(sc, &y, g_t->sbtcommand(y.ctx, 0, cmd), SBT_ERROR_MM, "SEND of a config file with a bad MOVER_TIMEOUT",
+                     "line 1: MOVER_TIMEOUT=soon");
+        expect_error(sc, &y, g_t->sbtcommand(y.ctx, 0, "MOVER_TIMEOUT=soon"), SBT_ERROR_MM, "SEND 'MOVER_TIMEOUT=soon'",
+                     "not a positive number of seconds");
+        char lp[512];
+        piece_name(lp, sizeof lp, sc, "labelled");
+        const char *label = NULL;
+        sbtbfinfo *o = NULL;
+        if (backup(&y, lp, 4096, 1, 10, 1) == 0 && info_one(&y, lp, &o) == 1)
+            for (sbtbfinfo *p = o; p->type != SBTBFINFO_END; p++)
+                if (p->type == SBTBFINFO_LABEL) label = p->value;
+        CHECK(sc, label && strcmp(label, "from-file") == 0, "the first file's label survives the failed SENDs (%s)",
+              label ? label : "no piece");
+        remove_one(&y, lp);
+        close_session(&y);
+        unlink(good);
+        unlink(bad);
+        rmdir(dir);
+    }
+
     sc = "error-text";
     chan x;
     open_session(&x, 0);

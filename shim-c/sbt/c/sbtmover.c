@@ -26,6 +26,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <sys/syscall.h>
 #include <sys/time.h>
 #include <time.h>
@@ -34,6 +35,10 @@
 #include "sbt.h"
 #include "encode.h"
 #include "shmover_client.h"
+
+/* A caller's name for "%.*s": read no further than the longest legal name,
+ * in case it is not terminated. */
+#define NAME_ARG(n) (int)(SBT_FILENAME_MAX - 1), ((n) ? (n) : "(null)")
 
 #define HIDDEN __attribute__((visibility("hidden")))
 #define CTX_MAGIC 0x534254534D4F5652ULL /* "SBTSMOVR" */
@@ -236,30 +241,54 @@ static const char *client_error(shmover_client_t *c) {
 
 /* ---- configuration ---------------------------------------------------------- */
 
-static void setting_apply(struct setting *st, const char *key, const char *value) {
+/* Applies one KEY=VALUE; an empty value unsets the key. Returns -1, and
+ * changes nothing, for a MOVER_TIMEOUT that is not a positive number of
+ * seconds. Unknown keys are ignored (RMAN passes others of its own). */
+static int setting_apply(struct setting *st, const char *key, const char *value) {
     if (strcmp(key, "MOVER_SOCKET") == 0) {
         st->have_socket = value[0] != '\0';
         copy_str(st->socket, sizeof st->socket, value);
     } else if (strcmp(key, "MOVER_TIMEOUT") == 0) {
+        if (value[0] == '\0') {
+            st->have_timeout = 0;
+            st->timeout_s = 0;
+            return 0;
+        }
         char *end;
+        errno = 0;
         long t = strtol(value, &end, 10);
-        st->have_timeout = value[0] != '\0' && *end == '\0' && t > 0;
-        st->timeout_s = st->have_timeout ? t : 0;
+        if (*end != '\0' || t <= 0 || errno != 0) return -1;
+        st->have_timeout = 1;
+        st->timeout_s = t;
     } else if (strcmp(key, "SBTMOVER_LABEL") == 0) {
         st->have_label = value[0] != '\0';
         copy_str(st->label, sizeof st->label, value);
     }
+    return 0;
 }
 
-/* Loads KEY=VALUE lines ('#' comments, optional quotes) into s->file. */
+/* Loads KEY=VALUE lines ('#' comments, optional quotes) into s->file, all
+ * or nothing: a file that cannot be read, is not a regular file, or holds
+ * a bad value leaves the settings as they were and records the error. */
 static int load_config_file(struct session *s, const char *fn, const char *path) {
-    memset(&s->file, 0, sizeof s->file);
-    copy_str(s->config_path, sizeof s->config_path, path);
-    if (path[0] == '\0') return 0;
+    struct setting next;
+    memset(&next, 0, sizeof next);
+    if (path[0] == '\0') {
+        s->file = next;
+        s->config_path[0] = '\0';
+        return 0;
+    }
     FILE *f = fopen(path, "re");
     if (f == NULL) return fail(s, SBT_ERROR_MM, "%s: cannot read config file %s: %s", fn, path, strerror(errno));
+    struct stat st;
+    if (fstat(fileno(f), &st) != 0 || !S_ISREG(st.st_mode)) {
+        fclose(f);
+        return fail(s, SBT_ERROR_MM, "%s: config file %s is not a regular file", fn, path);
+    }
     char line[PATH_MAX + 64];
+    int lineno = 0;
     while (fgets(line, sizeof line, f)) {
+        lineno++;
         if (strchr(line, '\n') == NULL && !feof(f)) {
             /* Too long to be a setting: skip the rest of it, so that its
              * tail is not read as a line of its own. */
@@ -283,9 +312,17 @@ static int load_config_file(struct session *s, const char *fn, const char *path)
             val[vl - 1] = '\0';
             val++;
         }
-        setting_apply(&s->file, key, val);
+        if (setting_apply(&next, key, val) != 0) {
+            fclose(f);
+            return fail(s, SBT_ERROR_MM, "%s: config file %s, line %d: %s=%.40s is not a positive number of seconds",
+                        fn, path, lineno, key, val);
+        }
     }
+    int bad = ferror(f);
     fclose(f);
+    if (bad) return fail(s, SBT_ERROR_MM, "%s: cannot read config file %s", fn, path);
+    s->file = next;
+    copy_str(s->config_path, sizeof s->config_path, path);
     trace(s, 1, "config file %s loaded", path);
     return 0;
 }
@@ -526,11 +563,13 @@ HIDDEN int sbtmover_sbtinit2(void *ctx, sbt_ulong flags, sbtinit2_input *in, sbt
         }
         if (tn[0] != '\0') s->trace_fd = open(tn, O_WRONLY | O_APPEND | O_CREAT | O_CLOEXEC, 0640);
         const char *v;
+        int bad_env = 0;
         if ((v = getenv("MOVER_SOCKET"))) setting_apply(&s->env, "MOVER_SOCKET", v);
-        if ((v = getenv("MOVER_TIMEOUT"))) setting_apply(&s->env, "MOVER_TIMEOUT", v);
+        if ((v = getenv("MOVER_TIMEOUT")) && setting_apply(&s->env, "MOVER_TIMEOUT", v) != 0)
+            bad_env = fail(s, SBT_ERROR_MM, "sbtinit2: MOVER_TIMEOUT=%.40s is not a positive number of seconds", v);
         if ((v = getenv("SBTMOVER_LABEL"))) setting_apply(&s->env, "SBTMOVER_LABEL", v);
         const char *cfg = getenv("SBTMOVER_CONFIG");
-        if (cfg && cfg[0] && load_config_file(s, "sbtinit2", cfg) != 0) {
+        if (bad_env != 0 || (cfg && cfg[0] && load_config_file(s, "sbtinit2", cfg) != 0)) {
             /* keep the error: it goes to the thread slot since the session is not installed */
             tl_err.pending = 1;
             tl_err.code = s->err_code;
@@ -612,12 +651,14 @@ static void apply_command(struct session *s, const char *cmd) {
         int secret = strstr(key, "PASSWORD") || strstr(key, "SECRET") || strstr(key, "TOKEN");
         trace(s, 1, "sbtcommand: %s=%s", key, secret ? "(hidden)" : val);
         if (strcmp(key, "SBTMOVER_CONFIG") == 0) {
-            load_config_file(s, "sbtcommand", val);
-            s->stale = 1;
+            if (load_config_file(s, "sbtcommand", val) == 0) s->stale = 1;
+            continue;
+        }
+        if (setting_apply(&s->send, key, val) != 0) {
+            fail(s, SBT_ERROR_MM, "sbtcommand: %s=%.40s is not a positive number of seconds", key, val);
             continue;
         }
         if (strcmp(key, "MOVER_SOCKET") == 0 || strcmp(key, "MOVER_TIMEOUT") == 0) s->stale = 1;
-        setting_apply(&s->send, key, val);
     }
 }
 
@@ -628,7 +669,7 @@ HIDDEN int sbtmover_sbtcommand(void *ctx, sbt_ulong flags, char *command) {
     if (strnlen(command, SBT_COMMAND_MAX) >= SBT_COMMAND_MAX)
         return fail(s, SBT_ERROR_MM, "sbtcommand: command longer than %d bytes", SBT_COMMAND_MAX - 1);
     apply_command(s, command);
-    if (s->err_pending) return -1; /* a config file named by SEND could not be read */
+    if (s->err_pending) return -1; /* a config file named by SEND could not be read, or a bad value */
     return 0;
 }
 
@@ -639,7 +680,7 @@ HIDDEN int sbtmover_sbtbackup(void *ctx, sbt_ulong flags, char *name, sbtobject 
     (void)flags;
     SESSION("sbtbackup");
     if (s->state != IDLE)
-        return fail(s, SBT_ERROR_MM, "sbtbackup %s: a file is already open (%s)", name ? name : "(null)", s->piece);
+        return fail(s, SBT_ERROR_MM, "sbtbackup %.*s: a file is already open (%s)", NAME_ARG(name), s->piece);
     char raw[SBT_FILENAME_MAX];
     if (take_name(s, "sbtbackup", name, raw, s->enc, sizeof s->enc) != 0) return -1;
     if (block_size == 0) return fail(s, SBT_ERROR_MM, "sbtbackup %s: block size 0", raw);
@@ -715,7 +756,7 @@ HIDDEN int sbtmover_sbtrestore(void *ctx, sbt_ulong flags, char *name, size_t bl
     (void)flags;
     SESSION("sbtrestore");
     if (s->state != IDLE)
-        return fail(s, SBT_ERROR_MM, "sbtrestore %s: a file is already open (%s)", name ? name : "(null)", s->piece);
+        return fail(s, SBT_ERROR_MM, "sbtrestore %.*s: a file is already open (%s)", NAME_ARG(name), s->piece);
     char raw[SBT_FILENAME_MAX];
     if (take_name(s, "sbtrestore", name, raw, s->enc, sizeof s->enc) != 0) return -1;
     if (block_size == 0) return fail(s, SBT_ERROR_MM, "sbtrestore %s: block size 0", raw);
@@ -844,7 +885,7 @@ HIDDEN int sbtmover_sbtinfo2(void *ctx, sbt_ulong flags, char **names, sbtbfinfo
     size_t k = 0;
     for (size_t i = 0; i < n; i++) {
         struct info_entry *e = &s->entries[i];
-        e->name = strdup(names[i]);
+        e->name = strndup(names[i], SBT_FILENAME_MAX - 1);
         if (e->name == NULL) {
             free_info(s);
             return fail(s, SBT_ERROR_MM, "sbtinfo2: out of memory");
@@ -916,7 +957,7 @@ HIDDEN int sbtmover_sbtremove2(void *ctx, sbt_ulong flags, char **names) {
             trace(s, 1, "sbtremove2 %s: deleted", names[i]);
         } else if (rc == SHMOVER_ERR_NOT_FOUND || rc == SHMOVER_ERR_BAD_NAME) {
             if (ml < sizeof missing)
-                ml += (size_t)snprintf(missing + ml, sizeof missing - ml, "%s%s", ml ? ", " : "", names[i]);
+                ml += (size_t)snprintf(missing + ml, sizeof missing - ml, "%s%.*s", ml ? ", " : "", NAME_ARG(names[i]));
         } else {
             if (fl < sizeof failed)
                 fl += (size_t)snprintf(failed + fl, sizeof failed - fl, "%s%s (%s)", fl ? ", " : "", names[i],
@@ -983,8 +1024,9 @@ HIDDEN int sbtmover_sbtpccommit(void *ctx, sbt_ulong f, sbt_ulong h) {
     return no_proxy(ctx, "sbtpccommit");
 }
 HIDDEN int sbtmover_sbtpcend(void *ctx, sbt_ulong f) {
-    (void)ctx, (void)f;
-    tl_err.pending = 0;
+    (void)f;
+    sbt_ctx *c = valid_ctx(ctx);
+    clear_error(c ? c->s : NULL); /* a v2 call clears any pending error */
     return 0;
 }
 HIDDEN int sbtmover_sbtpcquerybackup(void *ctx, sbt_ulong f, char *o) {

@@ -171,7 +171,8 @@ mod tests {
     fn versions_negotiate_to_the_highest_common_one() {
         assert_eq!(negotiate(1, 1), Some(1));
         assert_eq!(negotiate(1, 9), Some(MAX_VERSION));
-        assert_eq!(negotiate(2, 9), None);
+        assert_eq!(negotiate(2, 2), Some(2));
+        assert_eq!(negotiate(MAX_VERSION + 1, 9), None);
         assert_eq!(negotiate(0, 0), None);
     }
 

@@ -688,10 +688,14 @@ fn random_request_sequences_get_answers_and_never_crash_the_mover() {
         Just(request::Body::CloseRead(v1::CloseRead {})),
         name.prop_map(|n| request::Body::Stat(v1::Stat { name: n })),
         name.prop_map(|n| request::Body::Delete(v1::Delete { name: n })),
-        (name, any::<u32>()).prop_map(|(p, l)| request::Body::List(v1::List {
-            prefix: p,
-            limit: l,
-        })),
+        (name, any::<u32>(), name, any::<i64>()).prop_map(|(p, l, a, t)| {
+            request::Body::List(v1::List {
+                prefix: p,
+                limit: l,
+                after_name: a,
+                after_created_unix_ms: t,
+            })
+        }),
         Just(request::Body::Status(v1::StatusRequest {})),
     ];
     // A committed object the sequences may find, read or delete.

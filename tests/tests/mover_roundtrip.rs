@@ -587,4 +587,54 @@ fn a_listing_larger_than_one_frame_arrives_whole_in_pages() {
     // A limit that spans pages.
     let some = c.list("many/", 650).unwrap();
     assert_eq!(some[..], all[..650]);
+
+    // A protocol-1 client, which reads one reply per request, gets the old
+    // error rather than a list silently cut at a page.
+    use shmover_proto::{request, response, v1};
+    use std::io::{Read, Write};
+    let mut raw = std::os::unix::net::UnixStream::connect(&m.socket).unwrap();
+    raw.set_read_timeout(Some(std::time::Duration::from_secs(30)))
+        .unwrap();
+    for body in [
+        request::Body::Hello(v1::Hello {
+            min_version: 1,
+            max_version: 1,
+            kind: ClientKind::Generic as i32,
+            pid: std::process::id(),
+            label: "protocol 1".into(),
+        }),
+        request::Body::List(v1::List {
+            prefix: "many/".into(),
+            ..Default::default()
+        }),
+    ] {
+        raw.write_all(&shmover_proto::request_frame(body)).unwrap();
+    }
+    let (mut buf, mut replies) = (Vec::new(), Vec::new());
+    let mut tmp = [0u8; 65536];
+    while replies.len() < 2 {
+        match shmover_proto::decode_response(&buf).unwrap() {
+            Some((body, used)) => {
+                replies.push(body);
+                buf.drain(..used);
+            }
+            None => {
+                let n = raw.read(&mut tmp).unwrap();
+                assert!(n > 0, "the mover closed the connection");
+                buf.extend_from_slice(&tmp[..n]);
+            }
+        }
+    }
+    assert!(
+        matches!(&replies[0], response::Body::Hello(h) if h.version == 1),
+        "{:?}",
+        replies[0]
+    );
+    assert!(
+        matches!(&replies[1], response::Body::Error(e)
+            if e.code == shmover_proto::ErrorCode::Resource as i32
+                && e.message.contains("exceed one frame")),
+        "{:?}",
+        replies[1]
+    );
 }

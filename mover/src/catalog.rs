@@ -119,10 +119,19 @@ pub async fn open_store(
         let peers = crate::forward::PeerStore::new(&cfg.peer, Arc::clone(metrics))?;
         return Ok(Arc::new(peers));
     }
+    // object_store's default backoff draws each wait from [0.1 s, 2 x the
+    // last]: ten retries are over in about two seconds, so a store that
+    // stalls for longer failed the backup however long `retry_deadline`
+    // was. From [0.1 s, 3 x the last], capped at 15 s, waits grow about
+    // 1.5 times per retry, and the default 25 retries reach the deadline.
     let retry = object_store::RetryConfig {
         max_retries: cfg.retry_max,
         retry_timeout: cfg.retry_deadline,
-        ..Default::default()
+        backoff: object_store::BackoffConfig {
+            init_backoff: std::time::Duration::from_millis(100),
+            max_backoff: std::time::Duration::from_secs(15),
+            base: 3.0,
+        },
     };
     if let Some(path) = url.strip_prefix("file://") {
         let path = std::path::Path::new(path);

@@ -18,7 +18,7 @@
 //! | `max_connections` | `--max-connections` | `MOVER_MAX_CONNECTIONS` | 1024 |
 //! | `metrics_listen` | `--metrics-listen` | `MOVER_METRICS_LISTEN` | off |
 //! | `log` | `--log` | `MOVER_LOG` | `info` |
-//! | `retry_max` | | `MOVER_RETRY_MAX` | 10 |
+//! | `retry_max` | | `MOVER_RETRY_MAX` | 25 |
 //! | `retry_deadline_secs` | | `MOVER_RETRY_DEADLINE_SECS` | 180 |
 //! | `direct_io` | | `MOVER_DIRECT_IO` | true (a `file://` store writes backups, and reads restores into the rings, with `O_DIRECT`, past the page cache) |
 //! | `peer_listen` | `--peer-listen` | `MOVER_PEER_LISTEN` | off (serve the peer gRPC service on this address) |
@@ -406,7 +406,7 @@ impl Config {
             .unwrap_or_else(|| "info".into());
         let retry_max = env_parse("MOVER_RETRY_MAX")?
             .or(file.retry_max)
-            .unwrap_or(10);
+            .unwrap_or(25);
         let retry_deadline = Duration::from_secs(
             env_parse("MOVER_RETRY_DEADLINE_SECS")?
                 .or(file.retry_deadline_secs)

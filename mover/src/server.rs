@@ -933,6 +933,15 @@ impl Conn {
         )
     }
 
+    /// How long the client may wait on the ring while this mover lives: a
+    /// store that stalls is retried for up to `retry_deadline`, and the
+    /// stream fails (closing the ring, which wakes the client) only then;
+    /// a minute more covers the last attempt.
+    fn stall_timeout_ms(&self) -> u32 {
+        let d = self.shared.cfg.retry_deadline + std::time::Duration::from_secs(60);
+        d.as_millis().min(u128::from(u32::MAX)) as u32
+    }
+
     /// Refuses a stream beyond `max_streams` (each holds a thread and a
     /// ring of shared memory).
     fn stream_room(&self, name: &str) -> Result<(), response::Body> {
@@ -1049,6 +1058,7 @@ impl Conn {
             slot_count: geometry.slot_count,
             slot_size: geometry.slot_size,
             object_size: 0,
+            stall_timeout_ms: self.stall_timeout_ms(),
         }));
         if send(&self.stream, &frame, &fds).await.is_err() {
             return Ok(()); // the client left; the upload is dropped (aborted)
@@ -1184,6 +1194,7 @@ impl Conn {
             slot_count: geometry.slot_count,
             slot_size: geometry.slot_size,
             object_size: m.size,
+            stall_timeout_ms: self.stall_timeout_ms(),
         }));
         if send(&self.stream, &frame, &fds).await.is_err() {
             return Ok(());

@@ -710,3 +710,61 @@ fn an_s3_upload_a_killed_mover_left_is_aborted_when_it_starts_again() {
         0,
     );
 }
+
+#[test]
+fn a_store_stall_longer_than_the_client_timeout_but_within_the_retry_deadline_loses_nothing() {
+    // RMAN does not retry a failed write within a piece: a store that
+    // stalls for a while the mover is still retrying must not fail the
+    // piece at the client's own timeout (1 s here).
+    let s3 = S3Server::start().unwrap();
+    let proxy = FaultProxy::start(s3.addr(), vec![Fault::Pass]).unwrap();
+    let url = s3.store_url("stall");
+    let endpoint = proxy.endpoint();
+    let m = MoverProcess::start_with(
+        &[
+            "--store",
+            &url,
+            "--part-size",
+            "5M",
+            "--memory-limit",
+            "6M",
+            "--ring-size",
+            "4M",
+        ],
+        |cmd| {
+            s3.configure(cmd);
+            cmd.env("AWS_ENDPOINT", &endpoint)
+                .env("AWS_ENDPOINT_URL", &endpoint)
+                .env("MOVER_RETRY_DEADLINE_SECS", "60");
+        },
+    );
+    let mut c = Client::connect(&shmover_client::Options {
+        socket: m.socket.clone(),
+        kind: ClientKind::Generic,
+        label: "impatient".into(),
+        timeout: Duration::from_secs(1),
+    })
+    .unwrap();
+    let pat = Pattern::default();
+    let size = 24 * MIB;
+    c.open_write("stall/piece", 1 << 20, size, &BTreeMap::new())
+        .unwrap();
+    std::thread::scope(|scope| {
+        proxy.set_down(true);
+        scope.spawn(|| {
+            std::thread::sleep(Duration::from_secs(4));
+            proxy.set_down(false);
+        });
+        for i in 0..24u64 {
+            let slot = c.reserve().unwrap();
+            pat.fill(7, i << 20, slot);
+            c.commit_block(1 << 20).unwrap();
+        }
+        c.commit().unwrap();
+    });
+    // 24 MiB cannot fit in the ring and the mover's memory while the
+    // store answers 503 to everything.
+    assert!(proxy.injected() > 0, "the store never stalled");
+    let n = restore_and_check(&mut c, &pat, 7, "stall/piece", size);
+    report("s3_stall_within_deadline", 1, proxy.injected(), n, 0);
+}

@@ -161,6 +161,9 @@ pub struct Client {
     socket_path: PathBuf,
     /// Slot count and size of the last ring the mover opened.
     ring: Option<(u32, u32)>,
+    /// Bound on a wait for ring space or data: the timeout, or longer if
+    /// the mover said its store retries may take longer.
+    stall: Duration,
 }
 
 impl std::fmt::Debug for Client {
@@ -268,6 +271,7 @@ impl Client {
             version: 0,
             socket_path: path.clone(),
             ring: None,
+            stall: opts.timeout,
         };
         let reply = c.call(request::Body::Hello(v1::Hello {
             min_version: shmover_proto::MIN_VERSION,
@@ -372,6 +376,9 @@ impl Client {
             return Err(unexpected(reply));
         };
         self.ring = Some((r.slot_count, r.slot_size));
+        self.stall = self
+            .timeout
+            .max(Duration::from_millis(r.stall_timeout_ms.into()));
         if self.fds.len() < 3 {
             return Err(Error::new(
                 code::PROTOCOL,
@@ -388,8 +395,10 @@ impl Client {
             .map_err(|e| Error::new(code::RING, format!("{name}: {e}")))
     }
 
+    /// A ring wait: bounded by the stall timeout, and cut short when the
+    /// mover hangs up (the caller adds that check).
     fn wait(&self) -> Wait<'static> {
-        Wait::timeout(self.timeout)
+        Wait::timeout(self.stall)
     }
 
     /// The next free slot of the backup stream, to fill in place; then

@@ -7,16 +7,19 @@
 //! stat, list and restore, so movers sharing a bucket see the same backups.
 
 use std::collections::BTreeMap;
+use std::sync::atomic::Ordering::Relaxed;
 use std::sync::Arc;
 
 use bytes::Bytes;
 use futures::{StreamExt, TryStreamExt};
 use object_store::path::Path;
-use object_store::{ObjectStore, ObjectStoreExt, PutMode, PutOptions, PutPayload};
+use object_store::{ObjectMeta, ObjectStore, ObjectStoreExt, PutMode, PutOptions, PutPayload};
 use serde::{Deserialize, Serialize};
 use shmover_proto::{v1, ClientKind, ErrorCode};
 
 use crate::config::Config;
+use crate::manifest_cache::{Fingerprint, ManifestCache};
+use crate::metrics::Metrics;
 use crate::names;
 
 /// Failures of the storage layer, each with its protocol code.
@@ -106,6 +109,9 @@ pub struct Catalog {
     /// Whether the store honours `PutMode::Create` (S3-compatible servers
     /// vary); learnt on first use.
     create_supported: Arc<std::sync::atomic::AtomicBool>,
+    /// Manifests already read, for listings.
+    manifests: Arc<ManifestCache>,
+    metrics: Arc<Metrics>,
 }
 
 /// Builds the object store named by `cfg.store`.
@@ -223,10 +229,14 @@ pub fn create_private_dir(path: &std::path::Path) -> std::io::Result<()> {
 }
 
 impl Catalog {
-    pub fn new(store: Arc<dyn ObjectStore>) -> Self {
+    /// The catalog over `store`, keeping up to `cache_bytes` of manifests
+    /// for listings.
+    pub fn new(store: Arc<dyn ObjectStore>, cache_bytes: u64, metrics: Arc<Metrics>) -> Self {
         Self {
             store,
             create_supported: Arc::new(std::sync::atomic::AtomicBool::new(true)),
+            manifests: Arc::new(ManifestCache::new(cache_bytes)),
+            metrics,
         }
     }
 
@@ -329,7 +339,7 @@ impl Catalog {
         kind: ClientKind,
         prefix: &str,
         limit: usize,
-    ) -> Result<Vec<Manifest>, StoreError> {
+    ) -> Result<Vec<Arc<Manifest>>, StoreError> {
         if prefix.len() > names::MAX_NAME || prefix.bytes().any(|b| b < 0x20) {
             return Err(StoreError::BadName(
                 prefix.chars().take(80).collect(),
@@ -337,25 +347,48 @@ impl Catalog {
             ));
         }
         let (dir, key_prefix) = names::catalog_prefix(kind, prefix);
-        let keys: Vec<Path> = self
+        let metas: Vec<ObjectMeta> = self
             .store
             .list(Some(&dir))
-            .map_ok(|m| m.location)
-            .try_filter(|k| {
-                let k = k.as_ref();
+            .try_filter(|m| {
+                let k = m.location.as_ref();
                 futures::future::ready(k.starts_with(&key_prefix) && k.ends_with(".manifest"))
             })
             .try_collect()
             .await?;
-        let mut out: Vec<Manifest> = futures::stream::iter(keys)
-            .map(|k| async move {
-                let bytes = self.store.get(&k).await?.bytes().await?;
-                Ok::<_, StoreError>(serde_json::from_slice::<Manifest>(&bytes).ok())
+        let mut out = Vec::with_capacity(metas.len());
+        let mut misses = Vec::new();
+        for meta in metas {
+            let fingerprint = Fingerprint::of(&meta);
+            match self.manifests.get(&meta.location, &fingerprint) {
+                Some(m) => out.push(m),
+                None => misses.push((meta.location, fingerprint)),
+            }
+        }
+        let hits = out.len() as u64;
+        self.metrics.manifest_cache_hits.fetch_add(hits, Relaxed);
+        let read: Vec<Arc<Manifest>> = futures::stream::iter(misses)
+            .map(|(key, fingerprint)| async move {
+                let bytes = match self.store.get(&key).await {
+                    Ok(r) => r.bytes().await?,
+                    // Deleted since the listing: no longer in the catalog.
+                    Err(object_store::Error::NotFound { .. }) => return Ok(None),
+                    Err(e) => return Err(StoreError::from(e)),
+                };
+                self.metrics.manifest_reads.fetch_add(1, Relaxed);
+                let Ok(m) = serde_json::from_slice::<Manifest>(&bytes) else {
+                    tracing::warn!(key = %key, "skipping an unreadable manifest in a listing");
+                    return Ok(None);
+                };
+                let m = Arc::new(m);
+                self.manifests.insert(key, fingerprint, Arc::clone(&m));
+                Ok::<_, StoreError>(Some(m))
             })
             .buffer_unordered(16)
             .try_filter_map(|m| futures::future::ready(Ok(m)))
             .try_collect()
             .await?;
+        out.extend(read);
         out.retain(|m| m.name.starts_with(prefix));
         out.sort_by(|a, b| {
             b.created_unix_ms
@@ -372,7 +405,9 @@ impl Catalog {
     /// catalog at once), then its data.
     pub async fn delete(&self, kind: ClientKind, name: &str) -> Result<(), StoreError> {
         let m = self.require(kind, name).await?;
-        self.store.delete(&names::manifest_key(kind, name)).await?;
+        let key = names::manifest_key(kind, name);
+        self.store.delete(&key).await?;
+        self.manifests.remove(&key);
         // The backup is gone once its manifest is: a data object that cannot
         // be deleted now is an orphan for `mover gc`, not a failed delete.
         match self.store.delete(&data_path(&m.data_key)?).await {

@@ -16,6 +16,7 @@
 //! | `max_inflight_parts` | `--max-inflight-parts` | `MOVER_MAX_INFLIGHT_PARTS` | 4 |
 //! | `max_streams` | `--max-streams` | `MOVER_MAX_STREAMS` | 256 |
 //! | `max_connections` | `--max-connections` | `MOVER_MAX_CONNECTIONS` | 1024 |
+//! | `catalog_cache` | `--catalog-cache` | `MOVER_CATALOG_CACHE` | 32 MiB of manifests kept for listings (0: none) |
 //! | `metrics_listen` | `--metrics-listen` | `MOVER_METRICS_LISTEN` | off |
 //! | `log` | `--log` | `MOVER_LOG` | `info` |
 //! | `retry_max` | | `MOVER_RETRY_MAX` | 25 |
@@ -53,6 +54,7 @@ pub struct FileConfig {
     pub max_inflight_parts: Option<usize>,
     pub max_streams: Option<usize>,
     pub max_connections: Option<usize>,
+    pub catalog_cache: Option<u64>,
     pub metrics_listen: Option<String>,
     pub log: Option<String>,
     pub retry_max: Option<usize>,
@@ -143,6 +145,11 @@ pub struct ServeArgs {
     /// with an error and closed.
     #[arg(long, env = "MOVER_MAX_CONNECTIONS")]
     pub max_connections: Option<usize>,
+    /// Bytes of parsed manifests kept between listings (e.g. 32M; 0 keeps
+    /// none), so a listing reads from the store only the manifests it has
+    /// not seen.
+    #[arg(long, env = "MOVER_CATALOG_CACHE", value_parser = parse_size)]
+    pub catalog_cache: Option<u64>,
     /// Serve Prometheus metrics on this address (e.g. 127.0.0.1:9187).
     #[arg(long, env = "MOVER_METRICS_LISTEN")]
     pub metrics_listen: Option<String>,
@@ -316,6 +323,7 @@ pub struct Config {
     pub max_inflight_parts: usize,
     pub max_streams: usize,
     pub max_connections: usize,
+    pub catalog_cache: u64,
     pub metrics_listen: Option<std::net::SocketAddr>,
     pub log: String,
     pub retry_max: usize,
@@ -392,6 +400,10 @@ impl Config {
             .or(file.max_connections)
             .unwrap_or(1024)
             .max(1);
+        let catalog_cache = args
+            .catalog_cache
+            .or(file.catalog_cache)
+            .unwrap_or(32 << 20);
         let metrics_listen = match args.metrics_listen.clone().or(file.metrics_listen) {
             Some(a) => Some(
                 a.parse()
@@ -455,6 +467,7 @@ impl Config {
             max_inflight_parts,
             max_streams,
             max_connections,
+            catalog_cache,
             metrics_listen,
             log,
             retry_max,

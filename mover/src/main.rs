@@ -8,6 +8,7 @@ mod config;
 mod forward;
 mod journal;
 mod local;
+mod manifest_cache;
 mod metrics;
 mod names;
 mod peer;

@@ -26,6 +26,8 @@ pub struct Metrics {
     pub peer_resumes: AtomicU64,
     pub peer_failovers: AtomicU64,
     pub rings_reused: AtomicU64,
+    pub manifest_reads: AtomicU64,
+    pub manifest_cache_hits: AtomicU64,
 }
 
 impl Metrics {
@@ -67,6 +69,18 @@ impl Metrics {
             "counter",
             "Streams given the idle ring of an earlier stream of the same user instead of new shared memory.",
             self.rings_reused.load(Relaxed).to_string(),
+        );
+        put(
+            "shmover_catalog_manifest_reads_total",
+            "counter",
+            "Manifests read from the store to answer a listing.",
+            self.manifest_reads.load(Relaxed).to_string(),
+        );
+        put(
+            "shmover_catalog_manifest_cache_hits_total",
+            "counter",
+            "Manifests a listing took from the mover's cache instead of the store.",
+            self.manifest_cache_hits.load(Relaxed).to_string(),
         );
         put(
             "shmover_objects_committed_total",

@@ -342,7 +342,7 @@ pub async fn serve(cfg: Config, metrics: Arc<Metrics>) -> anyhow::Result<()> {
             memory_kib: (cfg.memory_limit / 1024).min(u64::from(u32::MAX)) as u32,
             direct_io: cfg.direct_io,
         },
-        catalog: Catalog::new(store),
+        catalog: Catalog::new(store, cfg.catalog_cache, Arc::clone(&metrics)),
         metrics,
         streams: Mutex::new(BTreeMap::new()),
         writing: Mutex::new(HashSet::new()),
@@ -1261,7 +1261,7 @@ impl Conn {
 /// A list reply. Paged (protocol 2): as many entries as fit in one frame,
 /// with `more` set if some were left for the next request. Otherwise an
 /// error when the whole answer would not fit.
-fn list_reply(ms: &[Manifest], paged: bool) -> response::Body {
+fn list_reply(ms: &[Arc<Manifest>], paged: bool) -> response::Body {
     use prost::Message;
     // Room for the response envelope around the reply.
     let budget = shmover_proto::MAX_FRAME - 4096;
@@ -1287,7 +1287,7 @@ fn list_reply(ms: &[Manifest], paged: bool) -> response::Body {
         return response::Body::List(reply);
     }
     let reply = v1::ListReply {
-        objects: ms.iter().map(Manifest::info).collect(),
+        objects: ms.iter().map(|m| m.info()).collect(),
         more: false,
     };
     if reply.encoded_len() > budget {

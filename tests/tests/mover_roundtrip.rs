@@ -638,3 +638,141 @@ fn a_listing_larger_than_one_frame_arrives_whole_in_pages() {
         replies[1]
     );
 }
+
+/// Backs up `name` holding `len` bytes of `byte`, with metadata `gen`.
+fn small_object(c: &mut Client, name: &str, len: usize, byte: u8, gen: &str) {
+    let meta = BTreeMap::from([("gen".to_string(), gen.to_string())]);
+    c.open_write(name, 4096, 0, &meta).unwrap();
+    c.write_all(&vec![byte; len]).unwrap();
+    c.commit().unwrap();
+}
+
+/// The mover's listing counters: manifests read from the store, and taken
+/// from its cache.
+fn listing_counters(m: &MoverProcess) -> (f64, f64) {
+    let all = m.metrics();
+    (
+        all["shmover_catalog_manifest_reads_total"],
+        all["shmover_catalog_manifest_cache_hits_total"],
+    )
+}
+
+#[test]
+fn listing_on_s3_reads_each_manifest_once_and_sees_a_name_backed_up_again() {
+    // HANA asks for the same listing at every #NULL inquiry and every page
+    // of a long answer; on S3 each manifest read is a GET. A manifest read
+    // once is kept while the bucket's listing shows it unchanged.
+    use shmover_tests::faultproxy::{Fault, FaultProxy};
+    let s3 = S3Server::start().unwrap();
+    let proxy = FaultProxy::start(s3.addr(), vec![Fault::Pass]).unwrap();
+    let url = s3.store_url("listing");
+    let endpoint = proxy.endpoint();
+    let start = |cache: &str| {
+        MoverProcess::start_with(
+            &[
+                "--store",
+                &url,
+                "--metrics-listen",
+                "127.0.0.1:0",
+                "--catalog-cache",
+                cache,
+            ],
+            |cmd| {
+                s3.configure(cmd);
+                cmd.env("AWS_ENDPOINT", &endpoint)
+                    .env("AWS_ENDPOINT_URL", &endpoint);
+            },
+        )
+    };
+    let m = start("32M");
+    let mut c = m.client(ClientKind::Generic);
+    let n = 40;
+    for i in 0..n {
+        small_object(
+            &mut c,
+            &format!("logs/log_backup_{i:03}"),
+            100 + i,
+            i as u8,
+            "1",
+        );
+    }
+    // Unrelated backups under another prefix are listed by the store but
+    // never read.
+    small_object(&mut c, "other/x", 10, 0, "1");
+
+    let before = (listing_counters(&m), proxy.requests());
+    let first = c.list("logs/", 0).unwrap();
+    let after_first = (listing_counters(&m), proxy.requests());
+    assert_eq!(first.len(), n);
+    assert_eq!(
+        after_first.0 .0 - before.0 .0,
+        n as f64,
+        "manifests read by the first listing"
+    );
+    assert!(
+        after_first.1 - before.1 >= n as u64,
+        "the first listing's GETs reached S3"
+    );
+
+    let second = c.list("logs/", 0).unwrap();
+    let after_second = (listing_counters(&m), proxy.requests());
+    assert_eq!(second, first);
+    assert_eq!(
+        after_second.0 .0, after_first.0 .0,
+        "the second listing read a manifest again"
+    );
+    assert_eq!(after_second.0 .1 - after_first.0 .1, n as f64, "cache hits");
+    assert!(
+        after_second.1 - after_first.1 <= 2,
+        "the second listing sent {} requests to S3; one LIST is enough",
+        after_second.1 - after_first.1
+    );
+
+    // Another mover sharing the bucket deletes a backup and backs the name
+    // up again: this mover reads the new manifest and does not serve the
+    // old one from its cache.
+    let other = start("32M");
+    let mut oc = other.client(ClientKind::Generic);
+    oc.delete("logs/log_backup_007").unwrap();
+    assert_eq!(c.list("logs/", 0).unwrap().len(), n - 1);
+    small_object(&mut oc, "logs/log_backup_007", 5000, 0xEE, "2");
+    drop(oc);
+    drop(other);
+    let third = c.list("logs/", 0).unwrap();
+    let after_third = listing_counters(&m);
+    assert_eq!(third.len(), n);
+    let again = third
+        .iter()
+        .find(|o| o.name == "logs/log_backup_007")
+        .unwrap();
+    assert_eq!((again.size, again.metadata["gen"].as_str()), (5000, "2"));
+    assert_eq!(
+        third[0].name, "logs/log_backup_007",
+        "the newest comes first"
+    );
+    assert_eq!(
+        after_third.0 - after_second.0 .0,
+        1.0,
+        "only the new manifest is read"
+    );
+    let mut buf = Vec::new();
+    assert_eq!(c.open_read("logs/log_backup_007", 0).unwrap(), 5000);
+    while let Some(b) = c.next_block().unwrap() {
+        buf.extend_from_slice(b);
+    }
+    c.close_read().unwrap();
+    assert_eq!(buf, vec![0xEE; 5000]);
+    drop(c);
+    drop(m);
+
+    // The control: a mover with no cache reads every manifest each time,
+    // and a new mover over the same bucket lists the same catalog.
+    let m = start("0");
+    let mut c = m.client(ClientKind::Generic);
+    let before = listing_counters(&m);
+    assert_eq!(c.list("logs/", 0).unwrap(), third);
+    assert_eq!(c.list("logs/", 0).unwrap(), third);
+    let after = listing_counters(&m);
+    assert_eq!(after.0 - before.0, 2.0 * n as f64);
+    assert_eq!(after.1, before.1);
+}

@@ -357,38 +357,14 @@ impl Catalog {
             .try_collect()
             .await?;
         let mut out = Vec::with_capacity(metas.len());
-        let mut misses = Vec::new();
-        for meta in metas {
-            let fingerprint = Fingerprint::of(&meta);
-            match self.manifests.get(&meta.location, &fingerprint) {
-                Some(m) => out.push(m),
-                None => misses.push((meta.location, fingerprint)),
+        for read in self.read_manifests(metas).await? {
+            match read {
+                Ok(m) => out.push(m),
+                Err((key, why)) => {
+                    tracing::warn!(key = %key, error = %why, "skipping an unreadable manifest in a listing")
+                }
             }
         }
-        let hits = out.len() as u64;
-        self.metrics.manifest_cache_hits.fetch_add(hits, Relaxed);
-        let read: Vec<Arc<Manifest>> = futures::stream::iter(misses)
-            .map(|(key, fingerprint)| async move {
-                let bytes = match self.store.get(&key).await {
-                    Ok(r) => r.bytes().await?,
-                    // Deleted since the listing: no longer in the catalog.
-                    Err(object_store::Error::NotFound { .. }) => return Ok(None),
-                    Err(e) => return Err(StoreError::from(e)),
-                };
-                self.metrics.manifest_reads.fetch_add(1, Relaxed);
-                let Ok(m) = serde_json::from_slice::<Manifest>(&bytes) else {
-                    tracing::warn!(key = %key, "skipping an unreadable manifest in a listing");
-                    return Ok(None);
-                };
-                let m = Arc::new(m);
-                self.manifests.insert(key, fingerprint, Arc::clone(&m));
-                Ok::<_, StoreError>(Some(m))
-            })
-            .buffer_unordered(16)
-            .try_filter_map(|m| futures::future::ready(Ok(m)))
-            .try_collect()
-            .await?;
-        out.extend(read);
         out.retain(|m| m.name.starts_with(prefix));
         out.sort_by(|a, b| {
             b.created_unix_ms
@@ -398,6 +374,50 @@ impl Catalog {
         if limit > 0 {
             out.truncate(limit);
         }
+        Ok(out)
+    }
+
+    /// Reads the manifests the store listed as `metas`, taking those whose
+    /// fingerprint is unchanged from the cache and the rest from the store,
+    /// 16 at a time. A manifest deleted since the listing is left out; one
+    /// that cannot be parsed comes back as its key and why.
+    async fn read_manifests(
+        &self,
+        metas: Vec<ObjectMeta>,
+    ) -> Result<Vec<Result<Arc<Manifest>, (Path, String)>>, StoreError> {
+        let mut out = Vec::with_capacity(metas.len());
+        let mut misses = Vec::new();
+        for meta in metas {
+            let fingerprint = Fingerprint::of(&meta);
+            match self.manifests.get(&meta.location, &fingerprint) {
+                Some(m) => out.push(Ok(m)),
+                None => misses.push((meta.location, fingerprint)),
+            }
+        }
+        let hits = out.len() as u64;
+        self.metrics.manifest_cache_hits.fetch_add(hits, Relaxed);
+        let read: Vec<_> = futures::stream::iter(misses)
+            .map(|(key, fingerprint)| async move {
+                let bytes = match self.store.get(&key).await {
+                    Ok(r) => r.bytes().await?,
+                    Err(object_store::Error::NotFound { .. }) => return Ok(None),
+                    Err(e) => return Err(StoreError::from(e)),
+                };
+                self.metrics.manifest_reads.fetch_add(1, Relaxed);
+                match serde_json::from_slice::<Manifest>(&bytes) {
+                    Ok(m) => {
+                        let m = Arc::new(m);
+                        self.manifests.insert(key, fingerprint, Arc::clone(&m));
+                        Ok(Some(Ok(m)))
+                    }
+                    Err(e) => Ok(Some(Err((key, e.to_string())))),
+                }
+            })
+            .buffer_unordered(16)
+            .try_filter_map(|m| futures::future::ready(Ok(m)))
+            .try_collect()
+            .await?;
+        out.extend(read);
         Ok(out)
     }
 
@@ -434,26 +454,44 @@ impl Catalog {
     /// or a delete whose data removal failed). Objects younger than `grace`
     /// may belong to a write in progress on this or another mover.
     pub async fn gc_orphans(&self, grace: std::time::Duration) -> Result<GcReport, StoreError> {
-        let mut referenced = std::collections::HashSet::new();
-        let manifests: Vec<Path> = self
-            .store
-            .list(Some(&Path::from("catalog")))
-            .map_ok(|m| m.location)
-            .try_collect()
-            .await?;
-        for key in manifests {
-            if let Ok(r) = self.store.get(&key).await {
-                if let Ok(m) = serde_json::from_slice::<Manifest>(&r.bytes().await?) {
-                    referenced.insert(m.data_key);
-                }
-            }
-        }
+        // The data first, then the manifests. A backup whose data completes
+        // while this runs is then missed only if its manifest is published
+        // after the catalog listing below but its data was listed above:
+        // the moment between the two. (The other order made the whole
+        // manifest scan that window, and S3 dates a multipart object from
+        // the upload's start, which may be older than the grace.)
         let cutoff = std::time::SystemTime::now().checked_sub(grace);
         let data: Vec<object_store::ObjectMeta> = self
             .store
             .list(Some(&Path::from("data")))
             .try_collect()
             .await?;
+        // Every manifest must be read: data whose manifest could not be
+        // read (a store error, a damaged file) may still be a backup, so
+        // any failure stops the collection before it deletes anything.
+        let manifests: Vec<ObjectMeta> = self
+            .store
+            .list(Some(&Path::from("catalog")))
+            .try_filter(|m| futures::future::ready(m.location.as_ref().ends_with(".manifest")))
+            .try_collect()
+            .await?;
+        let mut referenced = std::collections::HashSet::new();
+        for read in self.read_manifests(manifests).await? {
+            match read {
+                Ok(m) => {
+                    referenced.insert(m.data_key.clone());
+                }
+                Err((key, why)) => {
+                    return Err(StoreError::BadManifest(
+                        key.to_string(),
+                        format!(
+                            "{why}; gc removes nothing while a manifest it cannot read may \
+                             refer to data (repair or remove that manifest first)"
+                        ),
+                    ))
+                }
+            }
+        }
         let mut report = GcReport::default();
         for meta in data {
             let old = cutoff.is_some_and(|c| system_time(&meta) < c);

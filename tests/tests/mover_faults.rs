@@ -658,6 +658,73 @@ fn gc_removes_what_a_killed_mover_left_and_keeps_every_backup() {
 }
 
 #[test]
+fn gc_removes_nothing_while_a_manifest_is_unreadable() {
+    // gc deletes data no manifest refers to; data whose manifest it cannot
+    // read may still be somebody's backup.
+    let m = MoverProcess::start(&[]);
+    let mut c = m.client(ClientKind::Generic);
+    for (name, byte) in [("kept", 7u8), ("damaged", 9u8)] {
+        c.open_write(name, 1 << 20, 0, &BTreeMap::new()).unwrap();
+        c.write_all(&vec![byte; 3 << 20]).unwrap();
+        c.commit().unwrap();
+    }
+    let store = m.store_dir();
+    std::fs::write(
+        store.join("data/generic/orphan.1-0.data"),
+        b"nobody refers to me",
+    )
+    .unwrap();
+    let manifest = store.join("catalog/generic/damaged.manifest");
+    let good = std::fs::read(&manifest).unwrap();
+    std::fs::write(&manifest, &good[..good.len() / 2]).unwrap();
+    let data = |dir: &std::path::Path| {
+        files_under(dir)
+            .into_iter()
+            .filter(|f| f.starts_with("data/"))
+            .count()
+    };
+    assert_eq!(data(&store), 3);
+
+    let out = m.cli().args(["gc", "--older-than", "0"]).output().unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        !out.status.success(),
+        "gc went ahead: {}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+    assert!(
+        err.contains("damaged.manifest") && err.contains("gc removes nothing"),
+        "{err}"
+    );
+    assert_eq!(data(&store), 3, "{:?}", files_under(&store));
+
+    // Once the damaged manifest is put right, gc removes only the orphan.
+    std::fs::write(&manifest, &good).unwrap();
+    let out = m.cli().args(["gc", "--older-than", "0"]).output().unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        String::from_utf8_lossy(&out.stdout).contains("removed 1 unreferenced data objects"),
+        "{}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+    assert_eq!(data(&store), 2);
+    for (name, byte) in [("kept", 7u8), ("damaged", 9u8)] {
+        c.open_read(name, 0).unwrap();
+        let mut n = 0;
+        while let Some(b) = c.next_block().unwrap() {
+            assert!(b.iter().all(|&x| x == byte), "{name}");
+            n += b.len();
+        }
+        c.close_read().unwrap();
+        assert_eq!(n, 3 << 20, "{name}");
+    }
+}
+
+#[test]
 fn random_request_sequences_get_answers_and_never_crash_the_mover() {
     use proptest::prelude::*;
     use proptest::test_runner::{Config, TestRunner};

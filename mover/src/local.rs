@@ -268,46 +268,71 @@ impl Files {
         runs
     }
 
-    /// Writes one run whole, resuming after short writes.
-    fn write_run(&self, run: &mut Run<'_>) -> std::io::Result<()> {
-        let file = match (&self.direct, run.direct) {
-            (Some(d), true) => d,
-            _ => &self.buffered,
-        };
-        let mut at = run.offset;
-        let mut bufs: &mut [IoSlice<'_>] = &mut run.bufs;
-        while !bufs.is_empty() {
-            let n = match nix::sys::uio::pwritev(file, bufs, at as i64) {
-                Ok(0) => return Err(ErrorKind::WriteZero.into()),
-                Ok(n) => n,
-                Err(nix::errno::Errno::EINTR) => continue,
-                Err(e) => return Err(e.into()),
-            };
-            at += n as u64;
-            IoSlice::advance_slices(&mut bufs, n);
-        }
-        Ok(())
-    }
-
     /// Writes a part at `offset`.
     fn write_part(&self, offset: u64, data: &PutPayload) -> std::io::Result<()> {
-        for mut run in self.runs(offset, data.iter().map(|b| &b[..])) {
-            match self.write_run(&mut run) {
-                Err(e) if run.direct && e.raw_os_error() == Some(nix::libc::EINVAL) => {
-                    // The filesystem took the open but not the write
-                    // (alignment stricter than a page, or no support):
-                    // buffered from now on, this run included.
-                    if self.flag.swap(false, Relaxed) {
-                        warn!(error = %e, file = %self.src.display(), "O_DIRECT write refused; writing through the page cache");
-                    }
-                    run.direct = false;
-                    self.write_run(&mut run)?;
+        let runs = self.runs(offset, data.iter().map(|b| &b[..]));
+        write_runs(
+            runs,
+            |direct, bufs, at| {
+                let file = match (&self.direct, direct) {
+                    (Some(d), true) => d,
+                    _ => &self.buffered,
+                };
+                nix::sys::uio::pwritev(file, bufs, at)
+            },
+            |e| {
+                if self.flag.swap(false, Relaxed) {
+                    warn!(error = %e, file = %self.src.display(), "O_DIRECT write refused; writing through the page cache");
                 }
-                r => r?,
-            }
-        }
-        Ok(())
+            },
+        )
     }
+}
+
+/// Writes one run whole through `write` (`pwritev`), resuming after short
+/// writes. On an error the run holds what is left: its offset and buffers
+/// start at the first byte not written.
+fn write_run(
+    run: &mut Run<'_>,
+    write: &mut impl FnMut(bool, &[IoSlice<'_>], i64) -> nix::Result<usize>,
+) -> std::io::Result<()> {
+    while !run.bufs.is_empty() {
+        let n = match write(run.direct, &run.bufs, run.offset as i64) {
+            Ok(0) => return Err(ErrorKind::WriteZero.into()),
+            Ok(n) => n,
+            Err(nix::errno::Errno::EINTR) => continue,
+            Err(e) => return Err(e.into()),
+        };
+        run.offset += n as u64;
+        let len = run.bufs.len();
+        let mut rest: &mut [IoSlice<'_>] = &mut run.bufs;
+        IoSlice::advance_slices(&mut rest, n);
+        let done = len - rest.len();
+        run.bufs.drain(..done);
+    }
+    Ok(())
+}
+
+/// Writes `runs` in order. A direct run the filesystem refuses with EINVAL
+/// (alignment stricter than a page, or no support) is finished buffered,
+/// from the first byte the refused write left, and `refused` is told so
+/// that later parts go buffered too.
+fn write_runs(
+    runs: Vec<Run<'_>>,
+    mut write: impl FnMut(bool, &[IoSlice<'_>], i64) -> nix::Result<usize>,
+    mut refused: impl FnMut(&std::io::Error),
+) -> std::io::Result<()> {
+    for mut run in runs {
+        match write_run(&mut run, &mut write) {
+            Err(e) if run.direct && e.raw_os_error() == Some(nix::libc::EINVAL) => {
+                refused(&e);
+                run.direct = false;
+                write_run(&mut run, &mut write)?;
+            }
+            r => r?,
+        }
+    }
+    Ok(())
 }
 
 /// A multipart upload into a staging file, parts written in parallel at
@@ -404,6 +429,61 @@ mod tests {
     use super::*;
     use bytes::Bytes;
     use object_store::ObjectStoreExt;
+
+    #[test]
+    fn a_direct_write_refused_after_a_short_one_resumes_at_the_right_byte() {
+        // pwritev may write part of a run; if the next direct write is
+        // refused, the buffered retry must start where the short one ended.
+        let a: Vec<u8> = (0..3 * ALIGN).map(|i| (i % 251) as u8).collect();
+        let b: Vec<u8> = (0..2 * ALIGN + 100).map(|i| (i % 13) as u8 + 100).collect();
+        let start = 5 * ALIGN as u64;
+        let runs = vec![Run {
+            offset: start,
+            direct: true,
+            bufs: vec![IoSlice::new(&a), IoSlice::new(&b)],
+        }];
+        let mut file = vec![0u8; start as usize];
+        let mut calls = Vec::new();
+        let mut refusals = 0;
+        write_runs(
+            runs,
+            |direct, bufs: &[IoSlice<'_>], at| {
+                calls.push((direct, at));
+                if direct && calls.len() > 1 {
+                    return Err(nix::errno::Errno::EINVAL);
+                }
+                // The first (direct) write is short, ending a page and a
+                // half into the first buffer.
+                let limit = if direct { ALIGN + ALIGN / 2 } else { 1000 };
+                let mut n = 0;
+                for buf in bufs {
+                    for &byte in buf.iter() {
+                        if n == limit {
+                            break;
+                        }
+                        let pos = at as usize + n;
+                        if file.len() <= pos {
+                            file.resize(pos + 1, 0);
+                        }
+                        file[pos] = byte;
+                        n += 1;
+                    }
+                }
+                Ok(n)
+            },
+            |_| refusals += 1,
+        )
+        .unwrap();
+        let mut want = vec![0u8; start as usize];
+        want.extend_from_slice(&a);
+        want.extend_from_slice(&b);
+        assert_eq!(file.len(), want.len());
+        assert!(file == want, "bytes landed at the wrong offsets");
+        assert_eq!(refusals, 1);
+        assert_eq!(calls[0], (true, start as i64));
+        assert_eq!(calls[1], (true, start as i64 + (ALIGN + ALIGN / 2) as i64));
+        assert_eq!(calls[2], (false, start as i64 + (ALIGN + ALIGN / 2) as i64));
+    }
 
     /// A page-aligned buffer of `pages` pages, filled with a pattern.
     fn aligned(pages: usize, seed: u8) -> Bytes {

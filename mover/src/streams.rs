@@ -84,6 +84,26 @@ impl StreamCtx {
     }
 }
 
+/// How often a stream waiting for memory checks that it is still wanted.
+const ALIVE_CHECK: std::time::Duration = std::time::Duration::from_millis(100);
+
+/// `kib` KiB of the memory budget, or `Cancelled` once the stream is
+/// cancelled or its client has gone.
+async fn memory_permits(ctx: &StreamCtx, kib: u32) -> Result<OwnedSemaphorePermit, StreamError> {
+    let acquire = Arc::clone(&ctx.limits.memory).acquire_many_owned(kib);
+    tokio::pin!(acquire);
+    loop {
+        tokio::select! {
+            p = &mut acquire => return p.map_err(|_| StreamError::Cancelled),
+            () = tokio::time::sleep(ALIVE_CHECK) => {
+                if !ctx.alive() {
+                    return Err(StreamError::Cancelled);
+                }
+            }
+        }
+    }
+}
+
 /// The largest part S3 accepts.
 const MAX_PART: u64 = 5 << 30;
 
@@ -282,6 +302,8 @@ struct Part {
     /// Ring slots the chunks hold (while not copied).
     slots: usize,
     permits: Vec<OwnedSemaphorePermit>,
+    /// Bytes of memory the permits cover.
+    reserved: u64,
     copied: bool,
 }
 
@@ -308,7 +330,8 @@ impl Uploader<'_> {
 
     /// Memory permits for `bytes`, while parts in flight keep completing
     /// (they hold permits of their own). At most the semaphore's total is
-    /// asked for, so one large request cannot wait forever.
+    /// asked for, so one large request cannot wait forever. Gives up when
+    /// the stream is cancelled or its client has gone.
     async fn permits(&mut self, bytes: usize) -> Result<OwnedSemaphorePermit, StreamError> {
         let want = kib(bytes).clamp(1, self.ctx.limits.memory_kib.max(1));
         let acquire = Arc::clone(&self.ctx.limits.memory).acquire_many_owned(want);
@@ -319,23 +342,48 @@ impl Uploader<'_> {
                 done = self.inflight.next(), if !self.inflight.is_empty() => {
                     self.record(done.expect("non-empty"))?;
                 }
+                () = tokio::time::sleep(ALIVE_CHECK) => {
+                    if !self.ctx.alive() {
+                        return Err(StreamError::Cancelled);
+                    }
+                }
             }
         }
     }
 
-    /// Copies the part's leases out of the ring, giving the slots back.
-    async fn copy_out(&mut self, part: &mut Part) -> Result<(), StreamError> {
+    /// Reserves memory for the part being copied up to `bytes` in all.
+    ///
+    /// A copied part reserves its whole target at once, before its first
+    /// byte (or, when its leases are copied out, before the copy): a stream
+    /// never waits for memory while it holds some for a half-filled part.
+    /// Otherwise streams could hold the whole budget between them in
+    /// half-filled parts, each waiting for the rest, none with a part in
+    /// flight to give any back.
+    async fn reserve(&mut self, part: &mut Part, bytes: u64) -> Result<(), StreamError> {
+        if part.reserved < bytes {
+            let p = self.permits((bytes - part.reserved) as usize).await?;
+            part.permits.push(p);
+            // A request is capped at the whole budget; a part is never
+            // larger than that (`target_of`, and the configuration's check
+            // that memory_limit holds a part), so this is all it needs.
+            part.reserved = bytes;
+        }
+        Ok(())
+    }
+
+    /// Copies the part's leases out of the ring, giving the slots back,
+    /// with memory reserved for the part up to `target`.
+    async fn copy_out(&mut self, part: &mut Part, target: u64) -> Result<(), StreamError> {
         if part.copied || part.chunks.is_empty() {
             part.copied = true;
             return Ok(());
         }
-        let permit = self.permits(part.len as usize).await?;
+        self.reserve(part, target.max(part.len)).await?;
         let mut owned = bytes::BytesMut::with_capacity(part.len as usize);
         for c in part.chunks.drain(..) {
             owned.extend_from_slice(&c);
         }
         part.chunks.push(owned.freeze());
-        part.permits.push(permit);
         part.slots = 0;
         part.copied = true;
         Ok(())
@@ -442,8 +490,8 @@ async fn drain(
                     };
                     part.len += piece.len() as u64;
                     if part.copied {
-                        let p = up.permits(piece.len()).await?;
-                        part.permits.push(p);
+                        let want = target_of(up.parts).max(part.len);
+                        up.reserve(&mut part, want).await?;
                         part.chunks.push(Bytes::copy_from_slice(&piece));
                     } else {
                         part.chunks.push(piece);
@@ -456,7 +504,7 @@ async fn drain(
                         // count limit take it as it is; on S3 (10,000 parts,
                         // 5 MiB minimum) it is copied out and keeps growing.
                         if limits.grow_parts {
-                            up.copy_out(&mut part).await?;
+                            up.copy_out(&mut part, target_of(up.parts)).await?;
                         } else {
                             up.submit(std::mem::replace(&mut part, fresh())).await?;
                         }
@@ -697,10 +745,8 @@ pub async fn download(
                 if len < BATCH && !(end && chunk.is_empty()) {
                     break;
                 }
-                let permit = Arc::clone(&ctx.limits.memory)
-                    .acquire_many_owned(kib(len).min(ctx.limits.memory_kib.max(1)))
-                    .await
-                    .map_err(|_| StreamError::Cancelled)?;
+                let want = kib(len).clamp(1, ctx.limits.memory_kib.max(1));
+                let permit = memory_permits(&ctx, want).await?;
                 if chunks_tx
                     .send(Chunk::Data(std::mem::take(&mut batch), permit))
                     .await

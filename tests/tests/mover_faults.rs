@@ -725,6 +725,88 @@ fn gc_removes_nothing_while_a_manifest_is_unreadable() {
 }
 
 #[test]
+fn backups_that_copy_their_parts_cannot_hold_the_memory_budget_between_them() {
+    // A stream that copies its parts out of the ring (the in-memory store
+    // always does; S3 does once its parts outgrow half the ring) used to
+    // take memory a block at a time while holding what it had: four such
+    // streams could hold the whole budget in half-filled parts, each
+    // waiting for the rest, and the mover was wedged for good.
+    let m = MoverProcess::start(&[
+        "--store",
+        "memory://",
+        "--memory-limit",
+        "16M",
+        "--part-size",
+        "16M",
+    ]);
+    let size = 64u64 << 20;
+    let rounds = 3;
+    let clients: Vec<Client> = (0..4).map(|_| m.client(ClientKind::Generic)).collect();
+    let done = watchdog(Duration::from_secs(120), move || {
+        let threads: Vec<_> = (0..4u64)
+            .zip(clients)
+            .map(|(s, mut c)| {
+                std::thread::spawn(move || {
+                    let pat = shmover_tests::mover::Pattern::default();
+                    for r in 0..rounds {
+                        let name = format!("copied/{s}-{r}");
+                        shmover_tests::objects::backup(&mut c, &pat, s, &name, size, 1 << 20)
+                            .unwrap();
+                    }
+                })
+            })
+            .collect();
+        threads
+            .into_iter()
+            .map(|t| t.join().is_ok())
+            .collect::<Vec<_>>()
+    });
+    assert_eq!(done, vec![true; 4]);
+    let pat = shmover_tests::mover::Pattern::default();
+    let mut c = m.client(ClientKind::Generic);
+    for s in 0..4 {
+        shmover_tests::objects::restore_and_check(&mut c, &pat, s, &format!("copied/{s}-2"), size);
+    }
+}
+
+#[test]
+fn a_stream_waiting_for_memory_ends_when_its_client_goes() {
+    // One backup holds the whole memory budget in its part; a second waits
+    // for memory. When the second's client dies, its stream must end
+    // rather than wait on, holding its name, its ring and a stream slot.
+    let m = MoverProcess::start(&[
+        "--store",
+        "memory://",
+        "--memory-limit",
+        "16M",
+        "--part-size",
+        "16M",
+    ]);
+    let mut a = m.client(ClientKind::Generic);
+    a.open_write("holder", 1 << 20, 0, &BTreeMap::new())
+        .unwrap();
+    a.write_all(&vec![1u8; 8 << 20]).unwrap();
+    let mut b = m.client(ClientKind::Generic);
+    b.open_write("waiter", 1 << 20, 0, &BTreeMap::new())
+        .unwrap();
+    b.write_all(&vec![2u8; 8 << 20]).unwrap();
+    assert_eq!(live_streams(&m), 2);
+    drop(b);
+    assert!(
+        eventually(Duration::from_secs(60), || live_streams(&m) == 1),
+        "the waiting stream outlived its client"
+    );
+    // The name is free again, and the first backup completes.
+    a.write_all(&vec![1u8; 8 << 20]).unwrap();
+    assert_eq!(a.commit().unwrap().size, 16 << 20);
+    let mut c = m.client(ClientKind::Generic);
+    c.open_write("waiter", 1 << 20, 0, &BTreeMap::new())
+        .unwrap();
+    c.write_all(&[3u8; 4096]).unwrap();
+    assert_eq!(c.commit().unwrap().size, 4096);
+}
+
+#[test]
 fn random_request_sequences_get_answers_and_never_crash_the_mover() {
     use proptest::prelude::*;
     use proptest::test_runner::{Config, TestRunner};

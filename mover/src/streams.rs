@@ -711,6 +711,14 @@ pub async fn download(
     let key =
         crate::catalog::data_path(&m.data_key).map_err(|e| StreamError::Checksum(e.to_string()))?;
     let got = store.get(&key).await?;
+    if got.meta.size != m.size {
+        // Truncated or replaced: refuse before the first byte reaches the
+        // client, rather than at the end of a restore it took as good.
+        return Err(StreamError::Checksum(format!(
+            "the stored data of {:?} is {} bytes; its manifest says {}",
+            m.name, got.meta.size, m.size
+        )));
+    }
     let expect = (m.size, m.crc32c);
     if let object_store::GetResultPayload::File(file, _) = got.payload {
         let ctx = ctx.clone();

@@ -298,6 +298,42 @@ fn a_stored_object_that_was_altered_fails_its_restore() {
 }
 
 #[test]
+fn a_truncated_stored_object_is_refused_before_any_byte_is_restored() {
+    let m = MoverProcess::start(&[]);
+    let pat = Pattern::default();
+    let mut c = m.client(ClientKind::Generic);
+    backup(&mut c, &pat, 8, "short", 3 * MIB, 1 << 20);
+    let data = files_under(&m.store_dir())
+        .into_iter()
+        .find(|f| f.ends_with(".data"))
+        .unwrap();
+    let f = std::fs::OpenOptions::new()
+        .write(true)
+        .open(m.store_dir().join(data))
+        .unwrap();
+    f.set_len(MIB + 5).unwrap();
+    drop(f);
+    let mut blocks = 0;
+    let err = match c.open_read("short", 0) {
+        Err(e) => e,
+        Ok(_) => loop {
+            match c.next_block() {
+                Ok(Some(_)) => blocks += 1,
+                Ok(None) => panic!("a truncated object restored cleanly"),
+                Err(e) => break e,
+            }
+        },
+    };
+    assert_eq!(blocks, 0, "blocks of a truncated object reached the client");
+    assert_eq!(err.code, code::CHECKSUM, "{}", err.message);
+    assert!(
+        err.message.contains("short") && err.message.contains("1048581 bytes"),
+        "{}",
+        err.message
+    );
+}
+
+#[test]
 fn metrics_count_the_bytes_moved() {
     let m = MoverProcess::start(&["--metrics-listen", "127.0.0.1:0", "--store", "memory://"]);
     let pat = Pattern::default();

@@ -155,6 +155,7 @@ impl ObjectStore for JournaledS3 {
             path: location.clone(),
             id,
             parts: Arc::new(Mutex::new(Vec::new())),
+            finished: false,
         }))
     }
 
@@ -201,6 +202,8 @@ impl ObjectStore for JournaledS3 {
 
 /// One upload: parts go straight to S3, in the order `put_part` numbers
 /// them; the journal forgets the upload once it is completed or aborted.
+/// An upload dropped before either (a client gone before its stream
+/// started, a failed completion) is aborted in the background.
 #[derive(Debug)]
 struct JournaledUpload {
     s3: Arc<AmazonS3>,
@@ -208,6 +211,35 @@ struct JournaledUpload {
     path: Path,
     id: String,
     parts: Arc<Mutex<Vec<Option<PartId>>>>,
+    /// Completed, or aborted with S3's agreement.
+    finished: bool,
+}
+
+impl Drop for JournaledUpload {
+    fn drop(&mut self) {
+        if self.finished {
+            return;
+        }
+        // Without a runtime (the mover is shutting down) the journal keeps
+        // the upload for the next start-up.
+        let Ok(rt) = tokio::runtime::Handle::try_current() else {
+            return;
+        };
+        let (s3, journal, path, id) = (
+            Arc::clone(&self.s3),
+            Arc::clone(&self.journal),
+            self.path.clone(),
+            std::mem::take(&mut self.id),
+        );
+        rt.spawn(async move {
+            match s3.abort_multipart(&path, &id).await {
+                Ok(()) | Err(object_store::Error::NotFound { .. }) => journal.remove(&id),
+                Err(e) => {
+                    warn!(key = %path, error = %e, "cannot abort a dropped multipart upload; the journal keeps it for the next start-up")
+                }
+            }
+        });
+    }
 }
 
 #[async_trait]
@@ -242,6 +274,7 @@ impl MultipartUpload for JournaledUpload {
             .s3
             .complete_multipart(&self.path, &self.id, parts)
             .await?;
+        self.finished = true;
         self.journal.remove(&self.id);
         Ok(done)
     }
@@ -250,6 +283,7 @@ impl MultipartUpload for JournaledUpload {
         let r = self.s3.abort_multipart(&self.path, &self.id).await;
         // Kept for the next start-up if S3 did not take the abort.
         if r.is_ok() {
+            self.finished = true;
             self.journal.remove(&self.id);
         }
         r

@@ -1061,7 +1061,9 @@ impl Conn {
             stall_timeout_ms: self.stall_timeout_ms(),
         }));
         if send(&self.stream, &frame, &fds).await.is_err() {
-            return Ok(()); // the client left; the upload is dropped (aborted)
+            // Dropping the upload aborts it (S3: in the background).
+            info!(name = %o.name, pid = self.pid, "the client left before its backup started");
+            return Ok(());
         }
         let task = tokio::spawn(streams::upload(
             Consumer::new(Arc::clone(&ring.seg)),

@@ -640,6 +640,69 @@ mod hostile_backint_input {
     }
 }
 
+#[test]
+fn an_s3_upload_whose_client_left_before_its_stream_started_is_aborted_at_once() {
+    // The mover creates the multipart upload, then sends the ring; a client
+    // gone by then used to leave the upload open (its parts billed) until
+    // the mover restarted.
+    use shmover_proto::{request, v1};
+    use std::io::{Read, Write};
+    let s3 = S3Server::start().unwrap();
+    let url = s3.store_url("left");
+    let m = MoverProcess::start_with(&["--store", &url, "--part-size", "5M"], |cmd| {
+        s3.configure(cmd);
+    });
+    let journal = m.dir.join("s3-uploads");
+    for i in 0..5 {
+        let mut raw = std::os::unix::net::UnixStream::connect(&m.socket).unwrap();
+        raw.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
+        raw.write_all(&shmover_proto::request_frame(request::Body::Hello(
+            v1::Hello {
+                min_version: 1,
+                max_version: 2,
+                kind: ClientKind::Generic as i32,
+                pid: std::process::id(),
+                label: "leaves".into(),
+            },
+        )))
+        .unwrap();
+        let mut buf = [0u8; 4096];
+        let n = raw.read(&mut buf).unwrap();
+        assert!(n > 0, "no answer to Hello");
+        raw.write_all(&shmover_proto::request_frame(request::Body::OpenWrite(
+            v1::OpenWrite {
+                name: format!("left/{i}"),
+                block_size: 1 << 20,
+                ..Default::default()
+            },
+        )))
+        .unwrap();
+        drop(raw);
+    }
+    assert!(
+        eventually(Duration::from_secs(30), || m
+            .log()
+            .contains("the client left before its backup started")),
+        "no backup lost its client before its stream started:\n{}",
+        m.log()
+    );
+    assert!(
+        eventually(Duration::from_secs(30), || open_s3_uploads(&s3).is_empty()
+            && std::fs::read_to_string(&journal).is_ok_and(|j| j.is_empty())),
+        "still open: {:?}, journal {:?}\n{}",
+        open_s3_uploads(&s3),
+        std::fs::read_to_string(&journal),
+        m.log()
+    );
+    // Nothing became visible, and the names are free.
+    let pat = Pattern::default();
+    let mut c = m.client(ClientKind::Generic);
+    assert!(c.list("left/", 0).unwrap().is_empty());
+    backup(&mut c, &pat, 9, "left/0", 6 * MIB, 1 << 20).unwrap();
+    restore_and_check(&mut c, &pat, 9, "left/0", 6 * MIB);
+    assert!(open_s3_uploads(&s3).is_empty());
+}
+
 /// The multipart uploads s3s-fs holds open (its `.upload-<id>.json` files).
 fn open_s3_uploads(s3: &S3Server) -> Vec<String> {
     std::fs::read_dir(s3.root())

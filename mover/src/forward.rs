@@ -725,6 +725,9 @@ struct Sender {
     pending: VecDeque<Pending>,
     /// Parts accepted from the upload (the next part starts here).
     queued: u64,
+    /// The end of the last part sent whole, on any connection: the most
+    /// the peer can hold.
+    sent: u64,
     finish: Option<(u64, oneshot::Sender<object_store::Result<PutResult>>)>,
     aborted: bool,
     cmds_open: bool,
@@ -775,6 +778,18 @@ impl Sender {
         }
     }
 
+    /// A peer that says it holds bytes it was never sent is broken or
+    /// lying: believing it would drop parts it does not have.
+    fn check_ack(&self, r: &pb::WriteReply) -> Result<(), Status> {
+        if r.durable > self.sent {
+            return Err(Status::data_loss(format!(
+                "the peer acknowledged {} bytes; {} were sent",
+                r.durable, self.sent
+            )));
+        }
+        Ok(())
+    }
+
     /// The peer holds everything below `durable`: those parts are done
     /// (their chunks, ring slots, are released by the drop).
     fn acked(&mut self, durable: u64) -> usize {
@@ -821,6 +836,9 @@ impl Sender {
         // The first reply: what the peer holds.
         match replies.message().await {
             Ok(Some(r)) => {
+                if let Err(s) = self.check_ack(&r) {
+                    return self.fatal(s);
+                }
                 if r.durable > 0 {
                     info!(peer = %self.url(), path = %self.path, offset = r.durable, "resuming an upload");
                     self.inner.metrics.peer_resumes.fetch_add(1, Relaxed);
@@ -871,6 +889,9 @@ impl Sender {
                 biased;
                 reply = replies.message() => match reply {
                     Ok(Some(r)) => {
+                        if let Err(s) = self.check_ack(&r) {
+                            return self.fatal(s);
+                        }
                         // Acknowledged parts were sent whole.
                         part -= self.acked(r.durable).min(part);
                         if r.completed {
@@ -894,6 +915,7 @@ impl Sender {
                         continue;
                     }
                     let p = &self.pending[part];
+                    let end = p.end;
                     if chunk == 0 {
                         offset = p.start;
                     }
@@ -906,6 +928,7 @@ impl Sender {
                     });
                     offset += len;
                     if last {
+                        self.sent = self.sent.max(end);
                         part += 1;
                         chunk = 0;
                     } else {
@@ -971,6 +994,7 @@ async fn send_object(
         path,
         pending: VecDeque::new(),
         queued: 0,
+        sent: 0,
         finish: None,
         aborted: false,
         cmds_open: true,

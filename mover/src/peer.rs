@@ -44,6 +44,10 @@ pub const MAX_MESSAGE: usize = MAX_PUT + (64 << 10);
 /// Largest part a sender may send before `part_end`: the receiver holds a
 /// part in memory until its store has it.
 pub const MAX_PART: u64 = 1 << 30;
+/// Parts of one upload in the store at once. While this many are, the
+/// receiver reads no more of the sender's stream, so HTTP/2 flow control
+/// holds the sender back instead of the receiver's memory filling up.
+const MAX_STORING: usize = 4;
 /// Chunk size of reads.
 const READ_CHUNK: usize = 1 << 20;
 /// An upload no stream has touched for this long is aborted.
@@ -283,7 +287,7 @@ impl PeerService {
                     }
                     continue;
                 }
-                m = inbound.message() => m,
+                m = inbound.message(), if st.storing.len() < MAX_STORING => m,
             };
             let msg = match msg {
                 Ok(Some(m)) => m.msg,

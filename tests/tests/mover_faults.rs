@@ -724,6 +724,19 @@ fn gc_removes_nothing_while_a_manifest_is_unreadable() {
     }
 }
 
+/// A mover whose store copies every part out of the ring (the in-memory
+/// store), with memory for one 16 MiB part.
+fn copying_mover() -> MoverProcess {
+    MoverProcess::start(&[
+        "--store",
+        "memory://",
+        "--memory-limit",
+        "16M",
+        "--part-size",
+        "16M",
+    ])
+}
+
 #[test]
 fn backups_that_copy_their_parts_cannot_hold_the_memory_budget_between_them() {
     // A stream that copies its parts out of the ring (the in-memory store
@@ -731,14 +744,7 @@ fn backups_that_copy_their_parts_cannot_hold_the_memory_budget_between_them() {
     // take memory a block at a time while holding what it had: four such
     // streams could hold the whole budget in half-filled parts, each
     // waiting for the rest, and the mover was wedged for good.
-    let m = MoverProcess::start(&[
-        "--store",
-        "memory://",
-        "--memory-limit",
-        "16M",
-        "--part-size",
-        "16M",
-    ]);
+    let m = copying_mover();
     let size = 64u64 << 20;
     let rounds = 3;
     let clients: Vec<Client> = (0..4).map(|_| m.client(ClientKind::Generic)).collect();
@@ -774,14 +780,7 @@ fn a_stream_waiting_for_memory_ends_when_its_client_goes() {
     // One backup holds the whole memory budget in its part; a second waits
     // for memory. When the second's client dies, its stream must end
     // rather than wait on, holding its name, its ring and a stream slot.
-    let m = MoverProcess::start(&[
-        "--store",
-        "memory://",
-        "--memory-limit",
-        "16M",
-        "--part-size",
-        "16M",
-    ]);
+    let m = copying_mover();
     let mut a = m.client(ClientKind::Generic);
     a.open_write("holder", 1 << 20, 0, &BTreeMap::new())
         .unwrap();

@@ -334,18 +334,13 @@ impl Uploader<'_> {
     /// the stream is cancelled or its client has gone.
     async fn permits(&mut self, bytes: usize) -> Result<OwnedSemaphorePermit, StreamError> {
         let want = kib(bytes).clamp(1, self.ctx.limits.memory_kib.max(1));
-        let acquire = Arc::clone(&self.ctx.limits.memory).acquire_many_owned(want);
+        let acquire = memory_permits(self.ctx, want);
         tokio::pin!(acquire);
         loop {
             tokio::select! {
-                p = &mut acquire => return p.map_err(|_| StreamError::Cancelled),
+                p = &mut acquire => return p,
                 done = self.inflight.next(), if !self.inflight.is_empty() => {
                     self.record(done.expect("non-empty"))?;
-                }
-                () = tokio::time::sleep(ALIVE_CHECK) => {
-                    if !self.ctx.alive() {
-                        return Err(StreamError::Cancelled);
-                    }
                 }
             }
         }

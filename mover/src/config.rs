@@ -29,6 +29,7 @@
 //! | `token_file` | `--token-file` | `MOVER_TOKEN_FILE` | none (a bearer token: required from peers, sent to peers) |
 //! | `insecure_plaintext` | `--insecure-plaintext` | `MOVER_INSECURE_PLAINTEXT` | false (allow peer traffic without TLS) |
 //! | `peer_timeout_secs` | `--peer-timeout` | `MOVER_PEER_TIMEOUT` | 30 (how long a peer may stay unreachable before an object fails) |
+//! | `peer_stall_secs` | `--peer-stall` | `MOVER_PEER_STALL` | 120 (how long a reachable peer may leave a request unanswered: a call's reply, a read's next chunk, the acknowledgement of a part sent, before the object fails and the peer is passed over) |
 //! | `[s3]` `endpoint`, `region`, `access_key_id`, `secret_access_key`, `session_token`, `allow_http` | | the usual `AWS_*` | from the environment |
 
 use std::path::{Path, PathBuf};
@@ -69,6 +70,7 @@ pub struct FileConfig {
     pub token_file: Option<PathBuf>,
     pub insecure_plaintext: Option<bool>,
     pub peer_timeout_secs: Option<u64>,
+    pub peer_stall_secs: Option<u64>,
 }
 
 /// S3 settings; anything unset comes from the `AWS_*` environment.
@@ -184,6 +186,10 @@ pub struct ServeArgs {
     /// Seconds a peer may stay unreachable before the object fails.
     #[arg(long, env = "MOVER_PEER_TIMEOUT")]
     pub peer_timeout: Option<u64>,
+    /// Seconds a reachable peer may leave a request unanswered (its store
+    /// hung) before the object fails and the peer is passed over.
+    #[arg(long, env = "MOVER_PEER_STALL")]
+    pub peer_stall: Option<u64>,
 }
 
 /// The `store` of a forwarding mover: this prefix, then the peer URLs.
@@ -200,6 +206,8 @@ pub struct PeerConfig {
     /// The token itself, read from `token_file` (never logged).
     pub token: Option<Secret>,
     pub timeout: Duration,
+    /// How long a reachable peer may leave a request unanswered.
+    pub stall: Duration,
 }
 
 /// A string that `{:?}` does not print.
@@ -242,6 +250,12 @@ impl PeerConfig {
                 .unwrap_or(30)
                 .max(1),
         );
+        let stall = Duration::from_secs(
+            args.peer_stall
+                .or(file.peer_stall_secs)
+                .unwrap_or(120)
+                .max(1),
+        );
         if tls_cert.is_some() != tls_key.is_some() {
             bail!("tls_cert and tls_key go together: give both or neither");
         }
@@ -279,6 +293,7 @@ impl PeerConfig {
             tls_ca,
             token,
             timeout,
+            stall,
         })
     }
 }

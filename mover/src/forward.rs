@@ -11,6 +11,13 @@
 //! same peer and resends from the acknowledged offset. A peer that stays
 //! unreachable past `peer_timeout` fails the object and is marked down, so
 //! new objects go to the next peer.
+//!
+//! A peer can also be reachable and still not answer: its store hung (a
+//! dead NFS server, a black-holed S3 endpoint) while its HTTP/2 layer keeps
+//! answering pings. Every wait for a peer's answer (a call's reply, a
+//! read's next chunk, the acknowledgement of a part sent) is therefore
+//! bounded by `peer_stall`; past it the object fails, the peer is marked
+//! down, and calls go on to the next peer.
 
 use std::collections::VecDeque;
 use std::sync::atomic::Ordering::Relaxed;
@@ -72,6 +79,7 @@ impl PeerConn {
 struct Inner {
     peers: Vec<PeerConn>,
     timeout: Duration,
+    stall: Duration,
     token: Option<tonic::metadata::MetadataValue<tonic::metadata::Ascii>>,
     metrics: Arc<Metrics>,
 }
@@ -210,6 +218,7 @@ impl PeerStore {
             inner: Arc::new(Inner {
                 peers,
                 timeout: cfg.timeout,
+                stall: cfg.stall,
                 token,
                 metrics,
             }),
@@ -240,6 +249,33 @@ impl Inner {
         self.order()[0]
     }
 
+    /// `fut`, a wait for a peer's answer, bounded by `stall`.
+    async fn answer<T>(
+        &self,
+        fut: impl std::future::Future<Output = Result<T, Status>>,
+    ) -> Result<T, Status> {
+        tokio::time::timeout(self.stall, fut)
+            .await
+            .unwrap_or_else(|_| Err(self.no_answer()))
+    }
+
+    fn no_answer(&self) -> Status {
+        Status::deadline_exceeded(format!(
+            "no answer from the peer in {} s",
+            self.stall.as_secs()
+        ))
+    }
+
+    /// A peer that left `path`'s request unanswered past `stall`: it is
+    /// passed over, and the object fails with the status returned.
+    fn stalled(&self, peer: usize, path: &str) -> Status {
+        let url = &self.peers[peer].url;
+        warn!(peer = %url, path, stall_secs = self.stall.as_secs(), "peer stopped answering; passing it over");
+        self.peers[peer].mark_down();
+        self.metrics.peer_failovers.fetch_add(1, Relaxed);
+        self.no_answer()
+    }
+
     /// Runs one call against the peers, failing over on transport errors,
     /// until it succeeds, fails for good, or `timeout` has passed.
     async fn call<T, F, Fut>(&self, path: &str, f: F) -> object_store::Result<T>
@@ -253,7 +289,7 @@ impl Inner {
             let mut last = None;
             for i in self.order() {
                 let peer = &self.peers[i];
-                match f(i, peer.client()).await {
+                match self.answer(f(i, peer.client())).await {
                     Ok(v) => {
                         peer.mark_up();
                         return Ok(v);
@@ -458,26 +494,25 @@ impl ObjectStore for PeerStore {
     fn list(&self, prefix: Option<&Path>) -> BoxStream<'static, object_store::Result<ObjectMeta>> {
         let inner = Arc::clone(&self.inner);
         let prefix = prefix.map(|p| p.to_string()).unwrap_or_default();
+        // The whole listing is one call, so a peer that stops answering
+        // half-way through is passed over like one that never answered.
         let batches = async move {
-            let mut s = inner
+            let all = inner
                 .call(&prefix, |_, mut c| {
                     let req = inner.request(pb::ListRequest {
                         prefix: prefix.clone(),
                     });
-                    async move { Ok(c.list(req).await?.into_inner()) }
+                    async move {
+                        let mut s = c.list(req).await?.into_inner();
+                        let mut all = Vec::new();
+                        while let Some(reply) = s.message().await? {
+                            all.extend(reply.objects);
+                        }
+                        Ok(all)
+                    }
                 })
                 .await?;
-            let mut all = Vec::new();
-            while let Some(reply) = s
-                .message()
-                .await
-                .map_err(|e| store_error("peer", &prefix, e))?
-            {
-                for m in reply.objects {
-                    all.push(meta_from(m));
-                }
-            }
-            Ok::<_, object_store::Error>(all)
+            Ok::<_, object_store::Error>(all.into_iter().map(meta_from).collect::<Vec<_>>())
         };
         futures::stream::once(batches)
             .flat_map(|r| match r {
@@ -590,7 +625,11 @@ impl Reader {
                 if r.next >= r.end {
                     return Ok(None);
                 }
-                let e = match r.stream.message().await {
+                let Ok(msg) = tokio::time::timeout(r.inner.stall, r.stream.message()).await else {
+                    let s = r.inner.stalled(r.peer, &r.path);
+                    return Err(store_error(&r.inner.peers[r.peer].url, &r.path, s));
+                };
+                let e = match msg {
                     Ok(Some(pb::ReadReply {
                         msg: Some(read_reply::Msg::Chunk(c)),
                     })) => {
@@ -667,6 +706,11 @@ impl std::fmt::Debug for PeerUpload {
             .field("bytes", &self.next)
             .finish()
     }
+}
+
+/// A deadline that never comes, for a `select!` branch that is off.
+fn far_future() -> tokio::time::Instant {
+    tokio::time::Instant::now() + Duration::from_secs(86_400 * 365)
 }
 
 fn sender_gone() -> object_store::Error {
@@ -829,46 +873,51 @@ impl Sender {
         }
         let mut client = self.inner.peers[self.peer].client();
         let req = self.inner.request(ReceiverStream::new(out_rx));
-        let mut replies = match client.write(req).await {
-            Ok(r) => r.into_inner(),
-            Err(s) => return Ended::Broken(s),
-        };
         // The first reply: what the peer holds.
-        match replies.message().await {
-            Ok(Some(r)) => {
-                if let Err(s) = self.check_ack(&r) {
-                    return self.fatal(s);
-                }
-                if r.durable > 0 {
-                    info!(peer = %self.url(), path = %self.path, offset = r.durable, "resuming an upload");
-                    self.inner.metrics.peer_resumes.fetch_add(1, Relaxed);
-                }
-                self.acked(r.durable);
-                if r.completed {
-                    return self.completed(r);
-                }
-                if let Some(p) = self.pending.front() {
-                    if p.start != r.durable {
-                        return self.fatal(Status::data_loss(format!(
-                            "the peer holds {} bytes, the next part starts at {}",
-                            r.durable, p.start
-                        )));
-                    }
-                } else if r.durable != self.queued {
-                    return self.fatal(Status::data_loss(format!(
-                        "the peer holds {} bytes, {} were sent",
-                        r.durable, self.queued
-                    )));
-                }
+        let first = tokio::time::timeout(self.inner.stall, async {
+            let mut replies = client.write(req).await?.into_inner();
+            let first = replies.message().await?;
+            Ok::<_, Status>((replies, first))
+        })
+        .await;
+        let (mut replies, r) = match first {
+            Err(_) => return self.stalled(),
+            Ok(Err(s)) => return Ended::Broken(s),
+            Ok(Ok((_, None))) => return Ended::Broken(Status::unavailable("no reply to open")),
+            Ok(Ok((replies, Some(r)))) => (replies, r),
+        };
+        if let Err(s) = self.check_ack(&r) {
+            return self.fatal(s);
+        }
+        if r.durable > 0 {
+            info!(peer = %self.url(), path = %self.path, offset = r.durable, "resuming an upload");
+            self.inner.metrics.peer_resumes.fetch_add(1, Relaxed);
+        }
+        self.acked(r.durable);
+        if r.completed {
+            return self.completed(r);
+        }
+        if let Some(p) = self.pending.front() {
+            if p.start != r.durable {
+                return self.fatal(Status::data_loss(format!(
+                    "the peer holds {} bytes, the next part starts at {}",
+                    r.durable, p.start
+                )));
             }
-            Ok(None) => return Ended::Broken(Status::unavailable("no reply to open")),
-            Err(s) => return Ended::Broken(s),
+        } else if r.durable != self.queued {
+            return self.fatal(Status::data_loss(format!(
+                "the peer holds {} bytes, {} were sent",
+                r.durable, self.queued
+            )));
         }
         self.inner.peers[self.peer].mark_up();
         self.connected = true;
         // Resend every pending part from its first chunk.
         let (mut part, mut chunk, mut offset) = (0usize, 0usize, 0u64);
         let mut finish_sent = false;
+        // Since when the peer has held bytes (or the finish) it has not
+        // answered, without a reply in between.
+        let mut unanswered: Option<tokio::time::Instant> = None;
         loop {
             let has_next = part < self.pending.len();
             let want_finish =
@@ -885,6 +934,7 @@ impl Sender {
                 });
                 return Ended::Done;
             }
+            let stall_at = unanswered.map_or_else(far_future, |t| t + self.inner.stall);
             tokio::select! {
                 biased;
                 reply = replies.message() => match reply {
@@ -897,15 +947,21 @@ impl Sender {
                         if r.completed {
                             return self.completed(r);
                         }
+                        let waiting = part > 0 || chunk > 0 || finish_sent;
+                        unanswered = waiting.then(tokio::time::Instant::now);
                     }
                     Ok(None) => return Ended::Broken(Status::unavailable("the peer closed the stream")),
                     Err(s) => return Ended::Broken(s),
                 },
+                () = tokio::time::sleep_until(stall_at), if unanswered.is_some() => {
+                    return self.stalled();
+                }
                 cmd = cmds.recv(), if self.cmds_open => self.take(cmd),
                 permit = out.reserve(), if has_next || want_finish => {
                     let Ok(permit) = permit else {
                         return Ended::Broken(Status::unavailable("the request stream closed"));
                     };
+                    unanswered.get_or_insert_with(tokio::time::Instant::now);
                     if want_finish {
                         let size = self.finish.as_ref().map_or(0, |f| f.0);
                         permit.send(pb::WriteRequest {
@@ -944,7 +1000,8 @@ impl Sender {
         let req = self.inner.request(pb::StatRequest {
             path: self.path.clone(),
         });
-        match self.inner.peers[self.peer].client().stat(req).await {
+        let mut client = self.inner.peers[self.peer].client();
+        match self.inner.answer(client.stat(req)).await {
             Err(s) if matches!(s.code(), Code::Unauthenticated | Code::PermissionDenied) => Some(s),
             _ => None,
         }
@@ -967,6 +1024,14 @@ impl Sender {
             };
             let _ = done.send(res);
         }
+        Ended::Done
+    }
+
+    /// The peer left this upload unanswered past `stall`.
+    fn stalled(&mut self) -> Ended {
+        let s = self.inner.stalled(self.peer, &self.path);
+        let (url, path) = (self.url().to_string(), self.path.clone());
+        self.fail(|| store_error(&url, &path, s.clone()));
         Ended::Done
     }
 

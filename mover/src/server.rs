@@ -934,11 +934,17 @@ impl Conn {
     }
 
     /// How long the client may wait on the ring while this mover lives: a
-    /// store that stalls is retried for up to `retry_deadline`, and the
-    /// stream fails (closing the ring, which wakes the client) only then;
-    /// a minute more covers the last attempt.
+    /// store that stalls is retried for up to `retry_deadline` (a peer that
+    /// leaves a part unacknowledged is waited for up to `peer_stall`), and
+    /// the stream fails (closing the ring, which wakes the client) only
+    /// then; a minute more covers the last attempt.
     fn stall_timeout_ms(&self) -> u32 {
-        let d = self.shared.cfg.retry_deadline + std::time::Duration::from_secs(60);
+        let cfg = &self.shared.cfg;
+        let mut d = cfg.retry_deadline;
+        if !cfg.peer.forward.is_empty() {
+            d = d.max(cfg.peer.stall);
+        }
+        let d = d + std::time::Duration::from_secs(60);
         d.as_millis().min(u128::from(u32::MAX)) as u32
     }
 

@@ -1,7 +1,8 @@
 //! An HTTP/1.1 proxy on loopback that injects faults between a client and
 //! an S3-compatible server: 500 and 503 replies, connections reset before a
-//! reply, slow replies, and a "down" switch that answers every request with
-//! 503. Requests are numbered as they arrive; request `i` gets
+//! reply, slow replies, a "down" switch that answers every request with
+//! 503, and a "hung" switch that takes requests and never answers them (an
+//! endpoint black-holed behind a load balancer that still accepts). Requests are numbered as they arrive; request `i` gets
 //! `plan[i % plan.len()]`, so a run is reproducible.
 
 use std::net::SocketAddr;
@@ -44,6 +45,7 @@ struct Counters {
 pub struct FaultProxy {
     server: HttpThread,
     down: Arc<AtomicBool>,
+    hung: Arc<AtomicBool>,
     counters: Arc<Counters>,
 }
 
@@ -51,25 +53,31 @@ impl FaultProxy {
     /// Proxies to `upstream` with the fault `plan`.
     pub fn start(upstream: SocketAddr, plan: Vec<Fault>) -> std::io::Result<Self> {
         let down = Arc::new(AtomicBool::new(false));
+        let hung = Arc::new(AtomicBool::new(false));
         let counters = Arc::new(Counters::default());
         let plan: Arc<[Fault]> = if plan.is_empty() {
             Arc::from([Fault::Pass])
         } else {
             plan.into()
         };
-        let (d, c) = (Arc::clone(&down), Arc::clone(&counters));
+        let switches = Switches {
+            down: Arc::clone(&down),
+            hung: Arc::clone(&hung),
+        };
+        let c = Arc::clone(&counters);
         let svc = hyper::service::service_fn(move |req| {
             handle(
                 req,
                 upstream,
                 Arc::clone(&plan),
-                Arc::clone(&d),
+                switches.clone(),
                 Arc::clone(&c),
             )
         });
         Ok(Self {
             server: HttpThread::start("fault-proxy", svc)?,
             down,
+            hung,
             counters,
         })
     }
@@ -84,6 +92,12 @@ impl FaultProxy {
         self.down.store(down, SeqCst);
     }
 
+    /// While hung, every new request is read and never answered; the
+    /// connection stays open until the client gives up on it.
+    pub fn set_hung(&self, hung: bool) {
+        self.hung.store(hung, SeqCst);
+    }
+
     /// Requests seen so far.
     pub fn requests(&self) -> u64 {
         self.counters.requests.load(SeqCst)
@@ -93,6 +107,12 @@ impl FaultProxy {
     pub fn injected(&self) -> u64 {
         self.counters.injected.load(SeqCst)
     }
+}
+
+#[derive(Clone)]
+struct Switches {
+    down: Arc<AtomicBool>,
+    hung: Arc<AtomicBool>,
 }
 
 type Body = Either<Incoming, Full<Bytes>>;
@@ -117,11 +137,15 @@ async fn handle(
     req: Request<Incoming>,
     upstream: SocketAddr,
     plan: Arc<[Fault]>,
-    down: Arc<AtomicBool>,
+    switches: Switches,
     counters: Arc<Counters>,
 ) -> Result<Response<Body>, std::io::Error> {
     let i = counters.requests.fetch_add(1, SeqCst);
-    if down.load(SeqCst) {
+    if switches.hung.load(SeqCst) {
+        counters.injected.fetch_add(1, SeqCst);
+        return std::future::pending().await;
+    }
+    if switches.down.load(SeqCst) {
         counters.injected.fetch_add(1, SeqCst);
         return Ok(s3_error(503));
     }

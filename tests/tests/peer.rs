@@ -8,10 +8,11 @@ use std::sync::RwLock;
 
 use shmover_client::{Client, ClientKind};
 use shmover_tests::drivers::{hana_driver, run_driver, sbt_driver};
+use shmover_tests::faultproxy::{Fault, FaultProxy};
 use shmover_tests::mover::{files_under, temp_dir, Pattern};
 use shmover_tests::objects::{backup, restore_and_check};
 use shmover_tests::proxy::CutProxy;
-use shmover_tests::MoverProcess;
+use shmover_tests::{MoverProcess, S3Server};
 
 const MIB: u64 = 1 << 20;
 
@@ -241,6 +242,88 @@ fn a_dead_peer_fails_the_object_and_the_next_object_goes_to_the_next_peer() {
     assert_eq!(names(&mut on_b), ["dead/next"]);
     restore_and_check(&mut c, &pat, 4, "dead/next", 20 * MIB);
     assert!(f.log().contains("unreachable"), "{}", f.log());
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn a_peer_whose_store_stops_answering_fails_the_object_and_is_passed_over() {
+    // The first peer keeps its objects on S3 behind a proxy that, once
+    // switched, takes requests and never answers: the peer stays reachable
+    // and its HTTP/2 layer answers pings, but nothing it is asked to store
+    // or list is ever answered.
+    let dir = temp_dir("peer-hung");
+    let token = secret_file(&dir, "token", "hung-t0ken");
+    let s3 = S3Server::start().unwrap();
+    let proxy = FaultProxy::start(s3.addr(), vec![Fault::Pass]).unwrap();
+    let (url, endpoint) = (s3.store_url("hung"), proxy.endpoint());
+    let a = {
+        let _bind = PORTS.read().unwrap_or_else(|e| e.into_inner());
+        MoverProcess::start_with(
+            &[
+                "--store",
+                &url,
+                "--peer-listen",
+                "127.0.0.1:0",
+                "--insecure-plaintext",
+                "--token-file",
+                token.to_str().unwrap(),
+            ],
+            |cmd| {
+                s3.configure(cmd);
+                cmd.env("AWS_ENDPOINT", &endpoint)
+                    .env("AWS_ENDPOINT_URL", &endpoint);
+            },
+        )
+    };
+    let b = receiver(&token);
+    let peers = [a.peer_addr(), b.peer_addr()];
+    let quick = [
+        "--peer-timeout",
+        "3",
+        "--peer-stall",
+        "3",
+        "--metrics-listen",
+        "127.0.0.1:0",
+    ];
+    let f = forwarder(&peers, &token, &quick);
+    let pat = Pattern::default();
+    let mut c = f.client(ClientKind::Generic);
+    backup(&mut c, &pat, 1, "hung/first", 12 * MIB, 1 << 20).unwrap();
+    // Half-way through the next object, the first peer's store stops
+    // answering. The object fails (no hang), naming itself.
+    c.open_write("hung/piece", 1 << 20, 0, &BTreeMap::new())
+        .unwrap();
+    let mut failed = None;
+    for i in 0..1024u64 {
+        if i == 24 {
+            proxy.set_hung(true);
+        }
+        let r = c.reserve().map(|slot| pat.fill(2, i << 20, slot));
+        if let Err(e) = r.and_then(|()| c.commit_block(1 << 20)) {
+            failed = Some(e);
+            break;
+        }
+    }
+    let e = failed
+        .or_else(|| c.commit().err())
+        .expect("the object failed");
+    assert!(e.message.contains("hung/piece"), "{e:?}");
+    drop(c);
+    assert!(f.log().contains("peer stopped answering"), "{}", f.log());
+    assert!(f.metrics()["shmover_peer_failovers_total"] >= 1.0);
+    // The first peer is passed over: the next object goes to the second.
+    let mut c = f.client(ClientKind::Generic);
+    backup(&mut c, &pat, 3, "hung/next", 20 * MIB, 1 << 20).unwrap();
+    restore_and_check(&mut c, &pat, 3, "hung/next", 20 * MIB);
+    let mut on_b = b.client(ClientKind::Generic);
+    assert_eq!(names(&mut on_b), ["hung/next"]);
+    // A forwarding mover that has not seen the first peer fail asks it
+    // first, gets no answer to its listing, and lists the second.
+    let f2 = forwarder(&peers, &token, &quick);
+    let mut c2 = f2.client(ClientKind::Generic);
+    assert_eq!(names(&mut c2), ["hung/next"]);
+    restore_and_check(&mut c2, &pat, 3, "hung/next", 20 * MIB);
+    assert!(f2.log().contains("no answer from the peer"), "{}", f2.log());
     let _ = std::fs::remove_dir_all(&dir);
 }
 

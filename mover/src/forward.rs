@@ -52,15 +52,30 @@ const DOWN_FOR: Duration = Duration::from_secs(60);
 
 struct PeerConn {
     url: String,
+    endpoint: Endpoint,
+    /// The connection calls share.
     channel: Channel,
     down_until: Mutex<Option<Instant>>,
 }
 
+fn peer_client(channel: Channel) -> PeerClient<Channel> {
+    PeerClient::new(channel)
+        .max_decoding_message_size(MAX_MESSAGE)
+        .max_encoding_message_size(MAX_MESSAGE)
+}
+
 impl PeerConn {
+    /// A client on the connection that calls share.
     fn client(&self) -> PeerClient<Channel> {
-        PeerClient::new(self.channel.clone())
-            .max_decoding_message_size(MAX_MESSAGE)
-            .max_encoding_message_size(MAX_MESSAGE)
+        peer_client(self.channel.clone())
+    }
+
+    /// A client on a connection of its own, for one upload or read. Streams
+    /// on one HTTP/2 connection share its flow-control window: a read whose
+    /// restore has stopped taking bytes holds its share until it goes on,
+    /// and a few such reads would stop every other stream to this peer.
+    fn own_client(&self) -> PeerClient<Channel> {
+        peer_client(self.endpoint.connect_lazy())
     }
 
     fn down(&self) -> bool {
@@ -202,6 +217,7 @@ impl PeerStore {
             peers.push(PeerConn {
                 url: url.clone(),
                 channel: ep.connect_lazy(),
+                endpoint: ep,
                 down_until: Mutex::new(None),
             });
         }
@@ -582,21 +598,29 @@ impl Inner {
         offset: u64,
         end: Option<u64>,
         suffix: Option<u64>,
-    ) -> object_store::Result<(usize, ObjectMeta, tonic::Streaming<pb::ReadReply>)> {
+    ) -> object_store::Result<(usize, ObjectMeta, Stream)> {
         let (peer, meta, stream) = self
-            .call(path, |i, mut c| {
+            .call(path, |i, _| {
                 let req = self.request(pb::ReadRequest {
                     path: path.to_string(),
                     offset,
                     end,
                     suffix,
                 });
+                let mut c = self.peers[i].own_client();
                 async move {
                     let mut s = c.read(req).await?.into_inner();
                     match s.message().await? {
                         Some(pb::ReadReply {
                             msg: Some(read_reply::Msg::Meta(m)),
-                        }) => Ok((i, m, s)),
+                        }) => Ok((
+                            i,
+                            m,
+                            Stream {
+                                replies: s,
+                                _conn: c,
+                            },
+                        )),
                         _ => Err(Status::data_loss("the peer's read began without metadata")),
                     }
                 }
@@ -604,6 +628,12 @@ impl Inner {
             .await?;
         Ok((peer, meta_from(meta)?, stream))
     }
+}
+
+/// A read's replies, and the connection it has to itself.
+struct Stream {
+    replies: tonic::Streaming<pb::ReadReply>,
+    _conn: PeerClient<Channel>,
 }
 
 /// A restore's byte stream from a peer; resumes after a broken connection
@@ -614,7 +644,7 @@ struct Reader {
     path: String,
     next: u64,
     end: u64,
-    stream: tonic::Streaming<pb::ReadReply>,
+    stream: Stream,
 }
 
 impl Reader {
@@ -625,7 +655,7 @@ impl Reader {
                 if r.next >= r.end {
                     return Ok(None);
                 }
-                let Ok(msg) = tokio::time::timeout(r.inner.stall, r.stream.message()).await else {
+                let Ok(msg) = tokio::time::timeout(r.inner.stall, r.stream.replies.message()).await else {
                     let s = r.inner.stalled(r.peer, &r.path);
                     return Err(store_error(&r.inner.peers[r.peer].url, &r.path, s));
                 };
@@ -871,7 +901,7 @@ impl Sender {
         if out.send(open).await.is_err() {
             return Ended::Broken(Status::unavailable("sender closed"));
         }
-        let mut client = self.inner.peers[self.peer].client();
+        let mut client = self.inner.peers[self.peer].own_client();
         let req = self.inner.request(ReceiverStream::new(out_rx));
         // The first reply: what the peer holds.
         let first = tokio::time::timeout(self.inner.stall, async {

@@ -327,6 +327,68 @@ fn a_peer_whose_store_stops_answering_fails_the_object_and_is_passed_over() {
     let _ = std::fs::remove_dir_all(&dir);
 }
 
+#[test]
+fn restores_nobody_reads_do_not_hold_up_other_objects_on_the_same_peer() {
+    // A restore whose database reads nothing (stuck, or slow) fills its
+    // ring, then its HTTP/2 stream's window. Streams that share one
+    // connection share its window too: such restores must not stop the
+    // bytes of every other object to and from the same peer.
+    let dir = temp_dir("peer-window");
+    let token = secret_file(&dir, "token", "window-t0ken");
+    let r = receiver(&token);
+    let f = forwarder(&[r.peer_addr()], &token, &["--ring-size", "8M"]);
+    let pat = Pattern::default();
+    let mut c = f.client(ClientKind::Generic);
+    let big = 64 * MIB;
+    for s in 0..3u64 {
+        backup(&mut c, &pat, s, &format!("window/big{s}"), big, 1 << 20).unwrap();
+    }
+    let stuck: Vec<Client> = (0..3u64)
+        .map(|s| {
+            let mut rc = f.client(ClientKind::Generic);
+            assert_eq!(rc.open_read(&format!("window/big{s}"), 0).unwrap(), big);
+            rc
+        })
+        .collect();
+    // Wait until the peer has sent all it can to the restores.
+    let sent = || r.metrics()["shmover_peer_bytes_sent_total"];
+    let mut last = -1.0;
+    for _ in 0..120 {
+        std::thread::sleep(std::time::Duration::from_millis(500));
+        let now = sent();
+        if now == last {
+            break;
+        }
+        last = now;
+    }
+    // Another object goes up and another comes back meanwhile.
+    let (tx, rx) = std::sync::mpsc::channel();
+    let mut other = f.client(ClientKind::Generic);
+    std::thread::spawn(move || {
+        let pat = Pattern::default();
+        let r = backup(&mut other, &pat, 7, "window/small", 24 * MIB, 1 << 20);
+        if r.is_ok() {
+            restore_and_check(&mut other, &pat, 7, "window/small", 24 * MIB);
+        }
+        let _ = tx.send(r.map(|_| ()));
+    });
+    match rx.recv_timeout(std::time::Duration::from_secs(120)) {
+        Ok(r) => r.unwrap(),
+        Err(_) => panic!("another object is held up by restores nobody reads"),
+    }
+    // The stuck restores still deliver every byte once read.
+    for (s, mut rc) in stuck.into_iter().enumerate() {
+        let mut off = 0;
+        while let Some(block) = rc.next_block().unwrap() {
+            assert!(pat.check(s as u64, off, block), "restore {s} at {off}");
+            off += block.len() as u64;
+        }
+        rc.close_read().unwrap();
+        assert_eq!(off, big);
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
 /// A CA, and certificates it signs for `localhost` (server) and a client.
 struct Pki {
     ca: PathBuf,

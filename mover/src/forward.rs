@@ -130,7 +130,10 @@ fn retryable(s: &Status) -> bool {
         | Code::PermissionDenied
         | Code::Unimplemented
         | Code::DataLoss
-        | Code::OutOfRange => false,
+        | Code::OutOfRange
+        // A part larger than the peer's memory budget, or a message larger
+        // than it decodes: the same request fails the same way again.
+        | Code::ResourceExhausted => false,
         // The peer's own store failed: another try through the network does
         // not help (the store has retried already).
         Code::Internal => !s.message().starts_with("store: "),
@@ -1002,15 +1005,17 @@ impl Sender {
                     }
                     let p = &self.pending[part];
                     let end = p.end;
+                    let mut part_size = 0;
                     if chunk == 0 {
                         offset = p.start;
+                        part_size = p.end - p.start;
                     }
                     let last = chunk + 1 >= p.chunks.len();
                     let data = p.chunks.get(chunk).cloned().unwrap_or_default();
                     let len = data.len() as u64;
                     self.inner.metrics.peer_bytes_out.fetch_add(data.len() as u64, Relaxed);
                     permit.send(pb::WriteRequest {
-                        msg: Some(write_request::Msg::Chunk(pb::Chunk { offset, data, part_end: last })),
+                        msg: Some(write_request::Msg::Chunk(pb::Chunk { offset, data, part_end: last, part_size })),
                     });
                     offset += len;
                     if last {

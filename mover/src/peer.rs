@@ -27,7 +27,7 @@ use shmover_proto::peer::{
     peer_server::{Peer, PeerServer},
     read_reply, write_request,
 };
-use tokio::sync::{mpsc, Mutex, Notify};
+use tokio::sync::{mpsc, Mutex, Notify, OwnedSemaphorePermit, Semaphore};
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Status, Streaming};
 use tracing::{info, warn};
@@ -75,6 +75,9 @@ struct Upload {
     /// Chunks of the part being received.
     part: Vec<Bytes>,
     part_len: u64,
+    /// The length its first chunk declared, and the memory reserved for it.
+    part_size: u64,
+    reserved: Option<OwnedSemaphorePermit>,
     /// Parts handed to the store, in order, with their end offsets.
     storing: FuturesOrdered<BoxFuture<'static, (u64, object_store::Result<()>)>>,
     last_used: Instant,
@@ -90,6 +93,8 @@ impl Upload {
         }
         self.part.clear();
         self.part_len = 0;
+        self.part_size = 0;
+        self.reserved = None;
         self.next = self.durable;
         Ok(self.durable)
     }
@@ -112,6 +117,10 @@ struct Done {
 pub struct PeerService {
     store: Arc<dyn ObjectStore>,
     metrics: Arc<Metrics>,
+    /// The mover's memory budget (KiB permits), shared with its own
+    /// streams: parts received are held against it until stored.
+    memory: Arc<Semaphore>,
+    memory_kib: u32,
     sessions: std::sync::Mutex<HashMap<String, Arc<Session>>>,
     done: std::sync::Mutex<HashMap<String, Done>>,
 }
@@ -177,10 +186,17 @@ fn meta_of(m: &object_store::ObjectMeta) -> pb::ObjectMeta {
 type Replies<T> = ReceiverStream<Result<T, Status>>;
 
 impl PeerService {
-    pub fn new(store: Arc<dyn ObjectStore>, metrics: Arc<Metrics>) -> Arc<Self> {
+    pub fn new(
+        store: Arc<dyn ObjectStore>,
+        metrics: Arc<Metrics>,
+        memory: Arc<Semaphore>,
+        memory_kib: u32,
+    ) -> Arc<Self> {
         Arc::new(Self {
             store,
             metrics,
+            memory,
+            memory_kib,
             sessions: std::sync::Mutex::new(HashMap::new()),
             done: std::sync::Mutex::new(HashMap::new()),
         })
@@ -201,6 +217,8 @@ impl PeerService {
                 next: 0,
                 part: Vec::new(),
                 part_len: 0,
+                part_size: 0,
+                reserved: None,
                 storing: FuturesOrdered::new(),
                 last_used: Instant::now(),
             }),
@@ -272,6 +290,8 @@ impl PeerService {
         if tx.send(Ok(reply(durable))).await.is_err() {
             return;
         }
+        // A part's first chunk, waiting for the memory its part needs.
+        let mut waiting: Option<(pb::Chunk, BoxFuture<'static, OwnedSemaphorePermit>)> = None;
         loop {
             st.last_used = Instant::now();
             let msg = tokio::select! {
@@ -287,7 +307,16 @@ impl PeerService {
                     }
                     continue;
                 }
-                m = inbound.message(), if st.storing.len() < MAX_STORING => m,
+                permit = async { waiting.as_mut().expect("waiting").1.as_mut().await }, if waiting.is_some() => {
+                    let (c, _) = waiting.take().expect("waiting");
+                    st.reserved = Some(permit);
+                    if let Err(s) = self.take(&mut st, c) {
+                        let _ = tx.send(Err(s)).await;
+                        return;
+                    }
+                    continue;
+                }
+                m = inbound.message(), if waiting.is_none() && st.storing.len() < MAX_STORING => m,
             };
             let msg = match msg {
                 Ok(Some(m)) => m.msg,
@@ -297,14 +326,22 @@ impl PeerService {
             };
             match msg {
                 Some(write_request::Msg::Chunk(c)) => {
-                    let len = c.data.len() as u64;
-                    if let Err(s) = st.take_chunk(c) {
+                    let r = match st.reservation(&c, self.memory_kib) {
+                        Ok(Some(kib)) => {
+                            let acquire = Arc::clone(&self.memory).acquire_many_owned(kib);
+                            let acquire = Box::pin(async move {
+                                acquire.await.expect("the memory semaphore is never closed")
+                            });
+                            waiting = Some((c, acquire));
+                            Ok(())
+                        }
+                        Ok(None) => self.take(&mut st, c),
+                        Err(s) => Err(s),
+                    };
+                    if let Err(s) = r {
                         let _ = tx.send(Err(s)).await;
                         return;
                     }
-                    self.metrics
-                        .peer_bytes_in
-                        .fetch_add(len, std::sync::atomic::Ordering::Relaxed);
                 }
                 Some(write_request::Msg::Finish(f)) => {
                     let r = self.finish(&id, &mut st, f.size).await;
@@ -326,6 +363,16 @@ impl PeerService {
                 }
             }
         }
+    }
+
+    /// Takes a chunk whose part has its memory reserved.
+    fn take(&self, st: &mut Upload, c: pb::Chunk) -> Result<(), Status> {
+        let len = c.data.len() as u64;
+        st.take_chunk(c)?;
+        self.metrics
+            .peer_bytes_in
+            .fetch_add(len, std::sync::atomic::Ordering::Relaxed);
+        Ok(())
     }
 
     /// Completes the object once every part is stored.
@@ -375,7 +422,10 @@ impl PeerService {
 }
 
 impl Upload {
-    fn take_chunk(&mut self, c: pb::Chunk) -> Result<(), Status> {
+    /// Checks a chunk before any memory is spent on its part: for a part's
+    /// first chunk, the KiB of the memory budget to reserve for the part
+    /// it declares (None for later chunks and empty parts).
+    fn reservation(&self, c: &pb::Chunk, memory_kib: u32) -> Result<Option<u32>, Status> {
         if c.offset != self.next {
             return Err(Status::invalid_argument(format!(
                 "chunk at offset {}, expected {}",
@@ -385,9 +435,39 @@ impl Upload {
         if c.data.len() > MAX_CHUNK {
             return Err(Status::invalid_argument("chunk larger than 4 MiB"));
         }
-        let len = c.data.len() as u64;
-        if self.part_len + len > MAX_PART {
+        if self.part_size > 0 {
+            // A later chunk of a part already reserved.
+            return Ok(None);
+        }
+        let size = c.part_size;
+        if size > MAX_PART {
             return Err(Status::invalid_argument("part larger than 1 GiB"));
+        }
+        if size == 0 && !(c.data.is_empty() && c.part_end) {
+            return Err(Status::invalid_argument(
+                "a part's first chunk must give the part's size",
+            ));
+        }
+        let kib = size.div_ceil(1024);
+        if kib > u64::from(memory_kib) {
+            return Err(Status::resource_exhausted(format!(
+                "a part of {size} bytes is larger than the peer's memory limit of {} KiB",
+                memory_kib
+            )));
+        }
+        Ok((kib > 0).then_some(kib as u32))
+    }
+
+    fn take_chunk(&mut self, c: pb::Chunk) -> Result<(), Status> {
+        if self.part_size == 0 {
+            self.part_size = c.part_size;
+        }
+        let len = c.data.len() as u64;
+        if self.part_len + len > self.part_size {
+            return Err(Status::invalid_argument(format!(
+                "the part's chunks pass its declared size of {} bytes",
+                self.part_size
+            )));
         }
         self.next += len;
         self.part_len += len;
@@ -395,12 +475,24 @@ impl Upload {
             self.part.push(c.data);
         }
         if c.part_end {
+            if self.part_len != self.part_size {
+                return Err(Status::invalid_argument(format!(
+                    "the part ended after {} bytes; it declared {}",
+                    self.part_len, self.part_size
+                )));
+            }
             let end = self.next;
             let payload = PutPayload::from_iter(std::mem::take(&mut self.part));
             self.part_len = 0;
+            self.part_size = 0;
+            // The part's memory goes back once the store has it.
+            let reserved = self.reserved.take();
             let put = self.upload.put_part(payload);
-            self.storing
-                .push_back(Box::pin(async move { (end, put.await) }));
+            self.storing.push_back(Box::pin(async move {
+                let r = put.await;
+                drop(reserved);
+                (end, r)
+            }));
         }
         Ok(())
     }
@@ -595,6 +687,7 @@ fn chunk_reply(offset: u64, data: Bytes) -> pb::ReadReply {
             offset,
             data,
             part_end: false,
+            part_size: 0,
         })),
     }
 }
@@ -707,6 +800,8 @@ pub async fn bind(
     addr: std::net::SocketAddr,
     store: Arc<dyn ObjectStore>,
     metrics: Arc<Metrics>,
+    memory: Arc<Semaphore>,
+    memory_kib: u32,
 ) -> anyhow::Result<(
     std::net::SocketAddr,
     BoxFuture<'static, Result<(), tonic::transport::Error>>,
@@ -735,7 +830,7 @@ pub async fn bind(
         }
         _ => false,
     };
-    let service = PeerService::new(store, metrics);
+    let service = PeerService::new(store, metrics, memory, memory_kib);
     tokio::spawn(Arc::clone(&service).reap());
     let token = cfg.token.as_ref().map(|t| format!("Bearer {}", t.0));
     let auth = move |req: Request<()>| -> Result<Request<()>, Status> {

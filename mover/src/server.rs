@@ -303,9 +303,19 @@ pub async fn serve(cfg: Config, metrics: Arc<Metrics>) -> anyhow::Result<()> {
     let grow_parts =
         cfg.store.starts_with("s3://") || cfg.store.starts_with(crate::config::FORWARD_SCHEME);
     // The peer port first: once the control socket accepts, both serve.
+    // The memory budget: the streams' parts, and the parts peers send.
+    let memory = Arc::new(Semaphore::new((cfg.memory_limit / 1024) as usize));
+    let memory_kib = (cfg.memory_limit / 1024).min(u64::from(u32::MAX)) as u32;
     if let Some(addr) = cfg.peer.listen {
-        let (_, serving) =
-            crate::peer::bind(&cfg.peer, addr, Arc::clone(&store), Arc::clone(&metrics)).await?;
+        let (_, serving) = crate::peer::bind(
+            &cfg.peer,
+            addr,
+            Arc::clone(&store),
+            Arc::clone(&metrics),
+            Arc::clone(&memory),
+            memory_kib,
+        )
+        .await?;
         tokio::spawn(async move {
             if let Err(e) = serving.await {
                 warn!(error = %e, "the peer service stopped");
@@ -338,8 +348,8 @@ pub async fn serve(cfg: Config, metrics: Arc<Metrics>) -> anyhow::Result<()> {
             grow_parts,
             store_keeps_payloads: cfg.store.starts_with("memory:"),
             max_inflight_parts: cfg.max_inflight_parts,
-            memory: Arc::new(Semaphore::new((cfg.memory_limit / 1024) as usize)),
-            memory_kib: (cfg.memory_limit / 1024).min(u64::from(u32::MAX)) as u32,
+            memory,
+            memory_kib,
             direct_io: cfg.direct_io,
         },
         catalog: Catalog::new(store, cfg.catalog_cache, Arc::clone(&metrics)),

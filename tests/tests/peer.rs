@@ -389,6 +389,147 @@ fn restores_nobody_reads_do_not_hold_up_other_objects_on_the_same_peer() {
     let _ = std::fs::remove_dir_all(&dir);
 }
 
+/// One `Write` stream sent whole to a plaintext peer with `token`: the
+/// peer's replies, up to and including the first error.
+fn raw_write(
+    addr: &str,
+    token: &str,
+    msgs: Vec<shmover_proto::peer::write_request::Msg>,
+) -> (Vec<shmover_proto::peer::WriteReply>, Option<tonic::Status>) {
+    use shmover_proto::peer::{peer_client::PeerClient, WriteRequest};
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    rt.block_on(async {
+        let channel = tonic::transport::Endpoint::from_shared(format!("http://{addr}"))
+            .unwrap()
+            .connect()
+            .await
+            .unwrap();
+        let mut c = PeerClient::new(channel).max_decoding_message_size(16 << 20);
+        let out = msgs.into_iter().map(|m| WriteRequest { msg: Some(m) });
+        let mut req = tonic::Request::new(futures::stream::iter(out));
+        req.metadata_mut()
+            .insert("authorization", format!("Bearer {token}").parse().unwrap());
+        let mut replies = match c.write(req).await {
+            Ok(r) => r.into_inner(),
+            Err(e) => return (Vec::new(), Some(e)),
+        };
+        let mut got = Vec::new();
+        loop {
+            match replies.message().await {
+                Ok(Some(r)) => got.push(r),
+                Ok(None) => return (got, None),
+                Err(e) => return (got, Some(e)),
+            }
+        }
+    })
+}
+
+#[test]
+fn a_peer_reserves_each_part_against_its_memory_limit_and_refuses_parts_that_lie() {
+    use shmover_proto::peer::{write_request::Msg, Chunk, WriteFinish, WriteOpen};
+    use tonic::Code;
+    let dir = temp_dir("peer-memory");
+    let token = secret_file(&dir, "token", "memory-t0ken");
+    let r = start(&[
+        "--peer-listen",
+        "127.0.0.1:0",
+        "--insecure-plaintext",
+        "--token-file",
+        token.to_str().unwrap(),
+        "--memory-limit",
+        "40M",
+    ]);
+    let open = |id: &str, path: &str| {
+        Msg::Open(WriteOpen {
+            upload_id: format!("{id:0>32}"),
+            path: path.to_string(),
+        })
+    };
+    let chunk = |offset: u64, len: usize, part_end: bool, part_size: u64| {
+        Msg::Chunk(Chunk {
+            offset,
+            data: vec![7u8; len].into(),
+            part_end,
+            part_size,
+        })
+    };
+    let refused = |msgs, code: Code, says: &str| {
+        let (replies, e) = raw_write(&r.peer_addr(), "memory-t0ken", msgs);
+        let e = e.expect("the peer refused");
+        assert_eq!(e.code(), code, "{e:?}");
+        assert!(e.message().contains(says), "{e:?}");
+        // Nothing was acknowledged beyond the open.
+        assert!(replies.iter().all(|r| r.durable == 0), "{replies:?}");
+    };
+    // A part that does not say how large it is.
+    refused(
+        vec![open("1", "data/raw/a"), chunk(0, 1 << 20, true, 0)],
+        Code::InvalidArgument,
+        "must give the part's size",
+    );
+    // A part larger than the whole memory budget.
+    refused(
+        vec![open("2", "data/raw/b"), chunk(0, 1 << 20, false, 64 << 20)],
+        Code::ResourceExhausted,
+        "memory limit",
+    );
+    // Chunks past the declared size, and a part that ends short of it.
+    refused(
+        vec![
+            open("3", "data/raw/c"),
+            chunk(0, 1 << 20, false, 1 << 20),
+            chunk(1 << 20, 1, true, 0),
+        ],
+        Code::InvalidArgument,
+        "declared size",
+    );
+    refused(
+        vec![open("4", "data/raw/d"), chunk(0, 1 << 20, true, 2 << 20)],
+        Code::InvalidArgument,
+        "it declared",
+    );
+    // A part that says its size honestly is stored and acknowledged.
+    let (replies, e) = raw_write(
+        &r.peer_addr(),
+        "memory-t0ken",
+        vec![
+            open("5", "data/raw/e"),
+            chunk(0, 1 << 20, false, 3 << 20),
+            chunk(1 << 20, 2 << 20, true, 0),
+            Msg::Finish(WriteFinish { size: 3 << 20 }),
+        ],
+    );
+    assert!(e.is_none(), "{e:?}");
+    let last = replies.last().expect("replies");
+    assert!(last.completed && last.durable == 3 << 20, "{replies:?}");
+    // Six objects at once through a forwarding mover, 16 MiB parts, into
+    // a peer whose budget holds two such parts: each waits its turn for
+    // memory, none holds any while it waits, and all of them land.
+    let f = forwarder(&[r.peer_addr()], &token, &["--part-size", "16M"]);
+    let size = 48 * MIB;
+    let workers: Vec<_> = (0..6u64)
+        .map(|s| {
+            let mut c = f.client(ClientKind::Generic);
+            std::thread::spawn(move || {
+                let pat = Pattern::default();
+                backup(&mut c, &pat, s, &format!("memory/{s}"), size, 1 << 20).unwrap();
+            })
+        })
+        .collect();
+    for w in workers {
+        w.join().unwrap();
+    }
+    let pat = Pattern::default();
+    let mut c = f.client(ClientKind::Generic);
+    for s in 0..6u64 {
+        restore_and_check(&mut c, &pat, s, &format!("memory/{s}"), size);
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
 /// A CA, and certificates it signs for `localhost` (server) and a client.
 struct Pki {
     ca: PathBuf,

@@ -140,6 +140,7 @@ pub fn plain_seconds(
                     offset: off,
                     data,
                     part_end: false,
+                    part_size: 0,
                 };
                 let msg = pb::WriteRequest {
                     msg: Some(write_request::Msg::Chunk(chunk)),

@@ -409,6 +409,15 @@ static void sc_errors(void) {
     CHECK(sc, rc == 0 && groups == 3 && order_ok && nf == 1, "sbtinfo2 answers one group per name, in order, one NOTFOUND");
     expect_error(sc, &ch, g_t->sbtrestore(ch.ctx, 0, missing, 4096), SBT_ERROR_NOTFOUND, "sbtrestore of a missing piece",
                  missing);
+    {
+        /* A name too long to have been stored is not found, as sbtinfo2
+         * and sbtremove2 answer it, not a failure of the library. */
+        char longname[700];
+        memset(longname, 'x', sizeof longname - 1);
+        longname[sizeof longname - 1] = '\0';
+        expect_error(sc, &ch, g_t->sbtrestore(ch.ctx, 0, longname, 4096), SBT_ERROR_NOTFOUND,
+                     "sbtrestore of a name too long to be stored", "longer than");
+    }
 
     sc = "duplicate";
     expect_error(sc, &ch, backup(&ch, a, 4096, 1, 4, 1), SBT_ERROR_EXISTS, "sbtbackup of an existing name", a);
@@ -567,20 +576,45 @@ static void sc_trace(void) {
     open_session(&ch, 2);
     char name[512];
     piece_name(name, sizeof name, sc, "traced");
+    /* Arguments at level 2, but never a value whose key names a secret,
+     * in whatever case. */
+    g_t->sbtcommand(ch.ctx, 0, "db_Password=hunter2 MOVER_TIMEOUT=31");
     backup(&ch, name, 4096, 1, 11, 1);
+    remove_one(&ch, name);
+    sbt_ulong code = 0;
+    char *native = NULL, *utf8 = NULL;
+    g_t->sbterror(ch.ctx, 0, &code, &native, &utf8);
+    close_session(&ch);
+    /* Level 1: entry and exit of every call, no arguments. */
+    open_session(&ch, 1);
+    g_t->sbtcommand(ch.ctx, 0, "MOVER_TIMEOUT=32");
+    piece_name(name, sizeof name, sc, "traced-1");
+    backup(&ch, name, 4096, 1, 12, 1);
     remove_one(&ch, name);
     close_session(&ch);
     FILE *f = fopen(path, "r");
     char line[2100];
-    int enter = 0, hex = 0;
+    int enter = 0, hex = 0, hidden = 0, leaked = 0, arg2 = 0, arg1 = 0, exits = 0, sbterror = 0;
     while (f && fgets(line, sizeof line, f)) {
         enter += strstr(line, "sbtbackup: enter") != NULL;
         char *p = strstr(line, "first 32 bytes: ");
         hex += p != NULL && strlen(p + 16) >= 64;
+        hidden += strstr(line, "db_Password=(hidden)") != NULL;
+        leaked += strstr(line, "hunter2") != NULL;
+        arg2 += strstr(line, "MOVER_TIMEOUT=31") != NULL;
+        arg1 += strstr(line, "MOVER_TIMEOUT=32") != NULL;
+        exits += strstr(line, "sbtwrite2: exit 0") != NULL;
+        sbterror += strstr(line, "sbterror: exit") != NULL;
     }
     if (f) fclose(f);
     unlink(path);
     CHECK(sc, enter > 0 && hex > 0, "level 2 traces calls and the first 32 bytes of buffers in %s", path);
+    CHECK(sc, hidden == 1 && leaked == 0 && arg2 == 1,
+          "level 2 traces sbtcommand's settings, with a password's value hidden whatever its case "
+          "(hidden %d, leaked %d, shown %d)", hidden, leaked, arg2);
+    CHECK(sc, arg1 == 0 && exits >= 2 && sbterror == 1,
+          "level 1 traces no arguments, and the exit of each call, sbterror's too (arguments %d, "
+          "sbtwrite2 exits %d, sbterror %d)", arg1, exits, sbterror);
     /* Back to the driver's own trace file (removed at exit). */
     in[0].value = g_trace[0] != '\0' ? g_trace : NULL;
     g_init(&se, in, &out);
@@ -871,7 +905,10 @@ static void sc_random_calls(void) {
             const char *nm = rc_name(v, toolong, names[k]);
             rc_note("sbtrestore %s bs=%zu (session %d)", v == 2 ? "(600 bytes)" : nm ? nm : "(null)", bs, (int)(s - ss));
             int rc = g_t->sbtrestore(s->ch.ctx, 0, (char *)nm, bs);
-            sbt_ulong w = s->st != RC_IDLE || v < 3 ? SBT_ERROR_MM : model[k].present ? 0 : SBT_ERROR_NOTFOUND;
+            /* A name too long to have been stored is not found (7502). */
+            sbt_ulong w = s->st != RC_IDLE || v < 2 ? SBT_ERROR_MM
+                          : v == 2 || !model[k].present ? SBT_ERROR_NOTFOUND
+                                                        : 0;
             ok = rc_expect(sc, s, rc, w, op);
             if (w == 0) rc_open(s, RC_READING, k, bs, 0);
         } else if (r == RC_READ) { /* sbtread2 */

@@ -129,6 +129,8 @@ static __thread struct {
 /* The trace file name from sbtinit: per thread, with a process-wide
  * fallback for an sbtinit2 on another thread. */
 static __thread char tl_trace_name[PATH_MAX];
+/* This thread's sbtinit gave a trace name item (NULL: trace nowhere). */
+static __thread int tl_trace_given;
 static char g_trace_name[PATH_MAX];
 static pthread_mutex_t g_trace_lock = PTHREAD_MUTEX_INITIALIZER;
 
@@ -406,13 +408,17 @@ static int broken(int rc) {
 /* ---- names ------------------------------------------------------------------ */
 
 /* SBT allows names the mover refuses ('./x', '/x', 'a//b'): encode.h. */
-/* Checks a piece name argument; on success copies it and its encoding. */
-static int take_name(struct session *s, const char *fn, const char *name, char *raw, char *enc, size_t enc_cap) {
+/* Checks a piece name argument; on success copies it and its encoding. A
+ * name that could never have been stored fails with `unstorable`: 7501 for
+ * a backup, 7502 (not found) for a restore, as sbtinfo2 and sbtremove2
+ * treat it. */
+static int take_name(struct session *s, const char *fn, const char *name, char *raw, char *enc, size_t enc_cap,
+                     sbt_ulong unstorable) {
     if (name == NULL || name[0] == '\0') return fail(s, SBT_ERROR_MM, "%s: no piece name given", fn);
     if (strnlen(name, SBT_FILENAME_MAX) >= SBT_FILENAME_MAX)
-        return fail(s, SBT_ERROR_MM, "%s: piece name longer than %d bytes", fn, SBT_FILENAME_MAX - 1);
+        return fail(s, unstorable, "%s: piece name longer than %d bytes", fn, SBT_FILENAME_MAX - 1);
     copy_str(raw, SBT_FILENAME_MAX, name);
-    if (shmover_encode_name(name, enc, enc_cap) != 0) return fail(s, SBT_ERROR_MM, "%s %s: the name cannot be stored", fn, name);
+    if (shmover_encode_name(name, enc, enc_cap) != 0) return fail(s, unstorable, "%s %s: the name cannot be stored", fn, name);
     return 0;
 }
 
@@ -521,8 +527,14 @@ HIDDEN int sbtmover_sbtinit(bserc *se, sbtinit_input *in, sbtinit_output **out) 
     for (int i = 0; in != NULL && i < MAX_ITEMS && in[i].type != SBTINIT_INEND; i++) {
         if (in[i].type != SBTINIT_TRACE_NAME) continue;
         const char *name = in[i].value;
+        tl_trace_given = 1;
         if (name == NULL) {
+            /* No trace file: not this thread's, nor one an earlier call
+             * named for threads that never call sbtinit. */
             tl_trace_name[0] = '\0';
+            pthread_mutex_lock(&g_trace_lock);
+            g_trace_name[0] = '\0';
+            pthread_mutex_unlock(&g_trace_lock);
             continue;
         }
         if (strnlen(name, PATH_MAX) >= PATH_MAX) {
@@ -555,7 +567,7 @@ HIDDEN int sbtmover_sbtinit2(void *ctx, sbt_ulong flags, sbtinit2_input *in, sbt
         s->trace_fd = -1;
         const char *tn = tl_trace_name;
         char fallback[PATH_MAX];
-        if (tn[0] == '\0') {
+        if (tn[0] == '\0' && !tl_trace_given) {
             pthread_mutex_lock(&g_trace_lock);
             copy_str(fallback, sizeof fallback, g_trace_name);
             pthread_mutex_unlock(&g_trace_lock);
@@ -648,8 +660,11 @@ static void apply_command(struct session *s, const char *cmd) {
         if (eq == NULL) continue;
         *eq = '\0';
         const char *key = tok, *val = eq + 1;
-        int secret = strstr(key, "PASSWORD") || strstr(key, "SECRET") || strstr(key, "TOKEN");
-        trace(s, 1, "sbtcommand: %s=%s", key, secret ? "(hidden)" : val);
+        /* Arguments are level 2; a value whose key looks like a credential,
+         * in any case, is never written. */
+        int secret = strcasestr(key, "PASSW") || strcasestr(key, "PWD") || strcasestr(key, "SECRET") ||
+                     strcasestr(key, "TOKEN") || strcasestr(key, "CREDENTIAL") || strcasestr(key, "KEY");
+        trace(s, 2, "sbtcommand: %s=%s", key, secret ? "(hidden)" : val);
         if (strcmp(key, "SBTMOVER_CONFIG") == 0) {
             if (load_config_file(s, "sbtcommand", val) == 0) s->stale = 1;
             continue;
@@ -670,6 +685,7 @@ HIDDEN int sbtmover_sbtcommand(void *ctx, sbt_ulong flags, char *command) {
         return fail(s, SBT_ERROR_MM, "sbtcommand: command longer than %d bytes", SBT_COMMAND_MAX - 1);
     apply_command(s, command);
     if (s->err_pending) return -1; /* a config file named by SEND could not be read, or a bad value */
+    trace(s, 1, "sbtcommand: exit 0");
     return 0;
 }
 
@@ -682,7 +698,7 @@ HIDDEN int sbtmover_sbtbackup(void *ctx, sbt_ulong flags, char *name, sbtobject 
     if (s->state != IDLE)
         return fail(s, SBT_ERROR_MM, "sbtbackup %.*s: a file is already open (%s)", NAME_ARG(name), s->piece);
     char raw[SBT_FILENAME_MAX];
-    if (take_name(s, "sbtbackup", name, raw, s->enc, sizeof s->enc) != 0) return -1;
+    if (take_name(s, "sbtbackup", name, raw, s->enc, sizeof s->enc, SBT_ERROR_MM) != 0) return -1;
     if (block_size == 0) return fail(s, SBT_ERROR_MM, "sbtbackup %s: block size 0", raw);
     char dbname[SBT_DBNAME_MAX] = "", dbid[32] = "", ftype[32] = "", bs[32], copy[16], pool[16];
     for (int i = 0; file_info != NULL && i < MAX_ITEMS && file_info[i].type != SBTOBJECT_END; i++) {
@@ -747,6 +763,7 @@ HIDDEN int sbtmover_sbtwrite2(void *ctx, sbt_ulong flags, void *buf) {
     }
     s->blocks++;
     s->bytes += s->bs;
+    trace(s, 1, "sbtwrite2: exit 0");
     return 0;
 }
 
@@ -758,7 +775,8 @@ HIDDEN int sbtmover_sbtrestore(void *ctx, sbt_ulong flags, char *name, size_t bl
     if (s->state != IDLE)
         return fail(s, SBT_ERROR_MM, "sbtrestore %.*s: a file is already open (%s)", NAME_ARG(name), s->piece);
     char raw[SBT_FILENAME_MAX];
-    if (take_name(s, "sbtrestore", name, raw, s->enc, sizeof s->enc) != 0) return -1;
+    if (take_name(s, "sbtrestore", name, raw, s->enc, sizeof s->enc, SBT_ERROR_NOTFOUND) != 0) return -1;
+    trace(s, 2, "sbtrestore %s: block_size=%zu", raw, block_size);
     if (block_size == 0) return fail(s, SBT_ERROR_MM, "sbtrestore %s: block size 0", raw);
     shmover_client_t *cl = stream_client(s, "sbtrestore", raw);
     if (cl == NULL) return -1;
@@ -821,6 +839,7 @@ HIDDEN int sbtmover_sbtread2(void *ctx, sbt_ulong flags, void *buf) {
     if (filled == 0) return fail(s, SBT_ERROR_EOF, "sbtread2 %s: end of the backup piece", s->piece);
     s->blocks++;
     trace_hex(s, "sbtread2", buf, filled);
+    trace(s, 1, "sbtread2: exit 0, %zu bytes", filled);
     return 0; /* a short last block leaves the rest of the buffer untouched */
 }
 
@@ -835,6 +854,7 @@ HIDDEN int sbtmover_sbtclose2(void *ctx, sbt_ulong flags) {
     if (s->state == WRITING) {
         if (flags & SBTCLOSE2_ABORT) {
             abandon_piece(s, "sbtclose2 with SBTCLOSE2_ABORT");
+            trace(s, 1, "sbtclose2: exit 0 (aborted)");
             return 0;
         }
         if (s->failed) {
@@ -861,6 +881,7 @@ HIDDEN int sbtmover_sbtclose2(void *ctx, sbt_ulong flags) {
         if (shmover_close_read(s->c) != SHMOVER_OK) drop_client(&s->c);
     }
     reset_piece(s);
+    if (ret == 0) trace(s, 1, "sbtclose2: exit 0");
     return ret;
 }
 
@@ -930,6 +951,7 @@ HIDDEN int sbtmover_sbtinfo2(void *ctx, sbt_ulong flags, char **names, sbtbfinfo
     }
     s->items[k] = (sbtbfinfo){SBTBFINFO_END, NULL};
     *out = s->items;
+    trace(s, 1, "sbtinfo2: exit 0");
     return 0;
 }
 
@@ -975,19 +997,24 @@ HIDDEN int sbtmover_sbtremove2(void *ctx, sbt_ulong flags, char **names) {
 HIDDEN int sbtmover_sbterror(void *ctx, sbt_ulong flags, sbt_ulong *code, char **text_native, char **text_utf8) {
     (void)flags;
     /* Does not clear: a second call returns the same error. */
+    sbt_ctx *c = valid_ctx(ctx);
+    struct session *s = c ? c->s : NULL;
+    trace(s, 1, "sbterror: enter");
     if (tl_err.pending) {
         if (code) *code = tl_err.code;
         if (text_native) *text_native = tl_err.text;
         if (text_utf8) *text_utf8 = tl_err.utf8;
+        trace(s, 1, "sbterror: exit 0, code %lu", tl_err.code);
         return 0;
     }
-    sbt_ctx *c = valid_ctx(ctx);
-    if (c && c->s->err_pending) {
-        if (code) *code = c->s->err_code;
-        if (text_native) *text_native = c->s->err_text;
-        if (text_utf8) *text_utf8 = c->s->err_utf8;
+    if (s && s->err_pending) {
+        if (code) *code = s->err_code;
+        if (text_native) *text_native = s->err_text;
+        if (text_utf8) *text_utf8 = s->err_utf8;
+        trace(s, 1, "sbterror: exit 0, code %lu", s->err_code);
         return 0;
     }
+    trace(s, 1, "sbterror: exit -1, no error pending");
     return -1;
 }
 

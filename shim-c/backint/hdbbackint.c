@@ -877,7 +877,16 @@ int hdbbackint_main(int argc, char **argv) {
             case 'p': params = v; break;
             case 'i': in_path = v; break;
             case 'o': out_path = v; break;
-            case 'u': snprintf(user, sizeof user, "%s", v); break;
+            case 'u':
+                /* A cut user would share a namespace with every user that
+                 * starts the same way: refuse it rather than cut it. */
+                if (strlen(v) >= sizeof user) {
+                    fprintf(stderr, "hdbbackint: error: -u is longer than %zu bytes\n", sizeof user - 1);
+                    usage = 1;
+                } else {
+                    memcpy(user, v, strlen(v) + 1);
+                }
+                break;
             case 's': snprintf(backup_id, sizeof backup_id, "%s", v); break;
             case 'c': snprintf(count, sizeof count, "%s", v); break;
             case 'l': snprintf(level, sizeof level, "%s", v); break;
@@ -907,7 +916,7 @@ int hdbbackint_main(int argc, char **argv) {
     if (usage || fn == F_NONE) {
         fprintf(stderr, "hdbbackint: error: %s\nusage: hdbbackint -f backup|restore|inquire|delete [-p PARAMFILE] "
                         "[-i IN] [-o OUT] [-u USER] [-s ID] [-c N] [-l LEVEL] [-v]\n",
-                function ? "unknown function" : "no function (-f) given");
+                usage ? "bad arguments" : function ? "unknown function" : "no function (-f) given");
         if (out_path && strcmp(out_path, "-") != 0) close(open(out_path, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0640));
         return 2;
     }
@@ -970,7 +979,8 @@ int hdbbackint_main(int argc, char **argv) {
             continue;
         }
         if (strcmp(t.kw, "#TOOLOPTION") == 0) {
-            logm(2, "tool option: %s", t.rest);
+            /* Its k=v pairs may hold credentials: never logged. */
+            logm(2, "tool option of %zu bytes ignored", strlen(t.rest));
             continue;
         }
         if (n_lines == cap_lines) {
@@ -1047,8 +1057,16 @@ int hdbbackint_main(int argc, char **argv) {
             int need = is_ebid ? 2 : 1;
             bad |= !(is_null || is_ebid) || t->n < need;
             if (bad || fatal) {
-                const char *p = !t->malformed && t->n >= need ? t->tok[need - 1] : t->rest;
+                /* The parameters the line had, parsed; the raw text only
+                 * for a line that does not parse. */
+                const char *p = t->malformed || t->n < 1 ? t->rest : t->tok[t->n >= need ? need - 1 : 0];
                 out_line("#ERROR", p, NULL, NULL, NULL);
+                continue;
+            }
+            if (is_ebid && strlen(t->tok[0]) >= sizeof it->want_ebid) {
+                logm(0, "the EBID given for %s is longer than %zu bytes: no backup has it", t->tok[1],
+                     sizeof it->want_ebid - 1);
+                out_line("#NOTFOUND", t->tok[1], NULL, NULL, NULL);
                 continue;
             }
             it->by_ebid = is_ebid;
@@ -1103,7 +1121,7 @@ int hdbbackint_main(int argc, char **argv) {
         } else { /* delete */
             bad |= strcmp(t->kw, "#EBID") != 0 || t->n < 2;
             if (bad || fatal) {
-                if (!t->malformed && t->n >= 2) out_line("#ERROR", t->tok[0], t->tok[1], NULL, NULL);
+                if (!t->malformed && t->n >= 1) out_line("#ERROR", t->tok[0], t->n >= 2 ? t->tok[1] : NULL, NULL, NULL);
                 else out_line("#ERROR", t->rest, NULL, NULL, NULL);
                 continue;
             }

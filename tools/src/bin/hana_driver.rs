@@ -843,6 +843,44 @@ fn scenarios(env: &mut Env) {
         o.status.code() == Some(2),
         "an unknown function exits 2",
     );
+    // A value missing is bad arguments, not an unknown function.
+    let o = Command::new(&env.exe)
+        .args(["-f", "backup", "-i"])
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&o.stderr);
+    check(
+        "usage",
+        o.status.code() == Some(2)
+            && err.contains("-i needs a value")
+            && err.contains("bad arguments")
+            && !err.contains("unknown function"),
+        format!("-i without a value: exit 2, and the console says why ({err:?})"),
+    );
+    // A user too long to keep is refused, not cut to a prefix another
+    // user could share.
+    let long_user = "u".repeat(300);
+    let o = Command::new(&env.exe)
+        .args(["-f", "inquire", "-u", &long_user])
+        .output()
+        .unwrap();
+    check(
+        "usage",
+        o.status.code() == Some(2)
+            && String::from_utf8_lossy(&o.stderr).contains("-u is longer than"),
+        "a -u of 300 bytes: exit 2 with a console line",
+    );
+    // A well-formed line short of its path: #ERROR with the parameters it
+    // had, parsed (not the raw text quoted again).
+    for function in ["restore", "delete"] {
+        let r = env.run(function, &format!("{SWID_150}#EBID \"123\"\n"));
+        let errors: Vec<&Out> = r.out.iter().filter(|o| o.kw == "#ERROR").collect();
+        check(
+            "short-line",
+            errors.len() == 1 && errors[0].vals == ["123"],
+            format!("{function} of #EBID \"123\" with no path answers #ERROR \"123\""),
+        );
+    }
 
     // stdin and stdout, then delete everything this run made.
     let mut all = Vec::new();

@@ -4,7 +4,7 @@
 use std::collections::BTreeMap;
 
 use shmover_client::{code, Client, ClientKind};
-use shmover_tests::mover::{files_under, Pattern};
+use shmover_tests::mover::{files_under, Pattern, ScratchDir};
 use shmover_tests::{MoverProcess, S3Server};
 
 const MIB: u64 = 1 << 20;
@@ -147,7 +147,10 @@ fn objects_round_trip_on_an_s3_compatible_server() {
 
 #[test]
 fn sixteen_concurrent_streams_of_256_mib_round_trip() {
-    let m = MoverProcess::start(&[]);
+    // 4 GiB stored at once: on the memory filesystem, which a build
+    // machine has room for when its disk may not.
+    let store = ScratchDir::in_memory("sixteen");
+    let m = MoverProcess::start(&["--store", &store.store_url()]);
     let size = 256 * MIB;
     std::thread::scope(|scope| {
         for s in 0..16u64 {
@@ -172,6 +175,13 @@ fn sixteen_concurrent_streams_of_256_mib_round_trip() {
     });
     let mut c = m.client(ClientKind::Sbt);
     assert_eq!(c.list("load/", 0).unwrap().len(), 16);
+    let files = files_under(store.path());
+    assert!(
+        files
+            .iter()
+            .any(|f| f.starts_with("data/sbt/load/stream-15.")),
+        "{files:?}"
+    );
 }
 
 #[test]

@@ -27,6 +27,49 @@ pub fn temp_dir(tag: &str) -> PathBuf {
     p
 }
 
+/// A directory removed with everything under it when dropped, so a test
+/// that fails part-way leaves nothing behind.
+#[derive(Debug)]
+pub struct ScratchDir(PathBuf);
+
+impl ScratchDir {
+    /// A fresh directory on the memory filesystem (`/dev/shm`), for tests
+    /// that hold gigabytes at once: the disk of a build machine may not have
+    /// them to spare after the build, and what such a test checks is the
+    /// mover, not the disk. Falls back to the temp dir where there is no
+    /// `/dev/shm`.
+    pub fn in_memory(tag: &str) -> Self {
+        let shm = Path::new("/dev/shm");
+        let base = if shm.is_dir() {
+            shm.to_path_buf()
+        } else {
+            std::env::temp_dir()
+        };
+        let name = crate::unique_socket_path(tag);
+        let p = base
+            .join(name.file_name().expect("a file name"))
+            .with_extension("d");
+        std::fs::create_dir_all(&p).unwrap_or_else(|e| panic!("create {}: {e}", p.display()));
+        Self(p)
+    }
+
+    /// The directory.
+    pub fn path(&self) -> &Path {
+        &self.0
+    }
+
+    /// The directory as a `file://` store URL.
+    pub fn store_url(&self) -> String {
+        format!("file://{}", self.0.display())
+    }
+}
+
+impl Drop for ScratchDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
 impl MoverProcess {
     /// Starts `mover serve --data-dir DIR` plus `args`, with `setup` to
     /// adjust the command (environment), and waits until it accepts.

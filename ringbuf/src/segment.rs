@@ -271,7 +271,7 @@ impl ShmSegment {
 
     /// Makes the segment of a stream that has ended ready for the next
     /// stream, in `direction`: both counter lines and every descriptor back
-    /// to zero, the header's direction rewritten, and two new doorbells (a
+    /// to zero, the header written afresh, and two new doorbells (a
     /// stale wake-up count, or a stale holder of the old ones, cannot reach
     /// the next stream). The pages stay: fresh shared memory costs the
     /// kernel a zeroed page per 4 KiB, which is what reuse saves. The slot
@@ -282,7 +282,7 @@ impl ShmSegment {
     /// writing, it could corrupt the next stream (which the ring would
     /// report, as for any hostile write).
     pub fn recycle(self, direction: Direction) -> io::Result<Self> {
-        use crate::sync::{AtomicU32, Ordering};
+        use crate::sync::{AtomicU64, Ordering};
         let ctl = self.control();
         for line in [&ctl.producer, &ctl.consumer] {
             line.counter.store(0, Ordering::Relaxed);
@@ -296,17 +296,35 @@ impl ShmSegment {
             d.crc.store(0, Ordering::Relaxed);
             d.reserved.store(0, Ordering::Relaxed);
         }
-        let offset = core::mem::offset_of!(SegmentHeader, direction);
-        // SAFETY: the header is at offset 0 of a page-aligned mapping at
-        // least a page long, and `direction` is a u32 at a 4-aligned offset
-        // within it, so the pointer is in bounds and aligned for an
-        // AtomicU32. Storing through an atomic keeps this sound even if a
-        // misbehaving peer still maps the page.
-        let field = unsafe { &*self.map.as_ptr().add(offset).cast::<AtomicU32>() };
-        // SYNC: Release orders the zeroed counters and descriptors before
-        // the direction; the next peer only sees the segment after the
-        // descriptors travel over the control socket, a system call later.
-        field.store(direction as u32, Ordering::Release);
+        // The whole header is written again from our private geometry, not
+        // only the direction: the last peer could rewrite any of it (say
+        // 256 x 16 KiB as 128 x 32 KiB, which `attach` would accept), and
+        // the next peer must not place slots where we do not read them.
+        // SAFETY: `SegmentHeader` is `repr(C)`, 128 bytes of integers with
+        // no padding (the layout asserts), so every bit of it is a valid
+        // u64 and the transmute to sixteen of them is exact.
+        let words: [u64; 16] = unsafe {
+            core::mem::transmute::<SegmentHeader, [u64; 16]>(self.geometry.header(direction))
+        };
+        let base = self.map.as_ptr().cast::<AtomicU64>();
+        let word = |i: usize| {
+            // SAFETY: the header is the first 128 bytes of a page-aligned
+            // mapping at least a page long, so word `i < 16` is in bounds
+            // and 8-aligned for an AtomicU64. Atomic stores keep this sound
+            // even if a misbehaving peer still maps the page.
+            unsafe { &*base.add(i) }
+        };
+        let direction_word = core::mem::offset_of!(SegmentHeader, direction) / 8;
+        for (i, w) in words.iter().enumerate() {
+            if i != direction_word {
+                word(i).store(*w, Ordering::Relaxed);
+            }
+        }
+        // SYNC: Release orders the zeroed counters and descriptors and the
+        // rest of the header before the direction; the next peer only sees
+        // the segment after the descriptors travel over the control socket,
+        // a system call later.
+        word(direction_word).store(words[direction_word], Ordering::Release);
         Ok(Self {
             data_bell: EventFd::new()?,
             space_bell: EventFd::new()?,

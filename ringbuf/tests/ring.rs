@@ -465,6 +465,16 @@ fn a_recycled_segment_starts_a_new_stream_in_either_direction() {
         drop((tx, rx));
         creator = Arc::try_unwrap(shared).unwrap();
     }
+    // The last client rewrites the geometry in the header: 2 x 8 KiB has
+    // the same data offset and size as 4 x 4 KiB, so an attach accepts it,
+    // and a client believing it would put slots where the mover does not
+    // read them.
+    let lie = Geometry::new(2, 8192).unwrap();
+    assert_eq!(lie.total_size(), geometry.total_size());
+    {
+        let [m, _, _] = dup3(&creator);
+        write_header(&std::fs::File::from(m), &lie.header(Direction::ToMover));
+    }
     let creator = creator.recycle(Direction::FromMover).unwrap();
     let ctl = creator.control();
     for line in [&ctl.producer, &ctl.consumer] {
@@ -485,6 +495,11 @@ fn a_recycled_segment_starts_a_new_stream_in_either_direction() {
     assert!(matches!(err, AttachError::BadDirection(2)), "{err}");
     // SAFETY: descriptors of our own segment.
     let client = unsafe { ShmSegment::attach(m, d, s, Direction::FromMover) }.unwrap();
+    assert_eq!(
+        client.geometry(),
+        geometry,
+        "the header kept the last client's lie"
+    );
     let mut tx = Producer::new(creator);
     let mut rx = Consumer::new(client);
     let mut slot = tx.reserve(&Wait::forever()).unwrap();

@@ -391,8 +391,22 @@ impl Client {
         self.fds.clear();
         // SAFETY: the descriptors came from the mover over our control
         // socket; the ring checks the segment and treats it as hostile.
-        unsafe { ShmSegment::attach(m, d, s, dir) }
-            .map_err(|e| Error::new(code::RING, format!("{name}: {e}")))
+        let seg = unsafe { ShmSegment::attach(m, d, s, dir) }
+            .map_err(|e| Error::new(code::RING, format!("{name}: {e}")))?;
+        // The header is in memory others have mapped; the mover's reply is
+        // what it will use. A header that disagrees would put our slots
+        // where the mover does not look.
+        let g = shmover_ring::Segment::geometry(&seg);
+        if (g.slot_count, g.slot_size) != (r.slot_count, r.slot_size) {
+            return Err(Error::new(
+                code::RING,
+                format!(
+                    "{name}: the ring's header says {} slots of {} bytes, the mover {} of {}",
+                    g.slot_count, g.slot_size, r.slot_count, r.slot_size
+                ),
+            ));
+        }
+        Ok(seg)
     }
 
     /// A ring wait: bounded by the stall timeout, and cut short when the
@@ -592,17 +606,37 @@ impl Client {
                 return Err(self.fail_stream(ring_error(e, &name)));
             }
         };
-        if let Some(want) = lease.crc() {
-            let got = crc32c(&lease);
-            if got != want {
+        // The mover checks every block against the stored object and sends
+        // its CRC32C with it; a block of bytes without one did not come
+        // from it. (The empty end-of-stream marker carries nothing.)
+        let want = match lease.crc() {
+            Some(c) => c,
+            None if lease.is_empty() && lease.is_end() => 0,
+            None => {
                 let msg = format!(
-                    "{}: block at offset {} failed its CRC32C check",
+                    "{}: block at offset {} came without its CRC32C",
                     r.name, r.bytes
                 );
                 return Err(self.fail_stream(Error::new(code::CHECKSUM, msg)));
             }
+        };
+        let got = crc32c(&lease);
+        if got != want {
+            let msg = format!(
+                "{}: block at offset {} failed its CRC32C check",
+                r.name, r.bytes
+            );
+            return Err(self.fail_stream(Error::new(code::CHECKSUM, msg)));
         }
         r.bytes += lease.len() as u64;
+        // Refused before a byte past the object's size reaches the database.
+        if r.bytes > r.size {
+            let msg = format!(
+                "{}: the mover sent more than the object's {} bytes",
+                r.name, r.size
+            );
+            return Err(self.fail_stream(Error::new(code::PROTOCOL, msg)));
+        }
         if lease.is_end() {
             r.done = true;
             if r.bytes != r.size {
@@ -1178,6 +1212,165 @@ mod tests {
         }
         let e = connect_to_a_mover_answering(5);
         assert_eq!(e.code, code::NOT_FOUND, "{e:?}");
+    }
+
+    /// A fake mover that answers the hello and one `OpenRead` with a ring of
+    /// 4 x 4 KiB, replying `said` as the ring's geometry and `size` as the
+    /// object's, then produces `blocks` (bytes, flags; a CRC32C where the
+    /// flags ask for one). Returns what the client's restore made of it:
+    /// every block read, then the error that ended it.
+    fn restore_from_a_fake_mover(
+        tag: &str,
+        said: (u32, u32),
+        size: u64,
+        blocks: Vec<(Vec<u8>, u32)>,
+    ) -> (Vec<Vec<u8>>, Result<()>) {
+        use nix::sys::socket::{sendmsg, ControlMessage, MsgFlags};
+        use std::io::{IoSlice, Read};
+        use std::os::fd::AsRawFd;
+        let path = std::env::temp_dir().join(format!(
+            "shmover-client-test-{}-{tag}.sock",
+            std::process::id()
+        ));
+        let _ = std::fs::remove_file(&path);
+        let listener = std::os::unix::net::UnixListener::bind(&path).unwrap();
+        let fake = std::thread::spawn(move || {
+            let (mut s, _) = listener.accept().unwrap();
+            let mut read_request = || {
+                let mut len = [0u8; 4];
+                s.read_exact(&mut len).unwrap();
+                let mut body = vec![0u8; u32::from_be_bytes(len) as usize];
+                s.read_exact(&mut body).unwrap();
+            };
+            read_request(); // hello
+            let send = |frame: Vec<u8>, fds: &[i32]| {
+                let cmsg = [ControlMessage::ScmRights(fds)];
+                let cmsgs: &[ControlMessage<'_>] = if fds.is_empty() { &[] } else { &cmsg };
+                let iov = [IoSlice::new(&frame)];
+                let n = sendmsg::<()>(s.as_raw_fd(), &iov, cmsgs, MsgFlags::empty(), None).unwrap();
+                assert_eq!(n, frame.len());
+            };
+            send(
+                shmover_proto::response_frame(response::Body::Hello(v1::HelloOk {
+                    version: 1,
+                    ..Default::default()
+                })),
+                &[],
+            );
+            let mut s2 = s.try_clone().unwrap();
+            let mut len = [0u8; 4];
+            s2.read_exact(&mut len).unwrap();
+            let mut open = vec![0u8; u32::from_be_bytes(len) as usize];
+            s2.read_exact(&mut open).unwrap();
+            let geometry = shmover_ring::Geometry::new(4, 4096).unwrap();
+            let seg = ShmSegment::create(geometry, Direction::FromMover).unwrap();
+            let fds = seg.fds().map(|f| f.as_raw_fd());
+            send(
+                shmover_proto::response_frame(response::Body::Ring(v1::RingOpened {
+                    slot_count: said.0,
+                    slot_size: said.1,
+                    object_size: size,
+                    stall_timeout_ms: 10_000,
+                })),
+                &fds,
+            );
+            let mut tx = Producer::new(seg);
+            let alive = || !fd_hung_up(s2.as_fd());
+            let wait = Wait::forever().alive(&alive);
+            for (bytes, flags) in blocks {
+                let Ok(mut slot) = tx.reserve(&wait) else {
+                    return;
+                };
+                slot.as_mut_slice()[..bytes.len()].copy_from_slice(&bytes);
+                let crc = if flags & shmover_ring::FLAG_CRC != 0 {
+                    crc32c(&bytes)
+                } else {
+                    0
+                };
+                if slot.commit(bytes.len(), flags, crc).is_err() {
+                    return;
+                }
+            }
+            // Hold the ring until the client hangs up.
+            let mut rest = Vec::new();
+            let _ = s2.read_to_end(&mut rest);
+        });
+        let mut c = Client::connect(&Options {
+            socket: path.clone(),
+            timeout: Duration::from_secs(30),
+            ..Options::default()
+        })
+        .unwrap();
+        let mut got = Vec::new();
+        let end = (|| {
+            c.open_read("x", 4096)?;
+            while let Some(b) = c.next_block()? {
+                got.push(b.to_vec());
+            }
+            Ok(())
+        })();
+        drop(c);
+        fake.join().unwrap();
+        let _ = std::fs::remove_file(&path);
+        (got, end)
+    }
+
+    #[test]
+    fn a_restore_ring_whose_header_disagrees_with_the_mover_is_refused() {
+        // The header says 4 x 4 KiB; the reply 2 x 8 KiB (same bytes).
+        let (got, end) = restore_from_a_fake_mover("geometry", (2, 8192), 3, vec![]);
+        let err = end.expect_err("refused");
+        assert!(got.is_empty());
+        assert_eq!(err.code, code::RING, "{err:?}");
+        assert!(
+            err.message.contains("header says 4 slots of 4096"),
+            "{err:?}"
+        );
+    }
+
+    #[test]
+    fn restore_blocks_without_a_crc_or_past_the_size_never_reach_the_caller() {
+        let crc = shmover_ring::FLAG_CRC;
+        let eos = shmover_ring::FLAG_EOS;
+        // Honest: two blocks and the bare end-of-stream marker.
+        let (got, end) = restore_from_a_fake_mover(
+            "honest",
+            (4, 4096),
+            6,
+            vec![
+                (b"abc".to_vec(), crc),
+                (b"def".to_vec(), crc),
+                (vec![], eos),
+            ],
+        );
+        end.unwrap();
+        assert_eq!(got, [b"abc".to_vec(), b"def".to_vec()]);
+        // A block of bytes with no CRC.
+        let (got, end) = restore_from_a_fake_mover(
+            "nocrc",
+            (4, 4096),
+            6,
+            vec![(b"abc".to_vec(), crc), (b"def".to_vec(), 0), (vec![], eos)],
+        );
+        let err = end.expect_err("refused");
+        assert_eq!(got, [b"abc".to_vec()]);
+        assert_eq!(err.code, code::CHECKSUM, "{err:?}");
+        assert!(err.message.contains("without its CRC32C"), "{err:?}");
+        // More bytes than the object has: refused before they are handed
+        // over, not at the end of the stream.
+        let (got, end) = restore_from_a_fake_mover(
+            "long",
+            (4, 4096),
+            4,
+            vec![(b"abc".to_vec(), crc), (b"def".to_vec(), crc)],
+        );
+        let err = end.expect_err("refused");
+        assert_eq!(got, [b"abc".to_vec()]);
+        assert_eq!(err.code, code::PROTOCOL, "{err:?}");
+        assert!(
+            err.message.contains("more than the object's 4 bytes"),
+            "{err:?}"
+        );
     }
 
     /// Runs of equal lengths, one-offs, alternations and empty blocks: the

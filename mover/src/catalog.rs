@@ -453,7 +453,20 @@ impl Catalog {
     /// (a writer that died between completing its upload and publishing,
     /// or a delete whose data removal failed). Objects younger than `grace`
     /// may belong to a write in progress on this or another mover.
-    pub async fn gc_orphans(&self, grace: std::time::Duration) -> Result<GcReport, StoreError> {
+    ///
+    /// `in_flight` gives the data keys of this mover's backups whose
+    /// manifests are not published yet. It is asked after the data listing
+    /// and before the manifest listing, so a key listed as data is either
+    /// still in flight then (and kept, whatever its age) or was published
+    /// before the manifests are listed (and is found referenced). Without
+    /// it, `--older-than 0` took the data of a backup committing at that
+    /// moment for an orphan, and the client was then told it was saved.
+    /// Other movers' backups on a shared store have only `grace`.
+    pub async fn gc_orphans(
+        &self,
+        grace: std::time::Duration,
+        in_flight: impl FnOnce() -> std::collections::HashSet<String>,
+    ) -> Result<GcReport, StoreError> {
         // The data first, then the manifests. A backup whose data completes
         // while this runs is then missed only if its manifest is published
         // after the catalog listing below but its data was listed above:
@@ -466,6 +479,7 @@ impl Catalog {
             .list(Some(&Path::from("data")))
             .try_collect()
             .await?;
+        let in_flight = in_flight();
         // Every manifest must be read: data whose manifest could not be
         // read (a store error, a damaged file) may still be a backup, so
         // any failure stops the collection before it deletes anything.
@@ -495,7 +509,8 @@ impl Catalog {
         let mut report = GcReport::default();
         for meta in data {
             let old = cutoff.is_some_and(|c| system_time(&meta) < c);
-            if old && !referenced.contains(meta.location.as_ref()) {
+            let key = meta.location.as_ref();
+            if old && !referenced.contains(key) && !in_flight.contains(key) {
                 match self.store.delete(&meta.location).await {
                     Ok(()) | Err(object_store::Error::NotFound { .. }) => {
                         report.orphans += 1;

@@ -50,6 +50,10 @@ pub struct Shared {
     /// Names being written on this mover, so two writers of one name
     /// conflict at open rather than at commit.
     writing: Mutex<HashSet<(i32, String)>>,
+    /// Data keys of this mover's backups from the upload's start until
+    /// their manifest is published (or the backup fails): `gc` must not
+    /// take their data for an orphan.
+    uploading: Mutex<HashSet<String>>,
     next_id: AtomicU64,
     /// Shared memory of the rings open now or idle in `idle_rings`,
     /// against `ring_memory`.
@@ -225,6 +229,20 @@ struct Registration {
     shared: Arc<Shared>,
     id: u64,
     write_key: Option<(i32, String)>,
+    data_key: Option<String>,
+}
+
+impl Registration {
+    /// Marks `key` as the data of a backup in progress until this
+    /// registration drops, which is after its manifest is published.
+    fn uploading(&mut self, key: String) {
+        self.shared
+            .uploading
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(key.clone());
+        self.data_key = Some(key);
+    }
 }
 
 impl Drop for Registration {
@@ -234,6 +252,13 @@ impl Drop for Registration {
         if let Some(k) = self.write_key.take() {
             self.shared
                 .writing
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .remove(&k);
+        }
+        if let Some(k) = self.data_key.take() {
+            self.shared
+                .uploading
                 .lock()
                 .unwrap_or_else(|p| p.into_inner())
                 .remove(&k);
@@ -356,6 +381,7 @@ pub async fn serve(cfg: Config, metrics: Arc<Metrics>) -> anyhow::Result<()> {
         metrics,
         streams: Mutex::new(BTreeMap::new()),
         writing: Mutex::new(HashSet::new()),
+        uploading: Mutex::new(HashSet::new()),
         next_id: AtomicU64::new(1),
         ring_bytes: AtomicU64::new(0),
         idle_rings: Mutex::new(Vec::new()),
@@ -938,6 +964,7 @@ impl Conn {
                 shared: Arc::clone(&self.shared),
                 id,
                 write_key,
+                data_key: None,
             },
             bytes,
         )
@@ -1047,7 +1074,7 @@ impl Conn {
                 format!("{}: a backup of that name is being written", o.name),
             ));
         }
-        let (reg, progress) = self.register(&o.name, true, Some(write_key));
+        let (mut reg, progress) = self.register(&o.name, true, Some(write_key));
         match self.shared.catalog.manifest(kind, &o.name).await {
             Ok(None) => {}
             Ok(Some(_)) => return Err(store_error(&StoreError::AlreadyExists(o.name))),
@@ -1060,6 +1087,7 @@ impl Conn {
             .map_err(|e| name_error(e, &o.name))?;
         let unique = format!("{}-{:08x}", now_ms(), rand_u32());
         let data_key = names::data_key(kind, &o.name, &unique);
+        reg.uploading(data_key.to_string());
         let upload = self
             .shared
             .catalog
@@ -1324,12 +1352,24 @@ fn list_reply(ms: &[Arc<Manifest>], paged: bool) -> response::Body {
 /// files.
 async fn gc(shared: Arc<Shared>, older_than_secs: u64, pid: u32) -> response::Body {
     let grace = std::time::Duration::from_secs(older_than_secs);
-    let mut report = match shared.catalog.gc_orphans(grace).await {
+    let in_flight = || {
+        shared
+            .uploading
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+    };
+    let mut report = match shared.catalog.gc_orphans(grace, in_flight).await {
         Ok(r) => r,
         Err(e) => return store_error(&e),
     };
     if let Some(root) = shared.cfg.store.strip_prefix("file://") {
-        let staging = crate::catalog::gc_staging(std::path::Path::new(root), grace);
+        // A walk of the whole store: off the runtime's threads, which
+        // serve every connection and drive every upload.
+        let root = std::path::PathBuf::from(root);
+        let staging = tokio::task::spawn_blocking(move || crate::catalog::gc_staging(&root, grace))
+            .await
+            .unwrap_or_default();
         report.staging += staging.staging;
         report.bytes += staging.bytes;
     }

@@ -38,6 +38,8 @@ pub enum Fault {
 struct Counters {
     requests: AtomicU64,
     injected: AtomicU64,
+    /// PUTs held by [`FaultProxy::hold_puts`] and not yet let go.
+    held: AtomicU64,
 }
 
 /// A running proxy, stopped on drop.
@@ -46,6 +48,7 @@ pub struct FaultProxy {
     server: HttpThread,
     down: Arc<AtomicBool>,
     hung: Arc<AtomicBool>,
+    hold: Arc<tokio::sync::watch::Sender<Option<String>>>,
     counters: Arc<Counters>,
 }
 
@@ -60,9 +63,11 @@ impl FaultProxy {
         } else {
             plan.into()
         };
+        let hold = Arc::new(tokio::sync::watch::Sender::new(None));
         let switches = Switches {
             down: Arc::clone(&down),
             hung: Arc::clone(&hung),
+            hold: Arc::clone(&hold),
         };
         let c = Arc::clone(&counters);
         let svc = hyper::service::service_fn(move |req| {
@@ -78,6 +83,7 @@ impl FaultProxy {
             server: HttpThread::start("fault-proxy", svc)?,
             down,
             hung,
+            hold,
             counters,
         })
     }
@@ -98,6 +104,18 @@ impl FaultProxy {
         self.hung.store(hung, SeqCst);
     }
 
+    /// While `Some(part)`, a PUT whose path contains `part` is held (not
+    /// forwarded, not answered) until this is set to `None`, and then
+    /// forwarded as it came.
+    pub fn hold_puts(&self, part: Option<&str>) {
+        self.hold.send_replace(part.map(str::to_string));
+    }
+
+    /// PUTs being held now.
+    pub fn held(&self) -> u64 {
+        self.counters.held.load(SeqCst)
+    }
+
     /// Requests seen so far.
     pub fn requests(&self) -> u64 {
         self.counters.requests.load(SeqCst)
@@ -113,6 +131,7 @@ impl FaultProxy {
 struct Switches {
     down: Arc<AtomicBool>,
     hung: Arc<AtomicBool>,
+    hold: Arc<tokio::sync::watch::Sender<Option<String>>>,
 }
 
 type Body = Either<Incoming, Full<Bytes>>;
@@ -148,6 +167,19 @@ async fn handle(
     if switches.down.load(SeqCst) {
         counters.injected.fetch_add(1, SeqCst);
         return Ok(s3_error(503));
+    }
+    let held = *req.method() == hyper::Method::PUT
+        && switches
+            .hold
+            .borrow()
+            .as_deref()
+            .is_some_and(|part| req.uri().path().contains(part));
+    if held {
+        counters.injected.fetch_add(1, SeqCst);
+        counters.held.fetch_add(1, SeqCst);
+        let mut rx = switches.hold.subscribe();
+        let _ = rx.wait_for(Option::is_none).await;
+        counters.held.fetch_sub(1, SeqCst);
     }
     let idempotent = matches!(*req.method(), hyper::Method::GET | hyper::Method::PUT);
     match plan[(i % plan.len() as u64) as usize] {

@@ -831,3 +831,68 @@ fn a_store_stall_longer_than_the_client_timeout_but_within_the_retry_deadline_lo
     let n = restore_and_check(&mut c, &pat, 7, "stall/piece", size);
     report("s3_stall_within_deadline", 1, proxy.injected(), n, 0);
 }
+
+#[test]
+fn gc_while_a_backup_publishes_its_manifest_leaves_its_data_alone() {
+    // `mover gc --older-than 0` lists the data, then the manifests. A backup
+    // whose upload completed before the first listing and whose manifest
+    // lands after the second looks like an orphan: its data was deleted
+    // and the client then told its backup was saved.
+    let s3 = S3Server::start().unwrap();
+    let proxy = FaultProxy::start(s3.addr(), vec![Fault::Pass]).unwrap();
+    let url = s3.store_url("gcrace");
+    let endpoint = proxy.endpoint();
+    let m = MoverProcess::start_with(&["--store", &url, "--part-size", "5M"], |cmd| {
+        s3.configure(cmd);
+        cmd.env("AWS_ENDPOINT", &endpoint)
+            .env("AWS_ENDPOINT_URL", &endpoint);
+    });
+    let pat = Pattern::default();
+    let size = 3 * MIB + 5;
+    // An older backup and a true orphan (data with no manifest) beside it.
+    let mut c = m.client(ClientKind::Generic);
+    backup(&mut c, &pat, 1, "gc/older", size, 1 << 20).unwrap();
+    let orphan = s3
+        .bucket_dir()
+        .join("gcrace/data/generic/gc/orphan.1700000000000-0badf00d.data");
+    std::fs::create_dir_all(orphan.parent().unwrap()).unwrap();
+    std::fs::write(&orphan, b"left by a mover that died before publishing").unwrap();
+    proxy.hold_puts(Some("/catalog/"));
+    /// Lets the held PUTs go however the test ends, so that a failed
+    /// assertion does not leave the committing thread (and the scope) hung.
+    struct Release<'a>(&'a FaultProxy);
+    impl Drop for Release<'_> {
+        fn drop(&mut self) {
+            self.0.hold_puts(None);
+        }
+    }
+    std::thread::scope(|scope| {
+        // Inside the scope: dropped as a failed assertion unwinds, before
+        // the scope waits for the committing thread.
+        let release = Release(&proxy);
+        let committing = scope.spawn(|| {
+            let mut c = m.client(ClientKind::Generic);
+            backup(&mut c, &pat, 2, "gc/racing", size, 1 << 20)
+        });
+        assert!(
+            eventually(Duration::from_secs(60), || proxy.held() == 1),
+            "the manifest's PUT never came: {}",
+            m.log()
+        );
+        // Its data is complete and no manifest names it yet.
+        let mut g = m.client(ClientKind::Generic);
+        let report = g.gc(Duration::ZERO).unwrap();
+        assert_eq!(
+            report.orphans_removed, 1,
+            "gc removed the data of a backup being published, or missed the orphan: {report:?}"
+        );
+        assert!(!orphan.exists());
+        release.0.hold_puts(None);
+        let info = committing.join().unwrap().unwrap();
+        assert_eq!(info.size, size);
+    });
+    let mut c = m.client(ClientKind::Generic);
+    restore_and_check(&mut c, &pat, 2, "gc/racing", size);
+    restore_and_check(&mut c, &pat, 1, "gc/older", size);
+    report("gc_during_publish", 1, 1, 2 * size, 0);
+}

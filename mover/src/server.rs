@@ -145,8 +145,11 @@ impl Shared {
     /// The ring for a stream of `payload`-byte blocks in `direction`: an
     /// idle ring of user `uid` with that slot size if there is one;
     /// otherwise a new one of `ring_size`, or half of what is left of
-    /// `ring_memory` if that is less (4 MiB at least), so that many streams
-    /// opening at once share it. Idle rings make room for a new one.
+    /// `ring_memory` if that is less (4 MiB and two slots at least), so that
+    /// many streams opening at once share it. Idle rings make room for a
+    /// new one. `ring_memory` is what ring sizes are chosen against, not a
+    /// cap: a stream always gets its floor, so the most mapped at once is
+    /// `ring_memory` plus `max_streams` floors (README, "Rings").
     async fn ring(
         self: &Arc<Self>,
         uid: u32,
@@ -183,15 +186,29 @@ impl Shared {
         }
         // Idle rings of other users or sizes give way to a full-size ring.
         shared.evict_rings(|in_use| cfg.ring_memory.saturating_sub(in_use) / 2 < cfg.ring_size);
-        let in_use = shared.ring_bytes.load(Relaxed);
-        let left = cfg.ring_memory.saturating_sub(in_use) / 2;
-        let ring = cfg.ring_size.min(left.max(4 << 20));
-        let count = (ring / slot).clamp(2, u64::from(shmover_ring::MAX_SLOT_COUNT));
-        let count = 1u64 << (63 - count.leading_zeros()); // round down to a power of two
-        let geometry = Geometry::new(count as u32, slot as u32)
-            .map_err(|e| error_body(ErrorCode::InvalidArgument, e.to_string()))?;
+        let size_for = |in_use: u64| {
+            let left = cfg.ring_memory.saturating_sub(in_use) / 2;
+            let ring = cfg.ring_size.min(left.max(4 << 20));
+            let count = (ring / slot).clamp(2, u64::from(shmover_ring::MAX_SLOT_COUNT));
+            let count = 1u64 << (63 - count.leading_zeros()); // round down to a power of two
+            Geometry::new(count as u32, slot as u32)
+        };
+        // Sized and reserved in one step: streams opening at once on the
+        // runtime's threads each see what the others took.
+        let mut geometry = None;
+        let reserved = shared.ring_bytes.fetch_update(Relaxed, Relaxed, |in_use| {
+            let g = size_for(in_use).ok()?;
+            geometry = Some(g);
+            Some(in_use + g.total_size() as u64)
+        });
+        let geometry = match (reserved, geometry) {
+            (Ok(_), Some(g)) => g,
+            _ => {
+                let e = size_for(0).err().map(|e| e.to_string()).unwrap_or_default();
+                return Err(error_body(ErrorCode::InvalidArgument, e));
+            }
+        };
         let bytes = geometry.total_size() as u64;
-        shared.ring_bytes.fetch_add(bytes, Relaxed);
         let share = RingShare {
             shared: Arc::clone(shared),
             bytes,

@@ -258,6 +258,12 @@ impl Catalog {
         let key = names::manifest_key(kind, name);
         match self.store.get(&key).await {
             Ok(r) => {
+                if r.meta.size > MAX_MANIFEST {
+                    return Err(StoreError::BadManifest(
+                        name.to_string(),
+                        too_big(r.meta.size),
+                    ));
+                }
                 let bytes = r.bytes().await?;
                 let m: Manifest = serde_json::from_slice(&bytes)
                     .map_err(|e| StoreError::BadManifest(name.to_string(), e.to_string()))?;
@@ -387,14 +393,21 @@ impl Catalog {
     ) -> Result<Vec<Result<Arc<Manifest>, (Path, String)>>, StoreError> {
         let mut out = Vec::with_capacity(metas.len());
         let mut misses = Vec::new();
+        let mut hits = 0;
         for meta in metas {
+            if meta.size > MAX_MANIFEST {
+                out.push(Err((meta.location, too_big(meta.size))));
+                continue;
+            }
             let fingerprint = Fingerprint::of(&meta);
             match self.manifests.get(&meta.location, &fingerprint) {
-                Some(m) => out.push(Ok(m)),
+                Some(m) => {
+                    hits += 1;
+                    out.push(Ok(m));
+                }
                 None => misses.push((meta.location, fingerprint)),
             }
         }
-        let hits = out.len() as u64;
         self.metrics.manifest_cache_hits.fetch_add(hits, Relaxed);
         let read: Vec<_> = futures::stream::iter(misses)
             .map(|(key, fingerprint)| async move {
@@ -438,6 +451,15 @@ impl Catalog {
         }
         Ok(())
     }
+}
+
+/// Largest manifest read: the mover writes a few KiB (metadata is at most
+/// 64 KiB, which JSON escaping can grow a few times). Anything larger under
+/// `catalog/` is not one of ours, and is not read into memory.
+const MAX_MANIFEST: u64 = 2 << 20;
+
+fn too_big(size: u64) -> String {
+    format!("{size} bytes, larger than any manifest ({MAX_MANIFEST} bytes at most)")
 }
 
 /// What a garbage collection removed.

@@ -27,6 +27,9 @@ use crate::names;
 use crate::streams::{self, StreamCtx, StreamError, StreamLimits, Uploaded};
 use crate::timefmt::now_ms;
 
+/// Most bytes of metadata (keys and values together) a backup may carry.
+const MAX_METADATA: usize = 64 << 10;
+
 /// One live stream, for `mover status`.
 #[derive(Debug)]
 pub struct StreamEntry {
@@ -1075,6 +1078,19 @@ impl Conn {
             return Err(error_body(
                 ErrorCode::InvalidArgument,
                 format!("{}: block size 0", o.name),
+            ));
+        }
+        // The metadata goes into the manifest and into every listing entry
+        // of the object: unbounded, one object could make each listing
+        // page that reaches it too large to send.
+        let meta_bytes: usize = o.metadata.iter().map(|(k, v)| k.len() + v.len()).sum();
+        if meta_bytes > MAX_METADATA {
+            return Err(error_body(
+                ErrorCode::InvalidArgument,
+                format!(
+                    "{}: {meta_bytes} bytes of metadata (keys and values); at most {MAX_METADATA}",
+                    o.name
+                ),
             ));
         }
         self.stream_room(&o.name)?;

@@ -724,6 +724,28 @@ fn gc_removes_nothing_while_a_manifest_is_unreadable() {
     }
 }
 
+#[test]
+fn a_huge_file_where_a_manifest_should_be_is_refused_unread() {
+    // Something 4 GiB long under catalog/ (a sparse file here: no disk)
+    // must not be read into the mover's memory by a stat or a listing.
+    let m = MoverProcess::start(&[]);
+    let mut c = m.client(ClientKind::Generic);
+    c.open_write("fine", 1 << 20, 0, &BTreeMap::new()).unwrap();
+    c.write_all(b"fine bytes").unwrap();
+    c.commit().unwrap();
+    let huge = m.store_dir().join("catalog/generic/huge.manifest");
+    std::fs::File::create(&huge)
+        .unwrap()
+        .set_len(4 << 30)
+        .unwrap();
+    let err = c.stat("huge").unwrap_err();
+    assert_eq!(err.code, 8, "the store error code: {err:?}");
+    assert!(err.message.contains("larger than any manifest"), "{err:?}");
+    let names: Vec<String> = c.list("", 0).unwrap().into_iter().map(|i| i.name).collect();
+    assert_eq!(names, ["fine"]);
+    assert!(m.log().contains("larger than any manifest"), "{}", m.log());
+}
+
 /// A mover whose store copies every part out of the ring (the in-memory
 /// store), with memory for one 16 MiB part.
 fn copying_mover() -> MoverProcess {

@@ -605,6 +605,26 @@ fn the_ring_of_a_finished_stream_carries_the_next_stream_of_its_user_intact() {
 }
 
 #[test]
+fn metadata_too_large_for_a_listing_page_is_refused_at_open() {
+    // One object whose listing entry could not fit a page would fail every
+    // listing that reaches it (sbtinfo2, BACKINT inquiries, `mover ls`).
+    let m = MoverProcess::start(&["--store", "memory://"]);
+    let mut c = m.client(ClientKind::Generic);
+    let big = BTreeMap::from([("note".to_string(), "x".repeat(900 << 10))]);
+    let err = c.open_write("meta/big", 4096, 0, &big).unwrap_err();
+    assert_eq!(err.code, code::INVALID_ARGUMENT, "{err:?}");
+    assert!(err.message.contains("bytes of metadata"), "{err:?}");
+    // At the limit it is taken, and listed with its metadata whole.
+    let most = BTreeMap::from([("k".to_string(), "v".repeat((64 << 10) - 1))]);
+    c.open_write("meta/most", 4096, 0, &most).unwrap();
+    c.write_all(b"abc").unwrap();
+    c.commit().unwrap();
+    let listed = c.list("meta/", 0).unwrap();
+    assert_eq!(listed.len(), 1);
+    assert_eq!(listed[0].metadata, most);
+}
+
+#[test]
 fn a_listing_larger_than_one_frame_arrives_whole_in_pages() {
     // HANA keeps a version of its catalog per log backup (about 100 a day)
     // and asks for all of them at recovery: the answer outgrows the 1 MiB

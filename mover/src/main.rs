@@ -112,6 +112,9 @@ fn serve(args: config::ServeArgs) -> ExitCode {
         .with(metrics::RetryCounter(Arc::clone(&metrics)))
         .init();
     raise_fd_limit();
+    // Clients share the open file of each eventfd we ring: none may park a
+    // mover thread in an eventfd write.
+    shmover_ring::guard_writes();
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()

@@ -15,6 +15,104 @@ use std::time::Duration;
 #[allow(clippy::disallowed_types)]
 static NOWAIT_REFUSED: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
 
+/// Writes to eventfds the peer shares, guarded ([`guard_writes`]): each
+/// registered for the watchdog while it is in `write`. A process-wide
+/// registry outside the ring protocol, so std's types.
+#[allow(clippy::disallowed_types)]
+mod guard {
+    use std::os::fd::RawFd;
+    use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed};
+    use std::sync::{Mutex, Once};
+    use std::time::{Duration, Instant};
+
+    /// How long a write may sit in the kernel before the watchdog drains
+    /// its counter. An honest write never waits at all.
+    const RESCUE_AFTER: Duration = Duration::from_millis(100);
+
+    pub(super) static ON: AtomicBool = AtomicBool::new(false);
+    static NEXT: AtomicU64 = AtomicU64::new(1);
+    static WATCHDOG: Once = Once::new();
+
+    struct InWrite {
+        id: u64,
+        fd: RawFd,
+        since: Instant,
+        rescued: bool,
+    }
+
+    /// Writes now in progress. The watchdog reads an entry's descriptor
+    /// only while holding this lock, and a writer removes its entry (under
+    /// the lock) before its descriptor can be closed, so the descriptor is
+    /// open whenever the watchdog uses it.
+    static WRITES: Mutex<Vec<InWrite>> = Mutex::new(Vec::new());
+
+    fn writes() -> std::sync::MutexGuard<'static, Vec<InWrite>> {
+        WRITES.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    pub(super) fn start() {
+        WATCHDOG.call_once(|| {
+            let spawned = std::thread::Builder::new()
+                .name("doorbell-watchdog".into())
+                .spawn(|| loop {
+                    std::thread::sleep(RESCUE_AFTER / 2);
+                    for w in writes().iter_mut() {
+                        if !w.rescued && w.since.elapsed() >= RESCUE_AFTER {
+                            w.rescued = super::read_nowait(w.fd);
+                        }
+                    }
+                });
+            ON.store(spawned.is_ok(), Relaxed);
+        });
+    }
+
+    /// Runs `write` on `fd` registered for the watchdog; returns whether
+    /// the watchdog had to drain the counter to let it finish.
+    pub(super) fn write(fd: RawFd, write: impl FnOnce()) -> bool {
+        let id = NEXT.fetch_add(1, Relaxed);
+        writes().push(InWrite {
+            id,
+            fd,
+            since: Instant::now(),
+            rescued: false,
+        });
+        write();
+        let mut all = writes();
+        match all.iter().position(|w| w.id == id) {
+            Some(at) => all.swap_remove(at).rescued,
+            None => false,
+        }
+    }
+}
+
+/// Makes every eventfd write in this process one that cannot park its
+/// thread for good. A peer that sets the counter to its maximum and clears
+/// `O_NONBLOCK` between our checks and the write (no check can close that
+/// window: the flag belongs to the open file both share, and eventfd writes
+/// ignore `RWF_NOWAIT`) would leave the write asleep until someone reads the
+/// counter. With this, a write still in the kernel after 100 ms is released
+/// by a watchdog thread that drains the counter, and that doorbell writes no
+/// more (its peer is hostile; the peer's own waits have deadlines). For the
+/// mover, which serves peers it does not trust; a client need not call it.
+pub fn guard_writes() {
+    guard::start();
+}
+
+/// Drains an eventfd's counter with `RWF_NOWAIT`, which never blocks
+/// whatever the shared `O_NONBLOCK` says (Linux 5.12 and later); whether
+/// it read.
+fn read_nowait(fd: libc::c_int) -> bool {
+    let mut buf: u64 = 0;
+    let iov = libc::iovec {
+        iov_base: (&mut buf as *mut u64).cast::<libc::c_void>(),
+        iov_len: 8,
+    };
+    // SAFETY: one iovec over a live u64 of 8 bytes; offset -1 reads at the
+    // file position (an eventfd refuses explicit offsets). The caller
+    // guarantees `fd` is open.
+    unsafe { libc::preadv2(fd, &iov, 1, -1, libc::RWF_NOWAIT) == 8 }
+}
+
 /// What both kinds of bell do.
 pub trait Bell: Send + Sync {
     /// Wakes the other side (or lets its next wait return at once).
@@ -28,6 +126,10 @@ pub trait Bell: Send + Sync {
 #[derive(Debug)]
 pub struct EventFd {
     fd: OwnedFd,
+    /// Set once a guarded write had to be released: the peer is hostile,
+    /// and this bell writes no more.
+    #[allow(clippy::disallowed_types)]
+    silenced: std::sync::atomic::AtomicBool,
 }
 
 impl EventFd {
@@ -40,7 +142,15 @@ impl EventFd {
         }
         // SAFETY: `raw` is a fresh descriptor that nothing else owns.
         let fd = unsafe { OwnedFd::from_raw_fd(raw) };
-        Ok(Self { fd })
+        Ok(Self::adopt(fd))
+    }
+
+    #[allow(clippy::disallowed_types)]
+    fn adopt(fd: OwnedFd) -> Self {
+        Self {
+            fd,
+            silenced: std::sync::atomic::AtomicBool::new(false),
+        }
     }
 
     /// Adopts a descriptor received from the peer: it must be an eventfd
@@ -54,7 +164,7 @@ impl EventFd {
                 format!("a doorbell must be an eventfd, not {}", link.display()),
             ));
         }
-        let bell = Self { fd };
+        let bell = Self::adopt(fd);
         bell.nonblocking()?;
         Ok(bell)
     }
@@ -90,20 +200,28 @@ impl EventFd {
     /// can set; such a counter already wakes the waiter, so when `poll`
     /// says the eventfd is not writable we skip the write. (A peer that sets
     /// the maximum *and* clears `O_NONBLOCK` between our checks and the
-    /// write can still park it: eventfd writes ignore `RWF_NOWAIT`.)
+    /// write can still park it: eventfd writes ignore `RWF_NOWAIT`.
+    /// [`guard_writes`] releases such a write and silences the bell.)
     pub fn notify(&self) {
-        if !self.writable() || self.nonblocking().is_err() {
+        use std::sync::atomic::Ordering::Relaxed;
+        if self.silenced.load(Relaxed) || !self.writable() || self.nonblocking().is_err() {
             return;
         }
-        let one: u64 = 1;
-        // SAFETY: the buffer is a live u64 of exactly the 8 bytes written.
-        let _ = unsafe {
-            libc::write(
-                self.fd.as_raw_fd(),
-                (&one as *const u64).cast::<libc::c_void>(),
-                8,
-            )
+        #[cfg(test)]
+        tests::before_write(self);
+        let fd = self.fd.as_raw_fd();
+        let write = || {
+            let one: u64 = 1;
+            // SAFETY: the buffer is a live u64 of exactly the 8 bytes written.
+            let _ = unsafe { libc::write(fd, (&one as *const u64).cast::<libc::c_void>(), 8) };
         };
+        if guard::ON.load(Relaxed) {
+            if guard::write(fd, write) {
+                self.silenced.store(true, Relaxed);
+            }
+        } else {
+            write();
+        }
     }
 
     /// Whether a write of 1 would go through now (the counter is below its
@@ -261,4 +379,61 @@ pub fn fd_hung_up(fd: BorrowedFd<'_>) -> bool {
     // SAFETY: one valid pollfd, count 1, zero timeout.
     let n = unsafe { libc::poll(&mut pfd, 1, 0) };
     n > 0 && pfd.revents & (libc::POLLHUP | libc::POLLRDHUP | libc::POLLERR | libc::POLLNVAL) != 0
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::cell::Cell;
+
+    thread_local! {
+        /// A peer's move to run between `notify`'s checks and its write.
+        static BETWEEN: Cell<Option<fn(&EventFd)>> = const { Cell::new(None) };
+    }
+
+    pub(super) fn before_write(bell: &EventFd) {
+        if let Some(f) = BETWEEN.with(|b| b.take()) {
+            f(bell);
+        }
+    }
+
+    /// The peer's move: counter to its maximum, `O_NONBLOCK` cleared, on
+    /// the open file both share.
+    fn trap(bell: &EventFd) {
+        let fd = bell.fd.as_raw_fd();
+        let max: u64 = u64::MAX - 1;
+        // SAFETY: writes the 8 bytes of a live u64; F_GETFL/F_SETFL with an
+        // int flag word; all on a descriptor the bell owns.
+        unsafe {
+            assert_eq!(libc::write(fd, (&max as *const u64).cast(), 8), 8);
+            let flags = libc::fcntl(fd, libc::F_GETFL);
+            assert_eq!(libc::fcntl(fd, libc::F_SETFL, flags & !libc::O_NONBLOCK), 0);
+        }
+    }
+
+    #[test]
+    fn a_guarded_write_the_peer_traps_between_the_checks_and_the_write_is_released() {
+        guard_writes();
+        let bell = EventFd::new().unwrap();
+        let (done_tx, done_rx) = std::sync::mpsc::channel();
+        let ringer = std::thread::spawn(move || {
+            BETWEEN.with(|b| b.set(Some(trap)));
+            // Unguarded, this write sleeps until someone reads the counter,
+            // which the peer never does.
+            bell.notify();
+            let silenced = bell.silenced.load(std::sync::atomic::Ordering::Relaxed);
+            // Silenced: a counter drained again gets no further write.
+            read_nowait(bell.fd.as_raw_fd());
+            bell.notify();
+            let written = read_nowait(bell.fd.as_raw_fd());
+            done_tx.send((silenced, written)).unwrap();
+        });
+        // Not a timing assertion: a parked thread never answers at all.
+        let (silenced, written) = done_rx
+            .recv_timeout(Duration::from_secs(30))
+            .expect("the trapped write was never released");
+        ringer.join().unwrap();
+        assert!(silenced, "the bell still writes to a hostile peer");
+        assert!(!written, "a silenced bell wrote");
+    }
 }

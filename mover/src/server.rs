@@ -13,7 +13,9 @@ use anyhow::Context;
 use nix::sys::socket::{sendmsg, ControlMessage, MsgFlags, UnixAddr};
 use object_store::ObjectStoreExt;
 use shmover_proto::{request, response, v1, ClientKind, ErrorCode};
-use shmover_ring::{Consumer, Direction, Geometry, Producer, Segment as _, ShmSegment, PAGE};
+use shmover_ring::{
+    fd_hung_up, Consumer, Direction, Geometry, Producer, Segment as _, ShmSegment, PAGE,
+};
 use tokio::io::Interest;
 use tokio::net::{UnixListener, UnixStream};
 use tokio::sync::Semaphore;
@@ -1197,9 +1199,25 @@ impl Conn {
                 ),
             );
         }
+        // A client that hung up (killed, or gave up waiting) reports the
+        // backup failed: finishing it would leave an object its database
+        // never recorded. Checked before the completion and again before
+        // the manifest, the last moment the backup can still not be.
+        if fd_hung_up(self.stream.as_fd()) {
+            let _ = up.upload.abort().await;
+            warn!(name = %w.name, pid = self.pid, "the client left before its backup was completed; nothing kept");
+            return error_body(ErrorCode::WrongState, "the client left");
+        }
         if let Err(e) = up.upload.complete().await {
             warn!(name = %w.name, error = %e, "completing the upload failed");
             return store_error(&StoreError::Store(e));
+        }
+        if fd_hung_up(self.stream.as_fd()) {
+            if let Ok(key) = crate::catalog::data_path(&w.data_key) {
+                let _ = self.shared.catalog.store().delete(&key).await;
+            }
+            warn!(name = %w.name, pid = self.pid, "the client left before its backup was published; its data removed");
+            return error_body(ErrorCode::WrongState, "the client left");
         }
         let m = Manifest {
             format: 1,

@@ -62,3 +62,31 @@ pub fn run_driver(mut cmd: Command, min_passed: u32) -> String {
     assert!(passed >= min_passed, "{last}");
     text
 }
+
+const LIB: &str = "libshmover_client.so";
+
+/// The client's cdylib, next to the `mover` binary. `cargo build` puts it
+/// in `target/<profile>/`; `cargo test` builds it only as a dependency, into
+/// `target/<profile>/deps/`, and does not copy it up, so the copy in
+/// `target/<profile>/` may be missing or stale: take the newer of the two.
+pub fn client_library() -> PathBuf {
+    let mover = shmover_tools::workspace_binary("mover").expect("the mover binary is built");
+    let dir = mover.parent().expect("mover has a directory");
+    let mtime = |p: &Path| std::fs::metadata(p).and_then(|m| m.modified()).ok();
+    [dir.join(LIB), dir.join("deps").join(LIB)]
+        .into_iter()
+        .filter_map(|p| mtime(&p).map(|t| (t, p)))
+        .max_by_key(|(t, _)| *t)
+        .map(|(_, p)| p)
+        .unwrap_or_else(|| {
+            panic!(
+                "{LIB} not found in {} or its deps/; run `cargo build -p shmover-client`",
+                dir.display()
+            )
+        })
+}
+
+/// `tests/python`, where `shmover.py` (the ctypes binding) lives.
+pub fn python_dir() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("python")
+}

@@ -38,7 +38,7 @@ pub enum Fault {
 struct Counters {
     requests: AtomicU64,
     injected: AtomicU64,
-    /// PUTs held by [`FaultProxy::hold_puts`] and not yet let go.
+    /// Requests held by [`FaultProxy::hold`] and not yet let go.
     held: AtomicU64,
 }
 
@@ -48,7 +48,7 @@ pub struct FaultProxy {
     server: HttpThread,
     down: Arc<AtomicBool>,
     hung: Arc<AtomicBool>,
-    hold: Arc<tokio::sync::watch::Sender<Option<String>>>,
+    hold: Arc<tokio::sync::watch::Sender<Option<(String, String)>>>,
     counters: Arc<Counters>,
 }
 
@@ -104,14 +104,23 @@ impl FaultProxy {
         self.hung.store(hung, SeqCst);
     }
 
-    /// While `Some(part)`, a PUT whose path contains `part` is held (not
-    /// forwarded, not answered) until this is set to `None`, and then
-    /// forwarded as it came.
-    pub fn hold_puts(&self, part: Option<&str>) {
-        self.hold.send_replace(part.map(str::to_string));
+    /// While `Some((method, part))`, a request of that method ("PUT",
+    /// "POST") whose path and query contain `part` is held (not forwarded, not
+    /// answered) until this is set to `None`, and then forwarded as it came.
+    pub fn hold(&self, what: Option<(&str, &str)>) {
+        self.hold
+            .send_replace(what.map(|(m, p)| (m.to_string(), p.to_string())));
     }
 
-    /// PUTs being held now.
+    /// [`FaultProxy::hold`] until the returned guard drops: a failed
+    /// assertion then lets the held requests go as it unwinds, instead of
+    /// leaving whoever waits on them hung.
+    pub fn holding(&self, method: &str, part: &str) -> Held<'_> {
+        self.hold(Some((method, part)));
+        Held(self)
+    }
+
+    /// Requests being held now.
     pub fn held(&self) -> u64 {
         self.counters.held.load(SeqCst)
     }
@@ -127,11 +136,21 @@ impl FaultProxy {
     }
 }
 
+/// Held requests, let go on drop ([`FaultProxy::holding`]).
+#[derive(Debug)]
+pub struct Held<'a>(&'a FaultProxy);
+
+impl Drop for Held<'_> {
+    fn drop(&mut self) {
+        self.0.hold(None);
+    }
+}
+
 #[derive(Clone)]
 struct Switches {
     down: Arc<AtomicBool>,
     hung: Arc<AtomicBool>,
-    hold: Arc<tokio::sync::watch::Sender<Option<String>>>,
+    hold: Arc<tokio::sync::watch::Sender<Option<(String, String)>>>,
 }
 
 type Body = Either<Incoming, Full<Bytes>>;
@@ -168,12 +187,10 @@ async fn handle(
         counters.injected.fetch_add(1, SeqCst);
         return Ok(s3_error(503));
     }
-    let held = *req.method() == hyper::Method::PUT
-        && switches
-            .hold
-            .borrow()
-            .as_deref()
-            .is_some_and(|part| req.uri().path().contains(part));
+    let held = switches.hold.borrow().as_ref().is_some_and(|(m, part)| {
+        let target = req.uri().path_and_query().map_or("", |p| p.as_str());
+        req.method().as_str() == m && target.contains(part)
+    });
     if held {
         counters.injected.fetch_add(1, SeqCst);
         counters.held.fetch_add(1, SeqCst);

@@ -8,30 +8,8 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
+use shmover_tests::drivers::client_library;
 use shmover_tests::MoverProcess;
-
-const LIB: &str = "libshmover_client.so";
-
-/// The client's cdylib, next to the `mover` binary. `cargo build` puts it
-/// in `target/<profile>/`; `cargo test` builds it only as a dependency, into
-/// `target/<profile>/deps/`, and does not copy it up, so the copy in
-/// `target/<profile>/` may be missing or stale: take the newer of the two.
-fn client_library() -> PathBuf {
-    let mover = shmover_tools::workspace_binary("mover").expect("the mover binary is built");
-    let dir = mover.parent().expect("mover has a directory");
-    let mtime = |p: &Path| std::fs::metadata(p).and_then(|m| m.modified()).ok();
-    [dir.join(LIB), dir.join("deps").join(LIB)]
-        .into_iter()
-        .filter_map(|p| mtime(&p).map(|t| (t, p)))
-        .max_by_key(|(t, _)| *t)
-        .map(|(_, p)| p)
-        .unwrap_or_else(|| {
-            panic!(
-                "{LIB} not found in {} or its deps/; run `cargo build -p shmover-client`",
-                dir.display()
-            )
-        })
-}
 
 fn script() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("python/test_roundtrip.py")

@@ -857,19 +857,10 @@ fn gc_while_a_backup_publishes_its_manifest_leaves_its_data_alone() {
         .join("gcrace/data/generic/gc/orphan.1700000000000-0badf00d.data");
     std::fs::create_dir_all(orphan.parent().unwrap()).unwrap();
     std::fs::write(&orphan, b"left by a mover that died before publishing").unwrap();
-    proxy.hold_puts(Some("/catalog/"));
-    /// Lets the held PUTs go however the test ends, so that a failed
-    /// assertion does not leave the committing thread (and the scope) hung.
-    struct Release<'a>(&'a FaultProxy);
-    impl Drop for Release<'_> {
-        fn drop(&mut self) {
-            self.0.hold_puts(None);
-        }
-    }
     std::thread::scope(|scope| {
         // Inside the scope: dropped as a failed assertion unwinds, before
         // the scope waits for the committing thread.
-        let release = Release(&proxy);
+        let held = proxy.holding("PUT", "/catalog/");
         let committing = scope.spawn(|| {
             let mut c = m.client(ClientKind::Generic);
             backup(&mut c, &pat, 2, "gc/racing", size, 1 << 20)
@@ -887,7 +878,7 @@ fn gc_while_a_backup_publishes_its_manifest_leaves_its_data_alone() {
             "gc removed the data of a backup being published, or missed the orphan: {report:?}"
         );
         assert!(!orphan.exists());
-        release.0.hold_puts(None);
+        drop(held);
         let info = committing.join().unwrap().unwrap();
         assert_eq!(info.size, size);
     });
@@ -895,4 +886,71 @@ fn gc_while_a_backup_publishes_its_manifest_leaves_its_data_alone() {
     restore_and_check(&mut c, &pat, 2, "gc/racing", size);
     restore_and_check(&mut c, &pat, 1, "gc/older", size);
     report("gc_during_publish", 1, 1, 2 * size, 0);
+}
+
+#[test]
+fn a_client_killed_while_its_commit_completes_gets_no_backup_saved_behind_its_back() {
+    // The database process dies (or its client gives up) after sending
+    // Commit, while the store completes the upload. It recorded no backup;
+    // the mover must not publish one.
+    let s3 = S3Server::start().unwrap();
+    let proxy = FaultProxy::start(s3.addr(), vec![Fault::Pass]).unwrap();
+    let url = s3.store_url("left");
+    let endpoint = proxy.endpoint();
+    let m = MoverProcess::start_with(&["--store", &url, "--part-size", "5M"], |cmd| {
+        s3.configure(cmd);
+        cmd.env("AWS_ENDPOINT", &endpoint)
+            .env("AWS_ENDPOINT_URL", &endpoint);
+    });
+    let script = "import sys, shmover\n\
+                  c = shmover.Client().connect(sys.argv[1], label='doomed')\n\
+                  c.open_write('left/piece', 1 << 20)\n\
+                  c.write(b'x' * ((3 << 20) + 5))\n\
+                  print('committing', flush=True)\n\
+                  c.commit()\n\
+                  print('committed', flush=True)\n";
+    // The completion of the upload (S3's POST ?uploadId=..., not the
+    // POST ?uploads that starts it) is held.
+    let held = proxy.holding("POST", "uploadId=");
+    let mut child = Command::new("python3")
+        .arg("-c")
+        .arg(script)
+        .arg(&m.socket)
+        .env(
+            "SHMOVER_CLIENT_LIB",
+            shmover_tests::drivers::client_library(),
+        )
+        .env("PYTHONPATH", shmover_tests::drivers::python_dir())
+        .env("PYTHONDONTWRITEBYTECODE", "1")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("python3");
+    let mut line = String::new();
+    std::io::BufRead::read_line(
+        &mut std::io::BufReader::new(child.stdout.take().unwrap()),
+        &mut line,
+    )
+    .unwrap();
+    assert_eq!(line.trim(), "committing");
+    assert!(
+        eventually(Duration::from_secs(60), || proxy.held() == 1),
+        "the upload's completion never came: {}",
+        m.log()
+    );
+    child.kill().unwrap();
+    child.wait().unwrap();
+    drop(held);
+    assert!(
+        eventually(Duration::from_secs(60), || m
+            .log()
+            .contains("the client left before its backup was published")),
+        "{}",
+        m.log()
+    );
+    let mut c = m.client(ClientKind::Generic);
+    assert_eq!(c.stat("left/piece").unwrap_err().code, code::NOT_FOUND);
+    let files = files_under(&s3.bucket_dir());
+    assert!(!files.iter().any(|f| f.contains("left/piece")), "{files:?}");
+    report("client_left_at_commit", 1, 1, 0, 0);
 }

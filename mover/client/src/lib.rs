@@ -514,11 +514,17 @@ impl Client {
         let State::Writing(w) = std::mem::replace(&mut self.state, State::Idle) else {
             unreachable!("checked above")
         };
-        // Completing a large upload can take a while (the last parts, then
-        // the store's completion and the manifest): wait ten timeouts.
-        let _ = self
-            .sock
-            .set_read_timeout(Some(self.timeout.saturating_mul(10)));
+        // Completing a large upload can take a while: the last parts, the
+        // store's completion and the manifest, each of which the mover may
+        // retry for as long as it tells us to wait on the ring (`stall`).
+        // Wait for all three (or ten timeouts, if longer): a client that
+        // gave up sooner would report a failure for a backup the mover
+        // then saves.
+        let wait = self
+            .timeout
+            .saturating_mul(10)
+            .max(self.stall.saturating_mul(3));
+        let _ = self.sock.set_read_timeout(Some(wait));
         // Unmap the ring before the last request: the mover may hand it to
         // this user's next stream once it has the commit.
         drop(w);
@@ -848,10 +854,10 @@ impl Client {
         match self.read_response() {
             Ok(response::Body::Error(e)) => Err(remote_error(e)),
             Ok(b) => Ok(b),
-            Err(e) => {
-                self.state = State::Broken(e.clone());
-                Err(e)
-            }
+            // Hung up, not only marked broken: the mover sees that we are
+            // gone, and drops what it was doing for us (a commit it has
+            // not published yet) rather than finish it for nobody.
+            Err(e) => Err(self.abandon_connection(e)),
         }
     }
 

@@ -215,8 +215,14 @@ fn spawn_consumer(
                                 let _ = tx.blocking_send(batch);
                                 return;
                             }
-                            // Always our own CRC: the manifest must describe
-                            // the bytes we store, whatever the client claims.
+                            // Always our own CRC, whatever the client
+                            // claims. It is taken from the slot, which the
+                            // client can still write until the store has
+                            // the part (no copy is made): a client that
+                            // changes a slot after committing it corrupts
+                            // its own backup, and the restore then fails
+                            // its CRC32C check instead of returning the
+                            // changed bytes.
                             crc.update(&lease);
                             let slots = lease.slots();
                             batch.push(Item::Block(Bytes::from_owner(lease), slots));

@@ -358,6 +358,27 @@ fn a_client_scribbling_on_its_ring_never_disturbs_the_mover_or_other_streams() {
     report("hostile_ring_client", rounds, rounds, verified, 0);
 }
 
+/// A mover with `--part-size 5M` on the loopback S3 server under `prefix`,
+/// reached through a fault proxy that passes everything until the test
+/// throws one of its switches, with `env` added. Bind as `(s3, proxy, m)`,
+/// so the mover stops first.
+fn mover_behind_a_proxy(
+    prefix: &str,
+    env: &[(&str, &str)],
+) -> (S3Server, FaultProxy, MoverProcess) {
+    let s3 = S3Server::start().unwrap();
+    let proxy = FaultProxy::start(s3.addr(), vec![Fault::Pass]).unwrap();
+    let url = s3.store_url(prefix);
+    let endpoint = proxy.endpoint();
+    let m = MoverProcess::start_with(&["--store", &url, "--part-size", "5M"], |cmd| {
+        s3.configure(cmd);
+        cmd.env("AWS_ENDPOINT", &endpoint)
+            .env("AWS_ENDPOINT_URL", &endpoint)
+            .envs(env.iter().copied());
+    });
+    (s3, proxy, m)
+}
+
 #[test]
 fn s3_faults_are_retried_and_the_bytes_are_identical() {
     let s3 = S3Server::start().unwrap();
@@ -399,17 +420,10 @@ fn s3_faults_are_retried_and_the_bytes_are_identical() {
 
 #[test]
 fn a_store_down_past_the_retry_deadline_fails_the_backup_clearly() {
-    let s3 = S3Server::start().unwrap();
-    let proxy = FaultProxy::start(s3.addr(), vec![Fault::Pass]).unwrap();
-    let url = s3.store_url("down");
-    let endpoint = proxy.endpoint();
-    let m = MoverProcess::start_with(&["--store", &url, "--part-size", "5M"], |cmd| {
-        s3.configure(cmd);
-        cmd.env("AWS_ENDPOINT", &endpoint)
-            .env("AWS_ENDPOINT_URL", &endpoint)
-            .env("MOVER_RETRY_DEADLINE_SECS", "3")
-            .env("MOVER_RETRY_MAX", "3");
-    });
+    let (_s3, proxy, m) = mover_behind_a_proxy(
+        "down",
+        &[("MOVER_RETRY_DEADLINE_SECS", "3"), ("MOVER_RETRY_MAX", "3")],
+    );
     let pat = Pattern::default();
     let mut c = m.client(ClientKind::Generic);
     c.open_write("down/piece", 1 << 20, 0, &BTreeMap::new())
@@ -838,15 +852,7 @@ fn gc_while_a_backup_publishes_its_manifest_leaves_its_data_alone() {
     // whose upload completed before the first listing and whose manifest
     // lands after the second looks like an orphan: its data was deleted
     // and the client then told its backup was saved.
-    let s3 = S3Server::start().unwrap();
-    let proxy = FaultProxy::start(s3.addr(), vec![Fault::Pass]).unwrap();
-    let url = s3.store_url("gcrace");
-    let endpoint = proxy.endpoint();
-    let m = MoverProcess::start_with(&["--store", &url, "--part-size", "5M"], |cmd| {
-        s3.configure(cmd);
-        cmd.env("AWS_ENDPOINT", &endpoint)
-            .env("AWS_ENDPOINT_URL", &endpoint);
-    });
+    let (s3, proxy, m) = mover_behind_a_proxy("gcrace", &[]);
     let pat = Pattern::default();
     let size = 3 * MIB + 5;
     // An older backup and a true orphan (data with no manifest) beside it.
@@ -893,15 +899,7 @@ fn a_client_killed_while_its_commit_completes_gets_no_backup_saved_behind_its_ba
     // The database process dies (or its client gives up) after sending
     // Commit, while the store completes the upload. It recorded no backup;
     // the mover must not publish one.
-    let s3 = S3Server::start().unwrap();
-    let proxy = FaultProxy::start(s3.addr(), vec![Fault::Pass]).unwrap();
-    let url = s3.store_url("left");
-    let endpoint = proxy.endpoint();
-    let m = MoverProcess::start_with(&["--store", &url, "--part-size", "5M"], |cmd| {
-        s3.configure(cmd);
-        cmd.env("AWS_ENDPOINT", &endpoint)
-            .env("AWS_ENDPOINT_URL", &endpoint);
-    });
+    let (s3, proxy, m) = mover_behind_a_proxy("left", &[]);
     let script = "import sys, shmover\n\
                   c = shmover.Client().connect(sys.argv[1], label='doomed')\n\
                   c.open_write('left/piece', 1 << 20)\n\

@@ -57,7 +57,12 @@ mod guard {
                 .spawn(|| loop {
                     std::thread::sleep(RESCUE_AFTER / 2);
                     for w in writes().iter_mut() {
-                        if !w.rescued && w.since.elapsed() >= RESCUE_AFTER {
+                        // Only a write that is really asleep: its counter
+                        // is at the maximum. A writer that is merely slow
+                        // (descheduled on a busy host) has a counter below
+                        // it, and its wake-up is left alone.
+                        if !w.rescued && w.since.elapsed() >= RESCUE_AFTER && !super::writable(w.fd)
+                        {
                             w.rescued = super::read_nowait(w.fd);
                         }
                     }
@@ -77,6 +82,8 @@ mod guard {
             rescued: false,
         });
         write();
+        #[cfg(test)]
+        super::tests::after_write();
         let mut all = writes();
         match all.iter().position(|w| w.id == id) {
             Some(at) => all.swap_remove(at).rescued,
@@ -96,6 +103,19 @@ mod guard {
 /// mover, which serves peers it does not trust; a client need not call it.
 pub fn guard_writes() {
     guard::start();
+}
+
+/// Whether a write of 1 to the eventfd `fd` would go through now (its
+/// counter is below the maximum). A failed poll proves nothing and says yes.
+fn writable(fd: libc::c_int) -> bool {
+    let mut pfd = libc::pollfd {
+        fd,
+        events: libc::POLLOUT,
+        revents: 0,
+    };
+    // SAFETY: one valid pollfd, count 1, zero timeout.
+    let n = unsafe { libc::poll(&mut pfd, 1, 0) };
+    n < 0 || pfd.revents & libc::POLLOUT != 0
 }
 
 /// Drains an eventfd's counter with `RWF_NOWAIT`, which never blocks
@@ -224,18 +244,9 @@ impl EventFd {
         }
     }
 
-    /// Whether a write of 1 would go through now (the counter is below its
-    /// maximum).
+    /// Whether a write of 1 would go through now.
     fn writable(&self) -> bool {
-        let mut pfd = libc::pollfd {
-            fd: self.fd.as_raw_fd(),
-            events: libc::POLLOUT,
-            revents: 0,
-        };
-        // SAFETY: one valid pollfd, count 1, zero timeout.
-        let n = unsafe { libc::poll(&mut pfd, 1, 0) };
-        // A failed poll proves nothing: write (it is non-blocking).
-        n < 0 || pfd.revents & libc::POLLOUT != 0
+        writable(self.fd.as_raw_fd())
     }
 
     /// Resets the counter without ever blocking: `preadv2(RWF_NOWAIT)`
@@ -391,10 +402,39 @@ mod tests {
         static BETWEEN: Cell<Option<fn(&EventFd)>> = const { Cell::new(None) };
     }
 
+    thread_local! {
+        /// A stall to run after the write, before it is unregistered.
+        static AFTER: Cell<Option<fn()>> = const { Cell::new(None) };
+    }
+
     pub(super) fn before_write(bell: &EventFd) {
         if let Some(f) = BETWEEN.with(|b| b.take()) {
             f(bell);
         }
+    }
+
+    pub(super) fn after_write() {
+        if let Some(f) = AFTER.with(|b| b.take()) {
+            f();
+        }
+    }
+
+    #[test]
+    fn a_writer_descheduled_after_its_write_is_not_taken_for_a_trapped_one() {
+        // On a busy host the thread can lose the CPU for longer than the
+        // watchdog's 100 ms between its write and unregistering it. Its
+        // counter then holds the honest wake-up, which must stay.
+        guard_writes();
+        let bell = EventFd::new().unwrap();
+        let ringer = std::thread::spawn(move || {
+            AFTER.with(|a| a.set(Some(|| std::thread::sleep(Duration::from_millis(400)))));
+            bell.notify();
+            let silenced = bell.silenced.load(std::sync::atomic::Ordering::Relaxed);
+            (silenced, read_nowait(bell.fd.as_raw_fd()))
+        });
+        let (silenced, woken) = ringer.join().unwrap();
+        assert!(!silenced, "an honest bell was silenced");
+        assert!(woken, "the watchdog took the peer's wake-up");
     }
 
     /// The peer's move: counter to its maximum, `O_NONBLOCK` cleared, on

@@ -1,7 +1,7 @@
 //! `mover serve`: the control socket, one task per connection, one stream
 //! per connection at a time.
 
-use std::collections::{BTreeMap, HashSet};
+use std::collections::{BTreeMap, HashMap};
 use std::io::IoSlice;
 use std::os::fd::{AsFd, AsRawFd, RawFd};
 use std::os::unix::fs::{FileTypeExt, PermissionsExt};
@@ -53,12 +53,10 @@ pub struct Shared {
     limits: StreamLimits,
     streams: Mutex<BTreeMap<u64, Arc<StreamEntry>>>,
     /// Names being written on this mover, so two writers of one name
-    /// conflict at open rather than at commit.
-    writing: Mutex<HashSet<(i32, String)>>,
-    /// Data keys of this mover's backups from the upload's start until
-    /// their manifest is published (or the backup fails): `gc` must not
-    /// take their data for an orphan.
-    uploading: Mutex<HashSet<String>>,
+    /// conflict at open rather than at commit, each with its data key once
+    /// its upload has started: until the manifest is published (or the
+    /// backup fails) `gc` must not take that data for an orphan.
+    writing: Mutex<HashMap<(i32, String), Option<String>>>,
     next_id: AtomicU64,
     /// Shared memory of the rings open now or idle in `idle_rings`,
     /// against `ring_memory`.
@@ -251,19 +249,19 @@ struct Registration {
     shared: Arc<Shared>,
     id: u64,
     write_key: Option<(i32, String)>,
-    data_key: Option<String>,
 }
 
 impl Registration {
-    /// Marks `key` as the data of a backup in progress until this
+    /// Records `key` as the data of the backup being written until this
     /// registration drops, which is after its manifest is published.
-    fn uploading(&mut self, key: String) {
-        self.shared
-            .uploading
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .insert(key.clone());
-        self.data_key = Some(key);
+    fn uploading(&self, key: String) {
+        if let Some(k) = &self.write_key {
+            self.shared
+                .writing
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .insert(k.clone(), Some(key));
+        }
     }
 }
 
@@ -274,13 +272,6 @@ impl Drop for Registration {
         if let Some(k) = self.write_key.take() {
             self.shared
                 .writing
-                .lock()
-                .unwrap_or_else(|p| p.into_inner())
-                .remove(&k);
-        }
-        if let Some(k) = self.data_key.take() {
-            self.shared
-                .uploading
                 .lock()
                 .unwrap_or_else(|p| p.into_inner())
                 .remove(&k);
@@ -402,8 +393,7 @@ pub async fn serve(cfg: Config, metrics: Arc<Metrics>) -> anyhow::Result<()> {
         catalog: Catalog::new(store, cfg.catalog_cache, Arc::clone(&metrics)),
         metrics,
         streams: Mutex::new(BTreeMap::new()),
-        writing: Mutex::new(HashSet::new()),
-        uploading: Mutex::new(HashSet::new()),
+        writing: Mutex::new(HashMap::new()),
         next_id: AtomicU64::new(1),
         ring_bytes: AtomicU64::new(0),
         idle_rings: Mutex::new(Vec::new()),
@@ -986,7 +976,6 @@ impl Conn {
                 shared: Arc::clone(&self.shared),
                 id,
                 write_key,
-                data_key: None,
             },
             bytes,
         )
@@ -1097,19 +1086,27 @@ impl Conn {
         }
         self.stream_room(&o.name)?;
         let write_key = (kind as i32, o.name.clone());
-        if !self
-            .shared
-            .writing
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .insert(write_key.clone())
-        {
+        let taken = {
+            // Never overwritten: the writer holding the name keeps its
+            // data key.
+            let mut writing = self
+                .shared
+                .writing
+                .lock()
+                .unwrap_or_else(|p| p.into_inner());
+            let taken = writing.contains_key(&write_key);
+            if !taken {
+                writing.insert(write_key.clone(), None);
+            }
+            taken
+        };
+        if taken {
             return Err(error_body(
                 ErrorCode::AlreadyExists,
                 format!("{}: a backup of that name is being written", o.name),
             ));
         }
-        let (mut reg, progress) = self.register(&o.name, true, Some(write_key));
+        let (reg, progress) = self.register(&o.name, true, Some(write_key));
         match self.shared.catalog.manifest(kind, &o.name).await {
             Ok(None) => {}
             Ok(Some(_)) => return Err(store_error(&StoreError::AlreadyExists(o.name))),
@@ -1405,10 +1402,13 @@ async fn gc(shared: Arc<Shared>, older_than_secs: u64, pid: u32) -> response::Bo
     let grace = std::time::Duration::from_secs(older_than_secs);
     let in_flight = || {
         shared
-            .uploading
+            .writing
             .lock()
             .unwrap_or_else(|p| p.into_inner())
-            .clone()
+            .values()
+            .flatten()
+            .cloned()
+            .collect()
     };
     let mut report = match shared.catalog.gc_orphans(grace, in_flight).await {
         Ok(r) => r,

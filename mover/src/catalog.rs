@@ -112,6 +112,11 @@ pub struct Catalog {
     /// Manifests already read, for listings.
     manifests: Arc<ManifestCache>,
     metrics: Arc<Metrics>,
+    /// Whether a write the store answered with an error can still land
+    /// afterwards: a request over the network (S3, a peer) that the client
+    /// gave up on may be carried out later. A local write is over when its
+    /// call returns.
+    late_writes: bool,
 }
 
 /// Builds the object store named by `cfg.store`.
@@ -218,6 +223,32 @@ pub async fn open_store(
     )
 }
 
+/// Whether the store at `url` can carry out a write after answering it
+/// with an error (see [`Catalog::with_late_writes`]): every store but a
+/// local directory and memory.
+pub fn store_writes_can_land_late(url: &str) -> bool {
+    !(url.starts_with("file://") || url.starts_with("memory:"))
+}
+
+/// An error by which the store refused a write outright, so the write
+/// cannot land later.
+fn is_refusal(e: &StoreError) -> bool {
+    match e {
+        StoreError::AlreadyExists(_) | StoreError::BadName(..) | StoreError::NotFound(_) => true,
+        StoreError::Store(e) => matches!(
+            e,
+            object_store::Error::AlreadyExists { .. }
+                | object_store::Error::Precondition { .. }
+                | object_store::Error::NotImplemented { .. }
+                | object_store::Error::NotSupported { .. }
+                | object_store::Error::PermissionDenied { .. }
+                | object_store::Error::Unauthenticated { .. }
+                | object_store::Error::InvalidPath { .. }
+        ),
+        StoreError::BadManifest(..) | StoreError::Uncertain(..) => false,
+    }
+}
+
 /// Creates a directory (and parents) readable only by the service user and
 /// its group.
 pub fn create_private_dir(path: &std::path::Path) -> std::io::Result<()> {
@@ -237,7 +268,15 @@ impl Catalog {
             create_supported: Arc::new(std::sync::atomic::AtomicBool::new(true)),
             manifests: Arc::new(ManifestCache::new(cache_bytes)),
             metrics,
+            late_writes: true,
         }
+    }
+
+    /// Declares whether a failed write can land later (see
+    /// [`store_writes_can_land_late`]); assumed so unless told otherwise.
+    pub fn with_late_writes(mut self, late_writes: bool) -> Self {
+        self.late_writes = late_writes;
+        self
     }
 
     pub fn store(&self) -> &Arc<dyn ObjectStore> {
@@ -300,6 +339,14 @@ impl Catalog {
                 Ok(())
             }
             Ok(Some(_)) => Err(StoreError::AlreadyExists(m.name.clone())),
+            // Not there now. A refusal, or a local write, is final; a
+            // request that failed in transit may still be carried out,
+            // and a manifest landing after its data was removed would list
+            // a backup that cannot be restored.
+            Ok(None) if self.late_writes && !is_refusal(&e) => Err(StoreError::Uncertain(
+                m.name.clone(),
+                format!("{e}; the manifest is not in the store yet, but the write may still land"),
+            )),
             Ok(None) => Err(e),
             Err(read) => Err(StoreError::Uncertain(
                 m.name.clone(),

@@ -390,7 +390,8 @@ pub async fn serve(cfg: Config, metrics: Arc<Metrics>) -> anyhow::Result<()> {
             memory_kib,
             direct_io: cfg.direct_io,
         },
-        catalog: Catalog::new(store, cfg.catalog_cache, Arc::clone(&metrics)),
+        catalog: Catalog::new(store, cfg.catalog_cache, Arc::clone(&metrics))
+            .with_late_writes(crate::catalog::store_writes_can_land_late(&cfg.store)),
         metrics,
         streams: Mutex::new(BTreeMap::new()),
         writing: Mutex::new(HashMap::new()),

@@ -2,8 +2,11 @@
 //! an S3-compatible server: 500 and 503 replies, connections reset before a
 //! reply, slow replies, a "down" switch that answers every request with
 //! 503, and a "hung" switch that takes requests and never answers them (an
-//! endpoint black-holed behind a load balancer that still accepts). Requests are numbered as they arrive; request `i` gets
-//! `plan[i % plan.len()]`, so a run is reproducible.
+//! endpoint black-holed behind a load balancer that still accepts).
+//! Requests are numbered as they arrive; request `i` gets
+//! `plan[i % plan.len()]`, so a run is reproducible. Switches on top of
+//! the plan hold chosen requests, or answer them with an error and carry
+//! them out later.
 
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::SeqCst};
@@ -11,7 +14,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
-use http_body_util::{Either, Full};
+use http_body_util::{BodyExt, Either, Full};
 use hyper::body::Incoming;
 use hyper::{Request, Response, StatusCode};
 use hyper_util::rt::TokioIo;
@@ -40,6 +43,18 @@ struct Counters {
     injected: AtomicU64,
     /// Requests held by [`FaultProxy::hold`] and not yet let go.
     held: AtomicU64,
+    /// Requests taken by [`FaultProxy::deferring`] and not yet carried out.
+    deferred: AtomicU64,
+}
+
+/// A switch naming requests by method and a part of their path and query.
+type Matcher = Arc<tokio::sync::watch::Sender<Option<(String, String)>>>;
+
+fn matches(m: &Matcher, req: &Request<Incoming>) -> bool {
+    m.borrow().as_ref().is_some_and(|(method, part)| {
+        let target = req.uri().path_and_query().map_or("", |p| p.as_str());
+        req.method().as_str() == method && target.contains(part)
+    })
 }
 
 /// A running proxy, stopped on drop.
@@ -48,7 +63,8 @@ pub struct FaultProxy {
     server: HttpThread,
     down: Arc<AtomicBool>,
     hung: Arc<AtomicBool>,
-    hold: Arc<tokio::sync::watch::Sender<Option<(String, String)>>>,
+    hold: Matcher,
+    defer: Matcher,
     counters: Arc<Counters>,
 }
 
@@ -63,11 +79,13 @@ impl FaultProxy {
         } else {
             plan.into()
         };
-        let hold = Arc::new(tokio::sync::watch::Sender::new(None));
+        let hold: Matcher = Arc::new(tokio::sync::watch::Sender::new(None));
+        let defer: Matcher = Arc::new(tokio::sync::watch::Sender::new(None));
         let switches = Switches {
             down: Arc::clone(&down),
             hung: Arc::clone(&hung),
             hold: Arc::clone(&hold),
+            defer: Arc::clone(&defer),
         };
         let c = Arc::clone(&counters);
         let svc = hyper::service::service_fn(move |req| {
@@ -84,6 +102,7 @@ impl FaultProxy {
             down,
             hung,
             hold,
+            defer,
             counters,
         })
     }
@@ -117,12 +136,29 @@ impl FaultProxy {
     /// leaving whoever waits on them hung.
     pub fn holding(&self, method: &str, part: &str) -> Held<'_> {
         self.hold(Some((method, part)));
-        Held(self)
+        Held(&self.hold)
     }
 
     /// Requests being held now.
     pub fn held(&self) -> u64 {
         self.counters.held.load(SeqCst)
+    }
+
+    /// Until the returned guard drops, a request of `method` whose path and
+    /// query contain `part` is read whole and answered at once with 500
+    /// (S3's InternalError, after which the outcome is unknown), and
+    /// carried out upstream, as it came, when the guard drops: a request
+    /// its client gave up on that lands later.
+    pub fn deferring(&self, method: &str, part: &str) -> Held<'_> {
+        self.defer
+            .send_replace(Some((method.to_string(), part.to_string())));
+        Held(&self.defer)
+    }
+
+    /// Requests taken by [`FaultProxy::deferring`] and not yet carried
+    /// out.
+    pub fn deferred(&self) -> u64 {
+        self.counters.deferred.load(SeqCst)
     }
 
     /// Requests seen so far.
@@ -136,13 +172,14 @@ impl FaultProxy {
     }
 }
 
-/// Held requests, let go on drop ([`FaultProxy::holding`]).
+/// Held or deferred requests, let go on drop ([`FaultProxy::holding`],
+/// [`FaultProxy::deferring`]).
 #[derive(Debug)]
-pub struct Held<'a>(&'a FaultProxy);
+pub struct Held<'a>(&'a Matcher);
 
 impl Drop for Held<'_> {
     fn drop(&mut self) {
-        self.0.hold(None);
+        self.0.send_replace(None);
     }
 }
 
@@ -150,7 +187,8 @@ impl Drop for Held<'_> {
 struct Switches {
     down: Arc<AtomicBool>,
     hung: Arc<AtomicBool>,
-    hold: Arc<tokio::sync::watch::Sender<Option<(String, String)>>>,
+    hold: Matcher,
+    defer: Matcher,
 }
 
 type Body = Either<Incoming, Full<Bytes>>;
@@ -187,11 +225,30 @@ async fn handle(
         counters.injected.fetch_add(1, SeqCst);
         return Ok(s3_error(503));
     }
-    let held = switches.hold.borrow().as_ref().is_some_and(|(m, part)| {
-        let target = req.uri().path_and_query().map_or("", |p| p.as_str());
-        req.method().as_str() == m && target.contains(part)
-    });
-    if held {
+    if matches(&switches.defer, &req) {
+        counters.injected.fetch_add(1, SeqCst);
+        counters.deferred.fetch_add(1, SeqCst);
+        let (parts, body) = req.into_parts();
+        let body = match body.collect().await {
+            Ok(b) => b.to_bytes(),
+            Err(e) => {
+                counters.deferred.fetch_sub(1, SeqCst);
+                return Err(std::io::Error::other(e));
+            }
+        };
+        let mut rx = switches.defer.subscribe();
+        tokio::spawn(async move {
+            if rx.wait_for(Option::is_none).await.is_ok() {
+                let late = Request::from_parts(parts, Full::new(body));
+                if let Err(e) = forward(upstream, late).await {
+                    eprintln!("fault proxy: a deferred request failed upstream: {e}");
+                }
+            }
+            counters.deferred.fetch_sub(1, SeqCst);
+        });
+        return Ok(s3_error(500));
+    }
+    if matches(&switches.hold, &req) {
         counters.injected.fetch_add(1, SeqCst);
         counters.held.fetch_add(1, SeqCst);
         let mut rx = switches.hold.subscribe();
@@ -217,14 +274,23 @@ async fn handle(
             tokio::time::sleep(d).await;
         }
     }
+    Ok(forward(upstream, req).await?.map(Either::Left))
+}
+
+/// Sends `req` to `upstream` on a connection of its own.
+async fn forward<B>(upstream: SocketAddr, req: Request<B>) -> std::io::Result<Response<Incoming>>
+where
+    B: hyper::body::Body + Send + 'static,
+    B::Data: Send,
+    B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+{
     let stream = tokio::net::TcpStream::connect(upstream).await?;
     let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
         .await
         .map_err(std::io::Error::other)?;
     tokio::spawn(conn);
-    let resp = sender
+    sender
         .send_request(req)
         .await
-        .map_err(std::io::Error::other)?;
-    Ok(resp.map(Either::Left))
+        .map_err(std::io::Error::other)
 }

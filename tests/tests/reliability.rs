@@ -952,3 +952,36 @@ fn a_client_killed_while_its_commit_completes_gets_no_backup_saved_behind_its_ba
     assert!(!files.iter().any(|f| f.contains("left/piece")), "{files:?}");
     report("client_left_at_commit", 1, 1, 0, 0);
 }
+
+#[test]
+fn a_manifest_write_that_lands_after_its_error_finds_its_data_in_place() {
+    // The store answers the manifest's PUT with errors until the retries
+    // run out, and carries the PUT out later: a request the mover gave up
+    // on, still in a queue somewhere. Reading back right after the error
+    // finds no manifest. Removing the data then would leave a listed
+    // backup that cannot be restored.
+    let (_s3, proxy, m) = mover_behind_a_proxy("late", &[("MOVER_RETRY_DEADLINE_SECS", "2")]);
+    let pat = Pattern::default();
+    let size = 3 * MIB + 5;
+    let deferred = proxy.deferring("PUT", "/catalog/");
+    let mut c = m.client(ClientKind::Generic);
+    let err = backup(&mut c, &pat, 7, "late/piece", size, 1 << 20).unwrap_err();
+    assert_eq!(err.code, code::STORE, "{err:?}");
+    assert!(
+        err.message.contains("outcome is unknown"),
+        "the client was not told the backup may exist: {err:?}"
+    );
+    assert!(proxy.deferred() >= 1, "no manifest PUT was deferred");
+    // Nothing listed yet: the PUTs have not landed.
+    assert_eq!(c.stat("late/piece").unwrap_err().code, code::NOT_FOUND);
+    drop(deferred);
+    assert!(
+        eventually(Duration::from_secs(30), || proxy.deferred() == 0),
+        "the deferred PUTs never landed"
+    );
+    // The manifest is there now, and what it names is whole.
+    let info = c.stat("late/piece").unwrap();
+    assert_eq!(info.size, size);
+    restore_and_check(&mut c, &pat, 7, "late/piece", size);
+    report("manifest_lands_late", 1, 1, size, 0);
+}

@@ -62,6 +62,9 @@ pub mod code {
     pub const NOT_FOUND: u32 = 5;
     /// The name exists already (same as the mover's ALREADY_EXISTS).
     pub const ALREADY_EXISTS: u32 = 6;
+    /// The object store failed or is unreachable (same as the mover's
+    /// STORE).
+    pub const STORE: u32 = 8;
 }
 
 /// A failure, with a stable code and a sentence for a human.

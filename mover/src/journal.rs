@@ -84,6 +84,23 @@ impl Journal {
             warn!(error = %e, path = %self.path.display(), "cannot update the S3 upload journal");
         }
     }
+
+    /// [`Journal::add`] on a blocking thread: each update is an fsync,
+    /// which must not hold up a runtime thread and the streams on it.
+    async fn record(self: &Arc<Self>, id: &str, key: &str) -> std::io::Result<()> {
+        let (j, id, key) = (Arc::clone(self), id.to_string(), key.to_string());
+        tokio::task::spawn_blocking(move || j.add(&id, &key))
+            .await
+            .unwrap_or_else(|e| Err(std::io::Error::other(e)))
+    }
+
+    /// [`Journal::remove`] on a blocking thread.
+    async fn forget(self: &Arc<Self>, id: &str) {
+        let (j, id) = (Arc::clone(self), id.to_string());
+        if let Err(e) = tokio::task::spawn_blocking(move || j.remove(&id)).await {
+            warn!(error = %e, "updating the S3 upload journal failed");
+        }
+    }
 }
 
 /// Aborts the uploads a previous mover left; returns how many.
@@ -145,7 +162,7 @@ impl ObjectStore for JournaledS3 {
         _opts: PutMultipartOptions,
     ) -> object_store::Result<Box<dyn MultipartUpload>> {
         let id = self.s3.create_multipart(location).await?;
-        if let Err(e) = self.journal.add(&id, location.as_ref()) {
+        if let Err(e) = self.journal.record(&id, location.as_ref()).await {
             let _ = self.s3.abort_multipart(location, &id).await;
             return Err(io_error(e));
         }
@@ -233,7 +250,7 @@ impl Drop for JournaledUpload {
         );
         rt.spawn(async move {
             match s3.abort_multipart(&path, &id).await {
-                Ok(()) | Err(object_store::Error::NotFound { .. }) => journal.remove(&id),
+                Ok(()) | Err(object_store::Error::NotFound { .. }) => journal.forget(&id).await,
                 Err(e) => {
                     warn!(key = %path, error = %e, "cannot abort a dropped multipart upload; the journal keeps it for the next start-up")
                 }
@@ -275,7 +292,7 @@ impl MultipartUpload for JournaledUpload {
             .complete_multipart(&self.path, &self.id, parts)
             .await?;
         self.finished = true;
-        self.journal.remove(&self.id);
+        self.journal.forget(&self.id).await;
         Ok(done)
     }
 
@@ -284,7 +301,7 @@ impl MultipartUpload for JournaledUpload {
         // Kept for the next start-up if S3 did not take the abort.
         if r.is_ok() {
             self.finished = true;
-            self.journal.remove(&self.id);
+            self.journal.forget(&self.id).await;
         }
         r
     }

@@ -21,6 +21,7 @@
 //! | `log` | `--log` | `MOVER_LOG` | `info` |
 //! | `retry_max` | | `MOVER_RETRY_MAX` | 25 |
 //! | `retry_deadline_secs` | | `MOVER_RETRY_DEADLINE_SECS` | 180 |
+//! | `hello_timeout_secs` | | `MOVER_HELLO_TIMEOUT_SECS` | 10 (a connection that sends no Hello in this time is closed) |
 //! | `direct_io` | | `MOVER_DIRECT_IO` | true (a `file://` store writes backups, and reads restores into the rings, with `O_DIRECT`, past the page cache) |
 //! | `peer_listen` | `--peer-listen` | `MOVER_PEER_LISTEN` | off (serve the peer gRPC service on this address) |
 //! | `forward` | `--forward` | `MOVER_FORWARD` | none (peer URLs; when set, the mover keeps nothing itself and forwards to the first healthy peer) |
@@ -60,6 +61,7 @@ pub struct FileConfig {
     pub log: Option<String>,
     pub retry_max: Option<usize>,
     pub retry_deadline_secs: Option<u64>,
+    pub hello_timeout_secs: Option<u64>,
     pub direct_io: Option<bool>,
     pub s3: Option<S3Config>,
     pub peer_listen: Option<String>,
@@ -343,6 +345,8 @@ pub struct Config {
     pub log: String,
     pub retry_max: usize,
     pub retry_deadline: Duration,
+    /// How long a new connection may take to send its Hello.
+    pub hello_timeout: Duration,
     pub direct_io: bool,
     pub s3: S3Config,
     pub peer: PeerConfig,
@@ -439,6 +443,12 @@ impl Config {
                 .or(file.retry_deadline_secs)
                 .unwrap_or(180),
         );
+        let hello_timeout = Duration::from_secs(
+            env_parse("MOVER_HELLO_TIMEOUT_SECS")?
+                .or(file.hello_timeout_secs)
+                .unwrap_or(10)
+                .max(1),
+        );
         let direct_io = env_parse("MOVER_DIRECT_IO")?
             .or(file.direct_io)
             .unwrap_or(true);
@@ -487,6 +497,7 @@ impl Config {
             log,
             retry_max,
             retry_deadline,
+            hello_timeout,
             direct_io,
             s3: file.s3.unwrap_or_default(),
         })

@@ -18,6 +18,7 @@ pub struct Metrics {
     pub errors: AtomicU64,
     pub refused_peers: AtomicU64,
     pub refused_connections: AtomicU64,
+    pub silent_connections: AtomicU64,
     pub store_retries: AtomicU64,
     pub parts_uploaded: AtomicU64,
     pub part_latency_micros: AtomicU64,
@@ -105,6 +106,12 @@ impl Metrics {
             "counter",
             "Connections refused because max_connections were open.",
             self.refused_connections.load(Relaxed).to_string(),
+        );
+        put(
+            "shmover_silent_connections_total",
+            "counter",
+            "Connections closed because they sent no Hello within hello_timeout_secs.",
+            self.silent_connections.load(Relaxed).to_string(),
         );
         put(
             "shmover_store_retries_total",

@@ -713,7 +713,26 @@ impl Conn {
     }
 
     async fn handshake(&mut self) -> bool {
-        let hello = match read_request(&self.stream, &mut self.buf).await {
+        // A connection holds one of `max_connections` slots: one that never
+        // speaks must not keep it. A client sends Hello as it connects.
+        let wait = self.shared.cfg.hello_timeout;
+        let Ok(first) = tokio::time::timeout(wait, read_request(&self.stream, &mut self.buf)).await
+        else {
+            self.shared.metrics.silent_connections.fetch_add(1, Relaxed);
+            warn!(
+                pid = self.pid,
+                uid = self.uid,
+                "closed a connection that sent no Hello within {} s",
+                wait.as_secs()
+            );
+            self.reply(error_body(
+                ErrorCode::WrongState,
+                format!("no Hello within {} s", wait.as_secs()),
+            ))
+            .await;
+            return false;
+        };
+        let hello = match first {
             Read::Frame(request::Body::Hello(h)) => h,
             Read::Frame(_) => {
                 self.reply(error_body(

@@ -979,6 +979,37 @@ fn a_ring_another_user_filled_is_never_handed_to_us() {
 }
 
 #[test]
+fn connections_that_never_say_hello_are_closed_and_free_their_places() {
+    let m = MoverProcess::start_with(
+        &["--max-connections", "3", "--metrics-listen", "127.0.0.1:0"],
+        |cmd| {
+            cmd.env("MOVER_HELLO_TIMEOUT_SECS", "1");
+        },
+    );
+    // A client that has said Hello may stay idle as long as it likes.
+    let mut idle = m.client(ClientKind::Generic);
+    // Two connections take the remaining places and say nothing.
+    let mut silent: Vec<Raw> = (0..2).map(|_| Raw::connect(&m)).collect();
+    for s in &mut silent {
+        assert_eq!(
+            s.error_code(),
+            Some(ErrorCode::WrongState as i32),
+            "a silent connection was not told why it is closed: {}",
+            m.log()
+        );
+        assert!(s.closed());
+    }
+    assert_eq!(m.metrics()["shmover_silent_connections_total"], 2.0);
+    assert!(m.log().contains("sent no Hello within 1 s"), "{}", m.log());
+    idle.ping().unwrap();
+    // Their places are free again.
+    let mut more: Vec<Client> = (0..2).map(|_| m.client(ClientKind::Generic)).collect();
+    for c in &mut more {
+        c.ping().unwrap();
+    }
+}
+
+#[test]
 fn connections_over_the_limit_are_refused_with_a_clear_error_and_the_rest_served() {
     let m = MoverProcess::start(&["--max-connections", "2", "--metrics-listen", "127.0.0.1:0"]);
     let mut a = m.client(ClientKind::Generic);

@@ -252,7 +252,7 @@ impl Client {
     /// process's user, or as the owner of the socket's directory.
     pub fn connect(opts: &Options) -> Result<Self> {
         let path = &opts.socket;
-        let sock = UnixStream::connect(path).map_err(|e| {
+        let sock = connect_within(path, opts.timeout).map_err(|e| {
             Error::new(
                 code::UNREACHABLE,
                 format!(
@@ -1013,6 +1013,49 @@ fn unexpected(body: &response::Body) -> Error {
     )
 }
 
+/// Connects to the socket at `path`, waiting at most `timeout`. A blocking
+/// `connect` sleeps for as long as the mover's queue of connections not yet
+/// accepted stays full (a mover that is stopped, or swamped), and that
+/// sleep would be the database process's. A non-blocking one fails at once
+/// with `EAGAIN` instead, and is tried again with growing pauses.
+fn connect_within(path: &std::path::Path, timeout: Duration) -> std::io::Result<UnixStream> {
+    use nix::errno::Errno;
+    use nix::sys::socket::{connect, socket, AddressFamily, SockFlag, SockType};
+    let addr = UnixAddr::new(path).map_err(std::io::Error::from)?;
+    let fd = socket(
+        AddressFamily::Unix,
+        SockType::Stream,
+        SockFlag::SOCK_CLOEXEC | SockFlag::SOCK_NONBLOCK,
+        None,
+    )?;
+    let deadline = std::time::Instant::now() + timeout;
+    let mut pause = Duration::from_millis(1);
+    loop {
+        match connect(fd.as_raw_fd(), &addr) {
+            Ok(()) => break,
+            Err(Errno::EINTR) => {}
+            Err(Errno::EAGAIN) => {
+                let left = deadline.saturating_duration_since(std::time::Instant::now());
+                if left.is_zero() {
+                    return Err(std::io::Error::new(
+                        std::io::ErrorKind::TimedOut,
+                        format!(
+                            "its queue of new connections stayed full for {} ms (is the mover stopped, or swamped?)",
+                            timeout.as_millis()
+                        ),
+                    ));
+                }
+                std::thread::sleep(pause.min(left));
+                pause = (pause * 2).min(Duration::from_millis(100));
+            }
+            Err(e) => return Err(e.into()),
+        }
+    }
+    let sock = UnixStream::from(fd);
+    sock.set_nonblocking(false)?;
+    Ok(sock)
+}
+
 fn io_reason(e: &std::io::Error) -> String {
     match e.kind() {
         std::io::ErrorKind::NotFound => "no such socket".into(),
@@ -1189,6 +1232,65 @@ mod tests {
             s.write_all(&frame).unwrap();
         })
         .expect_err("an error reply")
+    }
+
+    #[test]
+    fn a_mover_whose_connection_queue_is_full_is_unreachable_after_the_timeout() {
+        use nix::sys::socket::{bind, listen, socket, AddressFamily, Backlog, SockFlag, SockType};
+        let path = std::env::temp_dir().join(format!(
+            "shmover-client-test-{}-full.sock",
+            std::process::id()
+        ));
+        let _ = std::fs::remove_file(&path);
+        // A listener that never accepts, its queue of one filled by
+        // connections that wait in it.
+        let listener = socket(
+            AddressFamily::Unix,
+            SockType::Stream,
+            SockFlag::SOCK_CLOEXEC,
+            None,
+        )
+        .unwrap();
+        bind(listener.as_raw_fd(), &UnixAddr::new(&path).unwrap()).unwrap();
+        listen(&listener, Backlog::new(1).unwrap()).unwrap();
+        let mut queued = Vec::new();
+        loop {
+            let s = socket(
+                AddressFamily::Unix,
+                SockType::Stream,
+                SockFlag::SOCK_CLOEXEC | SockFlag::SOCK_NONBLOCK,
+                None,
+            )
+            .unwrap();
+            match nix::sys::socket::connect(s.as_raw_fd(), &UnixAddr::new(&path).unwrap()) {
+                Ok(()) => queued.push(s),
+                Err(nix::errno::Errno::EAGAIN) => break,
+                Err(e) => panic!("{e}"),
+            }
+            assert!(queued.len() < 1000, "the listener's queue never filled");
+        }
+        // The blocking connect of old slept here until the queue moved; the
+        // test's thread would never have come back.
+        let (tx, rx) = std::sync::mpsc::channel();
+        let p = path.clone();
+        std::thread::spawn(move || {
+            let _ = tx.send(Client::connect(&Options {
+                socket: p,
+                timeout: Duration::from_millis(300),
+                ..Options::default()
+            }));
+        });
+        let got = rx
+            .recv_timeout(Duration::from_secs(30))
+            .expect("connect to a full queue did not return");
+        let Err(err) = got else {
+            panic!("connected to a listener that never accepts")
+        };
+        assert_eq!(err.code, code::UNREACHABLE, "{err:?}");
+        assert!(err.message.contains("stayed full"), "{err:?}");
+        drop(queued);
+        drop(listener);
+        let _ = std::fs::remove_file(&path);
     }
 
     #[test]

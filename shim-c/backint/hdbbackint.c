@@ -255,6 +255,18 @@ static shmover_client_t *connect_mover(const char *what) {
     return c;
 }
 
+/* The catalog connection for the next line. One that a failed call left
+ * broken (a listing slower than the timeout, a mover restarted) is replaced,
+ * so that one failure fails its own line and not every line after it. */
+static shmover_client_t *catalog_for_next_line(shmover_client_t **cat) {
+    if (*cat == NULL || shmover_broken(*cat)) {
+        if (*cat) logm(1, "the catalog connection broke; connecting again");
+        shmover_disconnect(*cat);
+        *cat = connect_mover("catalog");
+    }
+    return *cat;
+}
+
 static uint64_t now_ms(void) {
     struct timeval tv;
     gettimeofday(&tv, NULL);
@@ -1095,6 +1107,7 @@ int hdbbackint_main(int argc, char **argv) {
             }
             const char *path = is_null ? (t->n >= 1 ? t->tok[0] : NULL) : (t->n >= 2 ? t->tok[1] : NULL);
             const char *ebid = is_ebid ? t->tok[0] : NULL;
+            catalog_for_next_line(&cat);
             char prefix[MAX_NAME * 4], u[768], why[1024] = "";
             version *v = NULL;
             int n;
@@ -1126,6 +1139,7 @@ int hdbbackint_main(int argc, char **argv) {
                 continue;
             }
             char name[MAX_NAME + 1];
+            catalog_for_next_line(&cat);
             int rc = object_name(t->tok[1], t->tok[0], name, sizeof name) == 0 ? shmover_delete(cat, name)
                                                                                 : SHMOVER_ERR_NOT_FOUND;
             if (rc == SHMOVER_OK) out_line("#DELETED", t->tok[0], t->tok[1], NULL, NULL);

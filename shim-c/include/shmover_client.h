@@ -72,6 +72,10 @@ void shmover_disconnect(shmover_client_t *c);
 /* Last error code / sentence of the handle, or of the thread if c is NULL. */
 int shmover_last_error_code(const shmover_client_t *c);
 const char *shmover_last_error(const shmover_client_t *c);
+/* 1 when the connection can serve no further call (a stream on it failed,
+ * or the mover closed it), whatever the last error's code: disconnect and
+ * connect again. 0 when it can; 1 for NULL. */
+int shmover_broken(const shmover_client_t *c);
 
 /* Backup. metadata: NULL or {key, value, ..., NULL}. */
 int shmover_open_write(shmover_client_t *c, const char *name, size_t block_size,

@@ -274,6 +274,25 @@ pub unsafe extern "C" fn shmover_last_error_code(c: *const ShmoverClient) -> c_i
     })
 }
 
+/// 1 when the connection can serve no further call (a stream on it failed,
+/// or the mover closed it) and must be disconnected, whatever the last
+/// error's code; 0 when it can; 1 for NULL or a handle that never
+/// connected.
+///
+/// # Safety
+///
+/// `c` must be a live handle or NULL.
+#[no_mangle]
+pub unsafe extern "C" fn shmover_broken(c: *const ShmoverClient) -> c_int {
+    caught(1, || {
+        // SAFETY: a live handle or null.
+        match unsafe { c.as_ref() }.and_then(|h| h.client.as_ref()) {
+            Some(client) => c_int::from(client.is_broken()),
+            None => 1,
+        }
+    })
+}
+
 /// The last error's sentence on this handle, or on this thread when `c` is
 /// NULL. Never NULL; valid until the next call on the handle (or thread).
 ///

@@ -300,6 +300,13 @@ impl Client {
         self.version
     }
 
+    /// Whether this connection can serve no further call: a stream on it
+    /// failed, or the mover closed it. Every call then returns the same
+    /// error, whatever its code; connect again.
+    pub fn is_broken(&self) -> bool {
+        matches!(self.state, State::Broken(_))
+    }
+
     fn check_idle(&self, what: &str) -> Result<()> {
         match &self.state {
             State::Idle => Ok(()),
@@ -1325,17 +1332,18 @@ mod tests {
         assert_eq!(e.code, code::NOT_FOUND, "{e:?}");
     }
 
-    /// A fake mover that answers the hello and one `OpenRead` with a ring of
-    /// 4 x 4 KiB, replying `said` as the ring's geometry and `size` as the
-    /// object's, then produces `blocks` (bytes, flags; a CRC32C where the
-    /// flags ask for one). Returns what the client's restore made of it:
-    /// every block read, then the error that ended it.
-    fn restore_from_a_fake_mover(
+    /// A fake mover at a fresh socket path that answers the hello and one
+    /// open (`OpenRead` or `OpenWrite`) with a ring of 4 x 4 KiB in
+    /// direction `dir`, replying `said` as the ring's geometry and `size` as
+    /// the object's; `serve` then gets the connection and the ring. Returns
+    /// the path to connect to and the fake's thread.
+    fn fake_mover_with_a_ring(
         tag: &str,
+        dir: Direction,
         said: (u32, u32),
         size: u64,
-        blocks: Vec<(Vec<u8>, u32)>,
-    ) -> (Vec<Vec<u8>>, Result<()>) {
+        serve: impl FnOnce(std::os::unix::net::UnixStream, ShmSegment) + Send + 'static,
+    ) -> (PathBuf, std::thread::JoinHandle<()>) {
         use nix::sys::socket::{sendmsg, ControlMessage, MsgFlags};
         use std::io::{IoSlice, Read};
         use std::os::fd::AsRawFd;
@@ -1368,13 +1376,12 @@ mod tests {
                 })),
                 &[],
             );
-            let mut s2 = s.try_clone().unwrap();
             let mut len = [0u8; 4];
-            s2.read_exact(&mut len).unwrap();
+            (&s).read_exact(&mut len).unwrap();
             let mut open = vec![0u8; u32::from_be_bytes(len) as usize];
-            s2.read_exact(&mut open).unwrap();
+            (&s).read_exact(&mut open).unwrap();
             let geometry = shmover_ring::Geometry::new(4, 4096).unwrap();
-            let seg = ShmSegment::create(geometry, Direction::FromMover).unwrap();
+            let seg = ShmSegment::create(geometry, dir).unwrap();
             let fds = seg.fds().map(|f| f.as_raw_fd());
             send(
                 shmover_proto::response_frame(response::Body::Ring(v1::RingOpened {
@@ -1385,33 +1392,57 @@ mod tests {
                 })),
                 &fds,
             );
-            let mut tx = Producer::new(seg);
-            let alive = || !fd_hung_up(s2.as_fd());
-            let wait = Wait::forever().alive(&alive);
-            for (bytes, flags) in blocks {
-                let Ok(mut slot) = tx.reserve(&wait) else {
-                    return;
-                };
-                slot.as_mut_slice()[..bytes.len()].copy_from_slice(&bytes);
-                let crc = if flags & shmover_ring::FLAG_CRC != 0 {
-                    crc32c(&bytes)
-                } else {
-                    0
-                };
-                if slot.commit(bytes.len(), flags, crc).is_err() {
-                    return;
-                }
-            }
-            // Hold the ring until the client hangs up.
-            let mut rest = Vec::new();
-            let _ = s2.read_to_end(&mut rest);
+            serve(s, seg);
         });
-        let mut c = Client::connect(&Options {
-            socket: path.clone(),
+        (path, fake)
+    }
+
+    /// Connects to the fake at `path`.
+    fn connect_to_the_fake(path: &std::path::Path) -> Client {
+        Client::connect(&Options {
+            socket: path.to_path_buf(),
             timeout: Duration::from_secs(30),
             ..Options::default()
         })
-        .unwrap();
+        .unwrap()
+    }
+
+    /// A fake mover that restores `blocks` (bytes, flags; a CRC32C where
+    /// the flags ask for one) through a ring of 4 x 4 KiB, replying `said`
+    /// as the ring's geometry and `size` as the object's. Returns what the
+    /// client's restore made of it: every block read, then the error that
+    /// ended it.
+    fn restore_from_a_fake_mover(
+        tag: &str,
+        said: (u32, u32),
+        size: u64,
+        blocks: Vec<(Vec<u8>, u32)>,
+    ) -> (Vec<Vec<u8>>, Result<()>) {
+        let (path, fake) =
+            fake_mover_with_a_ring(tag, Direction::FromMover, said, size, |mut s, seg| {
+                use std::io::Read;
+                let mut tx = Producer::new(seg);
+                let alive = || !fd_hung_up(s.as_fd());
+                let wait = Wait::forever().alive(&alive);
+                for (bytes, flags) in blocks {
+                    let Ok(mut slot) = tx.reserve(&wait) else {
+                        return;
+                    };
+                    slot.as_mut_slice()[..bytes.len()].copy_from_slice(&bytes);
+                    let crc = if flags & shmover_ring::FLAG_CRC != 0 {
+                        crc32c(&bytes)
+                    } else {
+                        0
+                    };
+                    if slot.commit(bytes.len(), flags, crc).is_err() {
+                        return;
+                    }
+                }
+                // Hold the ring until the client hangs up.
+                let mut rest = Vec::new();
+                let _ = s.read_to_end(&mut rest);
+            });
+        let mut c = connect_to_the_fake(&path);
         let mut got = Vec::new();
         let end = (|| {
             c.open_read("x", 4096)?;
@@ -1424,6 +1455,58 @@ mod tests {
         fake.join().unwrap();
         let _ = std::fs::remove_file(&path);
         (got, end)
+    }
+
+    #[test]
+    fn a_store_failure_while_the_commit_waits_for_ring_space_leaves_the_connection_broken() {
+        // The mover's store fails with the ring full and the client in
+        // `commit`, waiting for room for the end marker: the mover says
+        // STORE and leaves the ring. The client reports STORE, the mover's
+        // reason, and its connection serves nothing more, whatever that
+        // code: `is_broken` is how a caller (the SBT library) knows to
+        // connect again instead of failing every later call.
+        let (ready_tx, ready_rx) = std::sync::mpsc::channel::<()>();
+        let (path, fake) = fake_mover_with_a_ring(
+            "store-fails",
+            Direction::ToMover,
+            (4, 4096),
+            0,
+            move |mut s, seg| {
+                use std::io::{Read, Write};
+                let rx = Consumer::new(seg);
+                // The client has filled the ring and is about to commit.
+                let _ = ready_rx.recv();
+                std::thread::sleep(Duration::from_millis(100));
+                let frame = shmover_proto::response_frame(response::Body::Error(v1::Error {
+                    code: shmover_proto::ErrorCode::Store as i32,
+                    message: "x: store: the disk is full".into(),
+                }));
+                s.write_all(&frame).unwrap();
+                drop(rx);
+                let mut rest = Vec::new();
+                let _ = s.read_to_end(&mut rest);
+            },
+        );
+        let mut c = connect_to_the_fake(&path);
+        c.open_write("x", 4096, 0, &BTreeMap::new()).unwrap();
+        for _ in 0..4 {
+            c.reserve().unwrap()[..4096].fill(7);
+            c.commit_block(4096).unwrap();
+        }
+        assert!(!c.is_broken());
+        ready_tx.send(()).unwrap();
+        let err = c.commit().expect_err("the mover left the ring");
+        assert_eq!(err.code, code::STORE, "{err:?}");
+        assert!(err.message.contains("the disk is full"), "{err:?}");
+        assert!(
+            c.is_broken(),
+            "a connection whose stream failed must read as broken"
+        );
+        let again = c.stat("y").expect_err("a broken connection serves nothing");
+        assert_eq!(again.code, code::STORE, "{again:?}");
+        drop(c);
+        fake.join().unwrap();
+        let _ = std::fs::remove_file(&path);
     }
 
     #[test]

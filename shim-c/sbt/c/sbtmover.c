@@ -399,10 +399,14 @@ static void drop_client(shmover_client_t **c) {
     *c = NULL;
 }
 
-static int broken(int rc) {
+/* Whether connection c, whose last call failed with rc, must be dropped. A
+ * stream that failed keeps its connection broken whatever the code (the
+ * store's STORE at sbtclose2, say): kept, it would fail every later call of
+ * the channel until sbtend. */
+static int broken(const shmover_client_t *c, int rc) {
     return rc == SHMOVER_ERR_DISCONNECTED || rc == SHMOVER_ERR_TIMEOUT || rc == SHMOVER_ERR_PROTOCOL ||
            rc == SHMOVER_ERR_RING || rc == SHMOVER_ERR_IO || rc == SHMOVER_ERR_INTERNAL ||
-           rc == SHMOVER_ERR_UNREACHABLE;
+           rc == SHMOVER_ERR_UNREACHABLE || shmover_broken(c);
 }
 
 /* ---- names ------------------------------------------------------------------ */
@@ -724,7 +728,7 @@ HIDDEN int sbtmover_sbtbackup(void *ctx, sbt_ulong flags, char *name, sbtobject 
         return fail(s, SBT_ERROR_EXISTS, "sbtbackup %s: a backup piece of that name exists", raw);
     if (rc != SHMOVER_OK) {
         fail(s, SBT_ERROR_MM, "sbtbackup %s: %s", raw, client_error(cl));
-        if (broken(rc)) drop_client(&s->c);
+        if (broken(cl, rc)) drop_client(&s->c);
         return -1;
     }
     s->state = WRITING;
@@ -787,7 +791,7 @@ HIDDEN int sbtmover_sbtrestore(void *ctx, sbt_ulong flags, char *name, size_t bl
         return fail(s, SBT_ERROR_NOTFOUND, "sbtrestore %s: backup piece not found", raw);
     if (rc != SHMOVER_OK) {
         fail(s, SBT_ERROR_MM, "sbtrestore %s: %s", raw, client_error(cl));
-        if (broken(rc)) drop_client(&s->c);
+        if (broken(cl, rc)) drop_client(&s->c);
         return -1;
     }
     s->state = READING;
@@ -871,7 +875,7 @@ HIDDEN int sbtmover_sbtclose2(void *ctx, sbt_ulong flags) {
             shmover_info_free(info);
         } else {
             ret = fail(s, SBT_ERROR_MM, "sbtclose2 %s: not saved: %s", piece, client_error(s->c));
-            if (broken(rc)) drop_client(&s->c);
+            if (broken(s->c, rc)) drop_client(&s->c);
         }
     } else {
         if (s->held) {
@@ -929,7 +933,7 @@ HIDDEN int sbtmover_sbtinfo2(void *ctx, sbt_ulong flags, char **names, sbtbfinfo
         }
         if (rc != SHMOVER_OK) {
             fail(s, SBT_ERROR_MM, "sbtinfo2 %s: %s", names[i], client_error(cl));
-            if (broken(rc)) drop_client(cl == s->c ? &s->c : &s->cat);
+            if (broken(cl, rc)) drop_client(cl == s->c ? &s->c : &s->cat);
             free_info(s);
             return -1;
         }
@@ -984,7 +988,7 @@ HIDDEN int sbtmover_sbtremove2(void *ctx, sbt_ulong flags, char **names) {
             if (fl < sizeof failed)
                 fl += (size_t)snprintf(failed + fl, sizeof failed - fl, "%s%s (%s)", fl ? ", " : "", names[i],
                                        client_error(cl));
-            if (broken(rc)) drop_client(cl == s->c ? &s->c : &s->cat);
+            if (broken(cl, rc)) drop_client(cl == s->c ? &s->c : &s->cat);
         }
     }
     if (failed[0]) return fail(s, SBT_ERROR_MM, "sbtremove2: could not delete %s", failed);

@@ -602,30 +602,54 @@ fn system_time(meta: &object_store::ObjectMeta) -> std::time::SystemTime {
 }
 
 /// Removes the local store's staging files (`name#n`, an upload that never
-/// completed because its mover died) not modified for `grace`.
-pub fn gc_staging(root: &std::path::Path, grace: std::time::Duration) -> GcReport {
-    fn walk(dir: &std::path::Path, cutoff: std::time::SystemTime, report: &mut GcReport) {
+/// completed because its mover died) not modified for `grace`, except
+/// those of the keys in `live` (the uploads of this mover still running).
+pub fn gc_staging(root: &std::path::Path, grace: std::time::Duration, live: &[String]) -> GcReport {
+    struct Walk {
+        cutoff: std::time::SystemTime,
+        live: std::collections::HashSet<std::path::PathBuf>,
+        report: GcReport,
+    }
+    fn walk(dir: &std::path::Path, w: &mut Walk) {
         let Ok(rd) = std::fs::read_dir(dir) else {
             return;
         };
         for e in rd.flatten() {
             let p = e.path();
             let Ok(meta) = e.metadata() else { continue };
+            let name = e.file_name();
+            let name = name.to_string_lossy();
             if meta.is_dir() {
-                walk(&p, cutoff, report);
-            } else if e.file_name().to_string_lossy().contains('#')
-                && meta.modified().is_ok_and(|m| m < cutoff)
+                walk(&p, w);
+            } else if name
+                .rsplit_once('#')
+                .is_some_and(|(dest, _)| !w.live.contains(&p.with_file_name(dest)))
+                && meta.modified().is_ok_and(|m| m < w.cutoff)
                 && std::fs::remove_file(&p).is_ok()
             {
-                report.staging += 1;
-                report.bytes += meta.len();
+                w.report.staging += 1;
+                w.report.bytes += meta.len();
                 tracing::info!(path = %p.display(), bytes = meta.len(), "gc: removed a staging file");
             }
         }
     }
-    let mut report = GcReport::default();
-    if let Some(cutoff) = std::time::SystemTime::now().checked_sub(grace) {
-        walk(root, cutoff, &mut report);
-    }
-    report
+    let Some(cutoff) = std::time::SystemTime::now().checked_sub(grace) else {
+        return GcReport::default();
+    };
+    // The live keys where the store keeps them, as its own mapping has it.
+    let live = match object_store::local::LocalFileSystem::new_with_prefix(root) {
+        Ok(fs) => live
+            .iter()
+            .filter_map(|k| Path::parse(k).ok())
+            .filter_map(|k| fs.path_to_filesystem(&k).ok())
+            .collect(),
+        Err(_) => Default::default(),
+    };
+    let mut w = Walk {
+        cutoff,
+        live,
+        report: GcReport::default(),
+    };
+    walk(root, &mut w);
+    w.report
 }

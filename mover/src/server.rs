@@ -286,7 +286,7 @@ impl Drop for Registration {
 }
 
 /// How old a staging file must be before start-up removes it.
-const STARTUP_GC_GRACE: std::time::Duration = std::time::Duration::from_secs(3600);
+const STAGING_GRACE: std::time::Duration = std::time::Duration::from_secs(3600);
 
 /// A stream's share of `ring_memory`, given back when dropped.
 struct RingShare {
@@ -364,7 +364,7 @@ pub async fn serve(cfg: Config, metrics: Arc<Metrics>) -> anyhow::Result<()> {
     if let Some(root) = cfg.store.strip_prefix("file://") {
         // Uploads a killed mover left half written: never visible (no
         // manifest), removed once they have not moved for an hour.
-        let r = crate::catalog::gc_staging(std::path::Path::new(root), STARTUP_GC_GRACE);
+        let r = crate::catalog::gc_staging(std::path::Path::new(root), STAGING_GRACE, &[]);
         if r.staging > 0 {
             info!(
                 files = r.staging,
@@ -1438,9 +1438,17 @@ async fn gc(shared: Arc<Shared>, older_than_secs: u64, pid: u32) -> response::Bo
         // A walk of the whole store: off the runtime's threads, which
         // serve every connection and drive every upload.
         let root = std::path::PathBuf::from(root);
-        let staging = tokio::task::spawn_blocking(move || crate::catalog::gc_staging(&root, grace))
-            .await
-            .unwrap_or_default();
+        // This mover's live uploads are spared by their keys. Others (a
+        // peer's session, a manifest being written, another mover's) write
+        // their staging files as they go: none is left still for an hour,
+        // so `--older-than 0` spares those too.
+        let live: Vec<String> = in_flight().into_iter().collect();
+        let staging_grace = grace.max(STAGING_GRACE);
+        let staging = tokio::task::spawn_blocking(move || {
+            crate::catalog::gc_staging(&root, staging_grace, &live)
+        })
+        .await
+        .unwrap_or_default();
         report.staging += staging.staging;
         report.bytes += staging.bytes;
     }

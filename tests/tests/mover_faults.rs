@@ -658,6 +658,68 @@ fn gc_removes_what_a_killed_mover_left_and_keeps_every_backup() {
 }
 
 #[test]
+fn gc_spares_the_staging_file_of_a_live_backup_however_still_it_is() {
+    // A backup whose client pauses (RMAN waiting on a slow datafile) leaves
+    // its staging file unmodified meanwhile. `mover gc --older-than 0`
+    // removed it, and the backup then failed at its very end.
+    let m = MoverProcess::start(&[]);
+    let store = m.store_dir();
+    let pat = shmover_tests::mover::Pattern::default();
+    let (block, size) = (1usize << 20, (20u64 << 20) + 7);
+    let mut c = m.client(ClientKind::Generic);
+    c.open_write("paused/piece", block, 0, &BTreeMap::new())
+        .unwrap();
+    let mut off = 0u64;
+    let mut write_to = |c: &mut Client, end: u64| {
+        while off < end {
+            let n = (end - off).min(block as u64) as usize;
+            pat.fill(3, off, &mut c.reserve().unwrap()[..n]);
+            c.commit_block(n).unwrap();
+            off += n as u64;
+        }
+    };
+    write_to(&mut c, 6 << 20);
+    let staging = |dir: &std::path::Path| -> Vec<String> {
+        files_under(dir)
+            .into_iter()
+            .filter(|f| f.contains('#'))
+            .collect()
+    };
+    assert!(
+        eventually(Duration::from_secs(30), || staging(&store).len() == 1),
+        "no staging file: {:?}",
+        files_under(&store)
+    );
+    // Two hours without a write, as far as the file system can tell; and
+    // beside it, a staging file a killed mover left as long ago.
+    let two_hours_ago = std::time::SystemTime::now() - Duration::from_secs(7200);
+    let live = store.join(&staging(&store)[0]);
+    let set_old = |p: &std::path::Path| {
+        std::fs::File::options()
+            .write(true)
+            .open(p)
+            .unwrap()
+            .set_modified(two_hours_ago)
+            .unwrap()
+    };
+    set_old(&live);
+    let left = store.join("data/generic/killed.1700000000000-0badf00d.data#1");
+    std::fs::write(&left, b"half an upload").unwrap();
+    set_old(&left);
+    let mut g = m.client(ClientKind::Generic);
+    let report = g.gc(Duration::ZERO).unwrap();
+    assert_eq!(
+        report.staging_removed, 1,
+        "gc removed a live backup's staging file, or missed the dead one: {report:?}"
+    );
+    assert!(!left.exists());
+    assert!(live.exists());
+    write_to(&mut c, size);
+    assert_eq!(c.commit().unwrap().size, size);
+    shmover_tests::objects::restore_and_check(&mut c, &pat, 3, "paused/piece", size);
+}
+
+#[test]
 fn gc_removes_nothing_while_a_manifest_is_unreadable() {
     // gc deletes data no manifest refers to; data whose manifest it cannot
     // read may still be somebody's backup.

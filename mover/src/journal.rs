@@ -68,7 +68,12 @@ impl Journal {
             writeln!(f, "{id}\t{key}")?;
         }
         f.sync_all()?;
-        std::fs::rename(&tmp, &self.path)
+        std::fs::rename(&tmp, &self.path)?;
+        // The rename is durable once the directory is: without this, a
+        // power cut could bring back an older journal and lose the uploads
+        // recorded since.
+        let dir = self.path.parent().unwrap_or(std::path::Path::new("."));
+        std::fs::File::open(dir)?.sync_all()
     }
 
     fn add(&self, id: &str, key: &str) -> std::io::Result<()> {

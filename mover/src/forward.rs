@@ -949,8 +949,10 @@ impl Sender {
         let (mut part, mut chunk, mut offset) = (0usize, 0usize, 0u64);
         let mut finish_sent = false;
         // Since when the peer has held bytes (or the finish) it has not
-        // answered, without a reply in between.
+        // answered, without progress in between: a reply that acknowledges
+        // nothing new (a peer repeating itself) does not count.
         let mut unanswered: Option<tokio::time::Instant> = None;
+        let mut durable = r.durable;
         loop {
             let has_next = part < self.pending.len();
             let want_finish =
@@ -981,7 +983,13 @@ impl Sender {
                             return self.completed(r);
                         }
                         let waiting = part > 0 || chunk > 0 || finish_sent;
-                        unanswered = waiting.then(tokio::time::Instant::now);
+                        let progress = r.durable > durable;
+                        durable = durable.max(r.durable);
+                        if !waiting {
+                            unanswered = None;
+                        } else if progress || unanswered.is_none() {
+                            unanswered = Some(tokio::time::Instant::now());
+                        }
                     }
                     Ok(None) => return Ended::Broken(Status::unavailable("the peer closed the stream")),
                     Err(s) => return Ended::Broken(s),

@@ -970,35 +970,57 @@ impl Conn {
         name: &str,
         writing: bool,
         write_key: Option<(i32, String)>,
-    ) -> (Registration, Arc<AtomicU64>) {
+    ) -> Result<(Registration, Arc<AtomicU64>), response::Body> {
         let id = self.shared.next_id.fetch_add(1, Relaxed);
         let bytes = Arc::new(AtomicU64::new(0));
-        self.shared
+        // Counted and entered under one lock, so that streams opening at
+        // once cannot all pass the limit.
+        let mut streams = self
+            .shared
             .streams
             .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .insert(
-                id,
-                Arc::new(StreamEntry {
-                    pid: self.pid,
-                    kind: self.kind,
-                    label: self.label.clone(),
-                    name: name.to_string(),
-                    writing,
-                    bytes: Arc::clone(&bytes),
-                    started: Instant::now(),
-                }),
-            );
+            .unwrap_or_else(|p| p.into_inner());
+        let open = streams.len();
+        if open >= self.shared.cfg.max_streams {
+            drop(streams);
+            if let Some(k) = &write_key {
+                self.shared
+                    .writing
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .remove(k);
+            }
+            return Err(error_body(
+                ErrorCode::Resource,
+                format!(
+                    "{name}: {open} streams are open; the mover's limit is {}",
+                    self.shared.cfg.max_streams
+                ),
+            ));
+        }
+        streams.insert(
+            id,
+            Arc::new(StreamEntry {
+                pid: self.pid,
+                kind: self.kind,
+                label: self.label.clone(),
+                name: name.to_string(),
+                writing,
+                bytes: Arc::clone(&bytes),
+                started: Instant::now(),
+            }),
+        );
+        drop(streams);
         self.shared.metrics.streams_open.fetch_add(1, Relaxed);
         self.shared.metrics.streams_total.fetch_add(1, Relaxed);
-        (
+        Ok((
             Registration {
                 shared: Arc::clone(&self.shared),
                 id,
                 write_key,
             },
             bytes,
-        )
+        ))
     }
 
     /// How long the client may wait on the ring while this mover lives: a
@@ -1014,27 +1036,6 @@ impl Conn {
         }
         let d = d + std::time::Duration::from_secs(60);
         d.as_millis().min(u128::from(u32::MAX)) as u32
-    }
-
-    /// Refuses a stream beyond `max_streams` (each holds a thread and a
-    /// ring of shared memory).
-    fn stream_room(&self, name: &str) -> Result<(), response::Body> {
-        let open = self
-            .shared
-            .streams
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .len();
-        if open >= self.shared.cfg.max_streams {
-            return Err(error_body(
-                ErrorCode::Resource,
-                format!(
-                    "{name}: {open} streams are open; the mover's limit is {}",
-                    self.shared.cfg.max_streams
-                ),
-            ));
-        }
-        Ok(())
     }
 
     fn ctx(
@@ -1104,7 +1105,6 @@ impl Conn {
                 ),
             ));
         }
-        self.stream_room(&o.name)?;
         let write_key = (kind as i32, o.name.clone());
         let taken = {
             // Never overwritten: the writer holding the name keeps its
@@ -1126,7 +1126,9 @@ impl Conn {
                 format!("{}: a backup of that name is being written", o.name),
             ));
         }
-        let (reg, progress) = self.register(&o.name, true, Some(write_key));
+        // Beyond `max_streams` (each holds a thread and a ring of shared
+        // memory) the open is refused.
+        let (reg, progress) = self.register(&o.name, true, Some(write_key))?;
         match self.shared.catalog.manifest(kind, &o.name).await {
             Ok(None) => {}
             Ok(Some(_)) => return Err(store_error(&StoreError::AlreadyExists(o.name))),
@@ -1283,7 +1285,7 @@ impl Conn {
     }
 
     async fn open_read(&mut self, o: v1::OpenRead) -> Result<(), response::Body> {
-        self.stream_room(&o.name)?;
+        let (reg, progress) = self.register(&o.name, false, None)?;
         let m = self
             .shared
             .catalog
@@ -1300,7 +1302,6 @@ impl Conn {
             .ring(self.uid, u64::from(payload), Direction::FromMover)
             .await
             .map_err(|e| name_error(e, &o.name))?;
-        let (reg, progress) = self.register(&o.name, false, None);
         let cancel = Arc::new(AtomicBool::new(false));
         let ctx = self.ctx(&cancel, progress)?;
         let fds: Vec<RawFd> = ring.seg.fds().iter().map(|f| f.as_raw_fd()).collect();

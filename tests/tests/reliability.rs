@@ -985,3 +985,58 @@ fn a_manifest_write_that_lands_after_its_error_finds_its_data_in_place() {
     restore_and_check(&mut c, &pat, 7, "late/piece", size);
     report("manifest_lands_late", 1, 1, size, 0);
 }
+
+#[test]
+fn restores_opening_at_once_never_exceed_max_streams() {
+    // Restores were counted against `max_streams` before reading their
+    // manifest and entered as streams after it: restores opening together
+    // all passed the count, each with a thread and a ring.
+    let (_s3, proxy, m) = mover_behind_a_proxy("limit", &[("MOVER_MAX_STREAMS", "1")]);
+    let pat = Pattern::default();
+    let size = MIB + 3;
+    let mut c = m.client(ClientKind::Generic);
+    backup(&mut c, &pat, 4, "limit/one", size, 1 << 20).unwrap();
+    let outcomes = std::thread::scope(|scope| {
+        let held = proxy.holding("GET", "/catalog/");
+        let opening: Vec<_> = (0..3)
+            .map(|_| {
+                scope.spawn(|| {
+                    let mut c = m.client(ClientKind::Generic);
+                    let opened = c.open_read("limit/one", 0).map(|_| ());
+                    // Keep the stream open until every open has answered.
+                    (c, opened)
+                })
+            })
+            .collect();
+        // Each open either waits on its manifest's read or has its answer.
+        assert!(
+            eventually(Duration::from_secs(60), || proxy.held() as usize
+                + opening.iter().filter(|t| t.is_finished()).count()
+                == 3),
+            "the restores neither read their manifests nor were answered ({} held): {}",
+            proxy.held(),
+            m.log()
+        );
+        drop(held);
+        opening
+            .into_iter()
+            .map(|t| t.join().unwrap())
+            .collect::<Vec<_>>()
+    });
+    let opened = outcomes.iter().filter(|(_, r)| r.is_ok()).count();
+    assert_eq!(opened, 1, "{} restores opened with max_streams 1", opened);
+    for (_, r) in &outcomes {
+        if let Err(e) = r {
+            assert_eq!(e.code, 10, "{e:?}");
+            assert!(e.message.contains("limit"), "{e:?}");
+        }
+    }
+    // The one that opened restores whole.
+    let (mut c, _) = outcomes.into_iter().find(|(_, r)| r.is_ok()).unwrap();
+    let mut got = 0u64;
+    while let Some(b) = c.next_block().unwrap() {
+        assert!(pat.check(4, got, b));
+        got += b.len() as u64;
+    }
+    assert_eq!(got, size);
+}

@@ -210,7 +210,13 @@ pub async fn open_store(
         let (journal, stale) = crate::journal::Journal::open(journal_path.clone())
             .with_context(|| format!("reading {}", journal_path.display()))?;
         let journal = Arc::new(journal);
-        crate::journal::abort_stale(&s3, &journal, stale).await;
+        if !stale.is_empty() {
+            tokio::spawn(crate::journal::abort_stale(
+                Arc::clone(&s3),
+                Arc::clone(&journal),
+                stale,
+            ));
+        }
         let s3 = crate::journal::JournaledS3 { s3, journal };
         let prefix = prefix.trim_matches('/');
         if prefix.is_empty() {

@@ -38,22 +38,23 @@ fn io_error(e: std::io::Error) -> object_store::Error {
 }
 
 impl Journal {
-    /// Opens (or creates) the journal; returns it, empty, and the uploads
-    /// a previous mover left in it (id, key).
+    /// Opens (or creates) the journal; returns it and the uploads a
+    /// previous mover left in it (id, key). Those stay in the journal until
+    /// [`abort_stale`] has aborted them.
     pub fn open(path: PathBuf) -> std::io::Result<(Self, Vec<(String, String)>)> {
         let text = match std::fs::read_to_string(&path) {
             Ok(t) => t,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => String::new(),
             Err(e) => return Err(e),
         };
-        let stale = text
+        let stale: Vec<(String, String)> = text
             .lines()
             .filter_map(|l| l.split_once('\t'))
             .map(|(id, key)| (id.to_string(), key.to_string()))
             .collect();
         let j = Self {
             path,
-            open: Mutex::new(BTreeMap::new()),
+            open: Mutex::new(stale.iter().cloned().collect()),
         };
         Ok((j, stale))
     }
@@ -108,26 +109,41 @@ impl Journal {
     }
 }
 
-/// Aborts the uploads a previous mover left; returns how many.
-pub async fn abort_stale(s3: &AmazonS3, journal: &Journal, stale: Vec<(String, String)>) -> usize {
-    let mut aborted = 0;
-    for (id, key) in stale {
-        match Path::parse(&key) {
-            Ok(path) => match s3.abort_multipart(&path, &id).await {
-                Ok(()) | Err(object_store::Error::NotFound { .. }) => aborted += 1,
-                Err(e) => {
-                    // Kept for the next start-up.
-                    warn!(key, error = %e, "cannot abort a multipart upload a previous mover left");
-                    let _ = journal.add(&id, &key);
+/// Aborts the uploads a previous mover left, a few at a time; returns how
+/// many. The mover serves meanwhile: with S3 unreachable each abort is
+/// retried for up to `retry_deadline`, and that must not keep the socket
+/// closed. An upload whose abort fails stays in the journal for the next
+/// start-up.
+pub async fn abort_stale(
+    s3: Arc<AmazonS3>,
+    journal: Arc<Journal>,
+    stale: Vec<(String, String)>,
+) -> usize {
+    use futures::StreamExt;
+    let aborted = std::sync::atomic::AtomicUsize::new(0);
+    futures::stream::iter(stale)
+        .for_each_concurrent(8, |(id, key)| {
+            let (s3, journal, aborted) = (&s3, &journal, &aborted);
+            async move {
+                match Path::parse(&key) {
+                    Ok(path) => match s3.abort_multipart(&path, &id).await {
+                        Ok(()) | Err(object_store::Error::NotFound { .. }) => {
+                            aborted.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                            journal.forget(&id).await;
+                        }
+                        Err(e) => {
+                            warn!(key, error = %e, "cannot abort a multipart upload a previous mover left; the journal keeps it for the next start-up")
+                        }
+                    },
+                    Err(e) => {
+                        warn!(key, error = %e, "dropping a bad line of the S3 upload journal");
+                        journal.forget(&id).await;
+                    }
                 }
-            },
-            Err(e) => warn!(key, error = %e, "dropping a bad line of the S3 upload journal"),
-        }
-    }
-    let open = journal.open.lock().expect("journal").clone();
-    if let Err(e) = journal.persist(&open) {
-        warn!(error = %e, "cannot rewrite the S3 upload journal");
-    }
+            }
+        })
+        .await;
+    let aborted = aborted.into_inner();
     if aborted > 0 {
         info!(
             uploads = aborted,

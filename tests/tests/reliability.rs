@@ -757,18 +757,33 @@ fn an_s3_upload_a_killed_mover_left_is_aborted_when_it_starts_again() {
     drop(c);
     let left = open_s3_uploads(&s3);
     assert!(!left.is_empty());
+    // It comes back while S3 is unreachable: the old mover retried each
+    // abort for its whole retry deadline before it opened its socket.
+    let proxy = FaultProxy::start(s3.addr(), vec![Fault::Pass]).unwrap();
+    proxy.set_down(true);
+    let endpoint = proxy.endpoint();
     m.restart_with(|cmd| {
         s3.configure(cmd);
+        cmd.env("AWS_ENDPOINT", &endpoint)
+            .env("AWS_ENDPOINT_URL", &endpoint)
+            .env("MOVER_RETRY_DEADLINE_SECS", "300");
     });
+    m.client(ClientKind::Generic).ping().unwrap();
+    assert_eq!(open_s3_uploads(&s3), left);
+    proxy.set_down(false);
     assert!(
         eventually(Duration::from_secs(30), || open_s3_uploads(&s3).is_empty()),
         "still open: {:?}\n{}",
         open_s3_uploads(&s3),
         m.log()
     );
-    assert!(m
-        .log()
-        .contains("aborted multipart uploads a previous mover left"));
+    assert!(
+        eventually(Duration::from_secs(30), || m
+            .log()
+            .contains("aborted multipart uploads a previous mover left")),
+        "{}",
+        m.log()
+    );
     // Nothing is visible, and the restarted mover backs up to S3.
     let mut c = m.client(ClientKind::Generic);
     assert_eq!(c.stat("killed/piece").unwrap_err().code, code::NOT_FOUND);

@@ -365,6 +365,22 @@ static void sc_backup_restore(void) {
     restore_check(sc, &ch, empty, 8192, 0, 3);
     char *names[] = {name, big, empty, NULL};
     CHECK(sc, g_t->sbtremove2(ch.ctx, 0, names) == 0, "the pieces are deleted");
+    /* A handle in Latin-1 (a FORMAT literal, a database character set that
+     * is not UTF-8): stored under a reversible encoding, found, restored and
+     * deleted like any other. */
+    sc = "latin1-name";
+    char lat[512];
+    piece_name(lat, sizeof lat, sc, "caf\xe9-\xff\xc3");
+    char why[1100] = "";
+    rc = backup(&ch, lat, 8192, 5, 9, 1);
+    if (rc != 0) last_error(&ch, why, sizeof why);
+    CHECK(sc, rc == 0, "a piece whose name is not UTF-8 is written %s", why);
+    found = info_one(&ch, lat, &out);
+    CHECK(sc, found == 1 && strcmp(out[0].value, lat) == 0, "sbtinfo2 finds it under the caller's bytes");
+    restore_check(sc, &ch, lat, 8192, 5 * 8192ULL, 9);
+    char *lats[] = {lat, NULL};
+    CHECK(sc, g_t->sbtremove2(ch.ctx, 0, lats) == 0, "it is deleted");
+    CHECK(sc, info_one(&ch, lat, &out) == 0, "and then not found");
     close_session(&ch);
 }
 

@@ -715,8 +715,14 @@ HIDDEN int sbtmover_sbtbackup(void *ctx, sbt_ulong flags, char *name, sbtobject 
     snprintf(bs, sizeof bs, "%zu", block_size);
     snprintf(copy, sizeof copy, "%u", copy_number);
     snprintf(pool, sizeof pool, "%u", media_pool);
-    const char *meta[] = {"sbt.name", raw, "sbt.dbname", dbname, "sbt.dbid", dbid, "sbt.filetype", ftype,
-                          "sbt.block_size", bs, "sbt.copy", copy, "sbt.media_pool", pool, "sbt.label", cfg_label(s),
+    /* Metadata is UTF-8: a Latin-1 handle, database name or label keeps its
+     * other bytes as %XX. */
+    char name_text[3 * SBT_FILENAME_MAX], db_text[3 * SBT_DBNAME_MAX], label_text[3 * 256];
+    if (shmover_utf8_text(raw, name_text, sizeof name_text) != 0) name_text[0] = '\0';
+    if (shmover_utf8_text(dbname, db_text, sizeof db_text) != 0) db_text[0] = '\0';
+    if (shmover_utf8_text(cfg_label(s), label_text, sizeof label_text) != 0) label_text[0] = '\0';
+    const char *meta[] = {"sbt.name", name_text, "sbt.dbname", db_text, "sbt.dbid", dbid, "sbt.filetype", ftype,
+                          "sbt.block_size", bs, "sbt.copy", copy, "sbt.media_pool", pool, "sbt.label", label_text,
                           NULL};
     trace(s, 2, "sbtbackup %s block_size=%zu max_size=%zu copy=%u pool=%u dbname=%s dbid=%s", raw, block_size,
           max_size, copy_number, media_pool, dbname, dbid);

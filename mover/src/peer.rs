@@ -288,7 +288,7 @@ impl PeerService {
             info!(upload = %id, path = %st.path, offset = durable, "resuming a peer upload");
         }
         if tx.send(Ok(reply(durable))).await.is_err() {
-            return;
+            return self.park(&id, &mut st).await;
         }
         // A part's first chunk, waiting for the memory its part needs.
         let mut waiting: Option<(pb::Chunk, BoxFuture<'static, OwnedSemaphorePermit>)> = None;
@@ -303,7 +303,7 @@ impl PeerService {
                     }
                     st.durable = end;
                     if tx.send(Ok(reply(end))).await.is_err() {
-                        return;
+                        return self.park(&id, &mut st).await;
                     }
                     continue;
                 }
@@ -312,7 +312,7 @@ impl PeerService {
                     st.reserved = Some(permit);
                     if let Err(s) = self.take(&mut st, c) {
                         let _ = tx.send(Err(s)).await;
-                        return;
+                        return self.park(&id, &mut st).await;
                     }
                     continue;
                 }
@@ -322,7 +322,7 @@ impl PeerService {
                 Ok(Some(m)) => m.msg,
                 // The sender went away without finishing: keep the session
                 // for its return.
-                Ok(None) | Err(_) => return,
+                Ok(None) | Err(_) => return self.park(&id, &mut st).await,
             };
             match msg {
                 Some(write_request::Msg::Chunk(c)) => {
@@ -340,7 +340,7 @@ impl PeerService {
                     };
                     if let Err(s) = r {
                         let _ = tx.send(Err(s)).await;
-                        return;
+                        return self.park(&id, &mut st).await;
                     }
                 }
                 Some(write_request::Msg::Finish(f)) => {
@@ -359,9 +359,24 @@ impl PeerService {
                             "expected a chunk, finish or abort",
                         )))
                         .await;
-                    return;
+                    return self.park(&id, &mut st).await;
                 }
             }
+        }
+    }
+
+    /// The stream ended without Finish or Abort (the sender left, gave up,
+    /// or broke the protocol): the session stays for a sender that
+    /// resumes, but holds no memory meanwhile. The parts already taken are
+    /// stored, giving their memory back as they land, and a partly received
+    /// part is dropped with its reservation, as a resuming stream would
+    /// drop it. Without this, the memory stayed taken until the reaper
+    /// aborted the session, 15 minutes later.
+    async fn park(&self, id: &str, st: &mut Upload) {
+        if let Err(e) = st.settle().await {
+            warn!(upload = %id, path = %st.path, error = %e, "peer upload failed");
+            let _ = st.upload.abort().await;
+            self.forget(id);
         }
     }
 

@@ -505,6 +505,41 @@ fn a_peer_reserves_each_part_against_its_memory_limit_and_refuses_parts_that_lie
     assert!(e.is_none(), "{e:?}");
     let last = replies.last().expect("replies");
     assert!(last.completed && last.durable == 3 << 20, "{replies:?}");
+    // A sender that leaves half-way through a part of 30 MiB (a forwarding
+    // mover that gave up, or died): the part is dropped with its memory.
+    // The old peer kept the 30 MiB reserved for the 15 minutes it keeps an
+    // idle session, and the next part of 20 MiB waited all that time.
+    let (replies, e) = raw_write(
+        &r.peer_addr(),
+        "memory-t0ken",
+        vec![open("6", "data/raw/f"), chunk(0, 1 << 20, false, 30 << 20)],
+    );
+    assert!(e.is_none() && replies.len() == 1, "{replies:?} {e:?}");
+    let addr = r.peer_addr();
+    let (done_tx, done_rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let mut msgs = vec![open("7", "data/raw/g")];
+        for i in 0..5u64 {
+            msgs.push(chunk(
+                i << 22,
+                4 << 20,
+                i == 4,
+                if i == 0 { 20 << 20 } else { 0 },
+            ));
+        }
+        msgs.push(Msg::Finish(WriteFinish { size: 20 << 20 }));
+        let _ = done_tx.send(raw_write(&addr, "memory-t0ken", msgs));
+    });
+    let (replies, e) = done_rx
+        .recv_timeout(std::time::Duration::from_secs(60))
+        .expect("a 20 MiB part waited for memory a departed sender still held");
+    assert!(e.is_none(), "{e:?}");
+    assert!(
+        replies
+            .last()
+            .is_some_and(|l| l.completed && l.durable == 20 << 20),
+        "{replies:?}"
+    );
     // Six objects at once through a forwarding mover, 16 MiB parts, into
     // a peer whose budget holds two such parts: each waits its turn for
     // memory, none holds any while it waits, and all of them land.

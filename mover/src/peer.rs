@@ -229,6 +229,19 @@ impl PeerService {
         Ok(Arc::clone(map.entry(id.to_string()).or_insert(fresh)))
     }
 
+    /// The reply for an upload completed in the last `DONE_KEPT`.
+    fn outcome(&self, id: &str) -> Option<pb::WriteReply> {
+        self.done
+            .lock()
+            .expect("done")
+            .get(id)
+            .map(|d| pb::WriteReply {
+                durable: d.size,
+                completed: true,
+                e_tag: d.e_tag.clone(),
+            })
+    }
+
     fn forget(&self, id: &str) {
         self.sessions.lock().expect("sessions").remove(id);
     }
@@ -274,6 +287,13 @@ impl PeerService {
     ) {
         session.takeover.notify_waiters();
         let mut st = session.state.lock().await;
+        // The stream we took over may have completed the upload while we
+        // waited for it (a sender that reconnected during its Finish):
+        // that outcome, not a second completion, which would fail.
+        if let Some(done) = self.outcome(&id) {
+            let _ = tx.send(Ok(done)).await;
+            return;
+        }
         let takeover = session.takeover.notified();
         tokio::pin!(takeover);
         let reply = |durable: u64| pb::WriteReply {
@@ -538,18 +558,7 @@ impl Peer for Handler {
         upload_id(&open.upload_id)?;
         let path = key(&open.path)?;
         let (tx, rx) = mpsc::channel(64);
-        let done = self
-            .0
-            .done
-            .lock()
-            .expect("done")
-            .get(&open.upload_id)
-            .map(|d| pb::WriteReply {
-                durable: d.size,
-                completed: true,
-                e_tag: d.e_tag.clone(),
-            });
-        if let Some(reply) = done {
+        if let Some(reply) = self.0.outcome(&open.upload_id) {
             let _ = tx.send(Ok(reply)).await;
             return Ok(Response::new(ReceiverStream::new(rx)));
         }

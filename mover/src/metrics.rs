@@ -7,12 +7,14 @@ use std::sync::Arc;
 
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
-/// Process-wide counters. All monotonic except `streams_open`.
+/// Process-wide counters. All monotonic except `streams_open` and
+/// `connections_open`.
 #[derive(Debug, Default)]
 pub struct Metrics {
     pub bytes_in: AtomicU64,
     pub bytes_out: AtomicU64,
     pub streams_open: AtomicU64,
+    pub connections_open: AtomicU64,
     pub streams_total: AtomicU64,
     pub objects_committed: AtomicU64,
     pub errors: AtomicU64,
@@ -58,6 +60,12 @@ impl Metrics {
             "gauge",
             "Streams open now.",
             self.streams_open.load(Relaxed).to_string(),
+        );
+        put(
+            "shmover_connections_open",
+            "gauge",
+            "Control connections open, refused ones included until they are closed.",
+            self.connections_open.load(Relaxed).to_string(),
         );
         put(
             "shmover_streams_total",

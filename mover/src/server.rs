@@ -76,6 +76,7 @@ impl ConnSlot {
     /// is reached.
     fn take(shared: &Arc<Shared>) -> Result<Self, usize> {
         let open = shared.connections.fetch_add(1, Relaxed);
+        shared.metrics.connections_open.fetch_add(1, Relaxed);
         let slot = Self(Arc::clone(shared));
         if open >= shared.cfg.max_connections {
             return Err(open);
@@ -87,6 +88,7 @@ impl ConnSlot {
 impl Drop for ConnSlot {
     fn drop(&mut self) {
         self.0.connections.fetch_sub(1, Relaxed);
+        self.0.metrics.connections_open.fetch_sub(1, Relaxed);
     }
 }
 

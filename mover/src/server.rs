@@ -5,7 +5,7 @@ use std::collections::{BTreeMap, HashMap};
 use std::io::IoSlice;
 use std::os::fd::{AsFd, AsRawFd, RawFd};
 use std::os::unix::fs::{FileTypeExt, PermissionsExt};
-use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering::Relaxed};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed};
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
@@ -64,8 +64,6 @@ pub struct Shared {
     /// Rings whose streams ended cleanly, kept for the same user's next
     /// stream.
     idle_rings: Mutex<Vec<IdleRing>>,
-    /// Connections being served now, against `max_connections`.
-    connections: AtomicUsize,
 }
 
 /// One connection counted against `max_connections` while it lives.
@@ -75,8 +73,8 @@ impl ConnSlot {
     /// Counts a new connection, or says how many are open when the limit
     /// is reached.
     fn take(shared: &Arc<Shared>) -> Result<Self, usize> {
-        let open = shared.connections.fetch_add(1, Relaxed);
-        shared.metrics.connections_open.fetch_add(1, Relaxed);
+        // The gauge is the count (`shmover_connections_open`).
+        let open = shared.metrics.connections_open.fetch_add(1, Relaxed) as usize;
         let slot = Self(Arc::clone(shared));
         if open >= shared.cfg.max_connections {
             return Err(open);
@@ -87,7 +85,6 @@ impl ConnSlot {
 
 impl Drop for ConnSlot {
     fn drop(&mut self) {
-        self.0.connections.fetch_sub(1, Relaxed);
         self.0.metrics.connections_open.fetch_sub(1, Relaxed);
     }
 }
@@ -400,7 +397,6 @@ pub async fn serve(cfg: Config, metrics: Arc<Metrics>) -> anyhow::Result<()> {
         next_id: AtomicU64::new(1),
         ring_bytes: AtomicU64::new(0),
         idle_rings: Mutex::new(Vec::new()),
-        connections: AtomicUsize::new(0),
         cfg,
     });
     {

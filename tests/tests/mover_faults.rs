@@ -1058,6 +1058,12 @@ fn a_ring_another_user_filled_is_never_handed_to_us() {
 /// Waits until the mover holds no connection: the start-up probe's may
 /// not have been closed on its side yet, and would take a place.
 fn no_connection_left(m: &MoverProcess) {
+    // The socket listens before the metrics port is served.
+    assert!(
+        eventually(Duration::from_secs(30), || m.log().contains("mover ready")),
+        "{}",
+        m.log()
+    );
     assert!(
         eventually(Duration::from_secs(30), || m.metrics()
             ["shmover_connections_open"]

@@ -1035,14 +1035,18 @@ fn connect_within(path: &std::path::Path, timeout: Duration) -> std::io::Result<
         SockFlag::SOCK_CLOEXEC | SockFlag::SOCK_NONBLOCK,
         None,
     )?;
-    let deadline = std::time::Instant::now() + timeout;
+    // No deadline for a timeout past what an Instant holds (MOVER_TIMEOUT
+    // is any number of seconds): adding it would panic.
+    let deadline = std::time::Instant::now().checked_add(timeout);
     let mut pause = Duration::from_millis(1);
     loop {
         match connect(fd.as_raw_fd(), &addr) {
             Ok(()) => break,
             Err(Errno::EINTR) => {}
             Err(Errno::EAGAIN) => {
-                let left = deadline.saturating_duration_since(std::time::Instant::now());
+                let left = deadline.map_or(Duration::MAX, |d| {
+                    d.saturating_duration_since(std::time::Instant::now())
+                });
                 if left.is_zero() {
                     return Err(std::io::Error::new(
                         std::io::ErrorKind::TimedOut,
@@ -1239,6 +1243,21 @@ mod tests {
             s.write_all(&frame).unwrap();
         })
         .expect_err("an error reply")
+    }
+
+    #[test]
+    fn a_timeout_past_what_an_instant_holds_is_no_panic() {
+        // MOVER_TIMEOUT takes any number of seconds.
+        let err = Client::connect(&Options {
+            socket: std::env::temp_dir().join("shmover-client-test-no-such.sock"),
+            timeout: Duration::from_secs(u64::MAX),
+            ..Options::default()
+        })
+        .err()
+        .map(|e| (e.code, e.message));
+        let (got, message) = err.expect("no mover listens there");
+        assert_eq!(got, code::UNREACHABLE, "{message}");
+        assert!(message.contains("no such socket"), "{message}");
     }
 
     #[test]

@@ -255,6 +255,11 @@ fn is_refusal(e: &StoreError) -> bool {
     }
 }
 
+/// Whether `e` says a write is in place but may not survive a crash.
+fn is_not_durable(e: &StoreError) -> bool {
+    matches!(e, StoreError::Store(e) if crate::local::NotDurable::is(e))
+}
+
 /// Creates a directory (and parents) readable only by the service user and
 /// its group.
 pub fn create_private_dir(path: &std::path::Path) -> std::io::Result<()> {
@@ -330,16 +335,23 @@ impl Catalog {
     /// `AlreadyExists` if another writer published the name first.
     ///
     /// An error can come back for a write that landed (a lost reply, a
-    /// retried create answered "exists", a failed directory fsync after
-    /// the link): every error is checked by reading the manifest back. A
-    /// manifest with our data key means success; if that cannot be read
-    /// either, the answer is [`StoreError::Uncertain`] and the caller must
-    /// keep the data.
+    /// retried create answered "exists"): every error is checked by
+    /// reading the manifest back. A manifest with our data key means
+    /// success, unless the error said it may not survive a crash (a local
+    /// directory's failed fsync after the link). In that case, or if the
+    /// manifest cannot be read back, the answer is
+    /// [`StoreError::Uncertain`] and the caller must keep the data.
     pub async fn publish(&self, kind: ClientKind, m: &Manifest) -> Result<(), StoreError> {
         let Err(e) = self.publish_once(kind, m).await else {
             return Ok(());
         };
         match self.manifest(kind, &m.name).await {
+            // In place, but a local directory's fsync failed after the
+            // link: it may be gone after a crash, and the data with it
+            // unless the data is kept.
+            Ok(Some(found)) if found.data_key == m.data_key && is_not_durable(&e) => {
+                Err(StoreError::Uncertain(m.name.clone(), e.to_string()))
+            }
             Ok(Some(found)) if found.data_key == m.data_key => {
                 tracing::warn!(name = %m.name, error = %e, "publish reported an error but the manifest is in place");
                 Ok(())

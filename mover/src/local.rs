@@ -27,7 +27,7 @@ use object_store::local::LocalFileSystem;
 use object_store::path::Path;
 use object_store::{
     CopyOptions, GetOptions, GetResult, ListResult, MultipartUpload, ObjectMeta, ObjectStore,
-    PutMultipartOptions, PutOptions, PutPayload, PutResult, UploadPart,
+    PutMode, PutMultipartOptions, PutOptions, PutPayload, PutResult, UploadPart,
 };
 use tracing::{info, warn};
 
@@ -45,6 +45,32 @@ pub struct LocalStore {
     /// Cleared when the filesystem refuses `O_DIRECT`; from then on every
     /// upload is buffered.
     direct: Arc<AtomicBool>,
+    /// Makes a directory's entries durable: `fsync(2)` of the directory.
+    /// Tests put a failing one in its place.
+    sync_dir: fn(&std::path::Path) -> std::io::Result<()>,
+}
+
+/// `fsync(2)` of the directory `dir`.
+fn sync_dir(dir: &std::path::Path) -> std::io::Result<()> {
+    File::open(dir)?.sync_all()
+}
+
+/// A create-if-absent write that is in place, but whose directory entry
+/// may not survive a crash: the directory's `fsync(2)` failed after the
+/// link. Retrying that fsync proves nothing (after a failed fsync Linux
+/// may report the next one clean), so the outcome is unknown.
+#[derive(Debug, thiserror::Error)]
+#[error("{} is in place, but syncing its directory failed, so it may not survive a crash: {source}", path.display())]
+pub struct NotDurable {
+    path: PathBuf,
+    source: std::io::Error,
+}
+
+impl NotDurable {
+    /// Whether `e` is this error.
+    pub fn is(e: &object_store::Error) -> bool {
+        matches!(e, object_store::Error::Generic { source, .. } if source.is::<NotDurable>())
+    }
 }
 
 impl LocalStore {
@@ -54,8 +80,70 @@ impl LocalStore {
         Self {
             fs,
             direct: Arc::new(AtomicBool::new(direct)),
+            sync_dir,
         }
     }
+
+    /// The store with `f` in place of a directory's `fsync(2)`.
+    #[cfg(test)]
+    fn with_sync_dir(mut self, f: fn(&std::path::Path) -> std::io::Result<()>) -> Self {
+        self.sync_dir = f;
+        self
+    }
+}
+
+/// A create-if-absent write (a manifest): staged beside `dest`, synced,
+/// hard-linked into place, the directory synced. What object_store's
+/// `LocalFileSystem` does, except that a failed directory sync after the
+/// link is told apart ([`NotDurable`]) from a write that did not happen.
+fn put_create(
+    dest: &std::path::Path,
+    payload: &PutPayload,
+    sync_dir: fn(&std::path::Path) -> std::io::Result<()>,
+) -> object_store::Result<PutResult> {
+    use std::io::Write;
+    let (mut file, src) = new_staging(dest).map_err(|e| io_error("creating", dest, e))?;
+    let staged = (|| {
+        for chunk in payload.iter() {
+            file.write_all(chunk)?;
+        }
+        file.sync_all()?;
+        file.metadata()
+    })();
+    drop(file);
+    let linked = staged.and_then(|meta| std::fs::hard_link(&src, dest).map(|()| meta));
+    let _ = std::fs::remove_file(&src);
+    let meta = match linked {
+        Ok(meta) => meta,
+        Err(e) if e.kind() == ErrorKind::AlreadyExists => {
+            return Err(object_store::Error::AlreadyExists {
+                path: dest.display().to_string(),
+                source: Box::new(e),
+            })
+        }
+        Err(e) => return Err(io_error("writing", dest, e)),
+    };
+    if let Some(parent) = dest.parent() {
+        sync_dir(parent).map_err(|source| object_store::Error::Generic {
+            store: "LocalFileSystem",
+            source: Box::new(NotDurable {
+                path: dest.to_path_buf(),
+                source,
+            }),
+        })?;
+    }
+    Ok(PutResult {
+        e_tag: Some(e_tag(&meta)),
+        version: None,
+        extensions: Default::default(),
+    })
+}
+
+/// An entity tag as `LocalFileSystem` makes them: inode, modification
+/// time in microseconds, size.
+fn e_tag(meta: &std::fs::Metadata) -> String {
+    let mtime = meta.mtime() as u64 * 1_000_000 + meta.mtime_nsec() as u64 / 1000;
+    format!("{:x}-{mtime:x}-{:x}", meta.ino(), meta.size())
 }
 
 impl std::fmt::Display for LocalStore {
@@ -123,7 +211,14 @@ impl ObjectStore for LocalStore {
         payload: PutPayload,
         opts: PutOptions,
     ) -> object_store::Result<PutResult> {
-        self.fs.put_opts(location, payload, opts).await
+        if opts.mode != PutMode::Create || !opts.attributes.is_empty() {
+            return self.fs.put_opts(location, payload, opts).await;
+        }
+        let dest = self.fs.path_to_filesystem(location)?;
+        let sync_dir = self.sync_dir;
+        tokio::task::spawn_blocking(move || put_create(&dest, &payload, sync_dir))
+            .await
+            .map_err(|e| object_store::Error::JoinError { source: e })?
     }
 
     async fn put_multipart_opts(
@@ -388,9 +483,8 @@ impl MultipartUpload for DirectUpload {
                         .and_then(|d| d.sync_all())
                         .map_err(|e| io_error("syncing", parent, e))?;
                 }
-                let mtime = meta.mtime() as u64 * 1_000_000 + meta.mtime_nsec() as u64 / 1000;
                 Ok(PutResult {
-                    e_tag: Some(format!("{:x}-{mtime:x}-{:x}", meta.ino(), meta.size())),
+                    e_tag: Some(e_tag(&meta)),
                     version: None,
                     extensions: Default::default(),
                 })
@@ -579,5 +673,94 @@ mod tests {
         drop(up);
         let left: Vec<_> = std::fs::read_dir(dir.path().join("a")).unwrap().collect();
         assert!(left.is_empty(), "{left:?}");
+    }
+
+    /// A directory whose `fsync(2)` fails, as a failing disk's does.
+    fn failing_sync(_: &std::path::Path) -> std::io::Result<()> {
+        Err(std::io::Error::from_raw_os_error(nix::libc::EIO))
+    }
+
+    fn manifest(name: &str, data_key: &str) -> crate::catalog::Manifest {
+        crate::catalog::Manifest {
+            format: 1,
+            name: name.into(),
+            kind: "sbt".into(),
+            data_key: data_key.into(),
+            size: 0,
+            created_unix_ms: 0,
+            block_size: 0,
+            crc32c: 0,
+            parts: 0,
+            metadata: Default::default(),
+            transform: "none".into(),
+        }
+    }
+
+    /// A manifest linked into place whose directory then fails to sync is
+    /// not reported published: it may vanish in a crash, so the caller
+    /// hears that the outcome is unknown (and keeps the data). With a
+    /// directory that syncs, the same store publishes, and refuses a
+    /// second manifest of the same name.
+    #[tokio::test]
+    async fn a_manifest_whose_directory_fails_to_sync_is_not_reported_published() {
+        use crate::catalog::{Catalog, StoreError};
+        use shmover_proto::ClientKind;
+        let dir = tempfile::tempdir().unwrap();
+        let metrics = Arc::new(crate::metrics::Metrics::default());
+        let failing = Catalog::new(
+            Arc::new(store(dir.path(), false).with_sync_dir(failing_sync)),
+            0,
+            Arc::clone(&metrics),
+        )
+        .with_late_writes(false);
+        let err = failing
+            .publish(ClientKind::Sbt, &manifest("piece_1", "data/1"))
+            .await
+            .expect_err("a manifest whose directory did not sync was reported published");
+        assert!(
+            matches!(&err, StoreError::Uncertain(name, why) if name == "piece_1" && why.contains("may not survive a crash")),
+            "{err:?}"
+        );
+        // The link is there; only its durability is in doubt.
+        let found = failing.manifest(ClientKind::Sbt, "piece_1").await.unwrap();
+        assert_eq!(
+            found.map(|m| m.data_key.clone()),
+            Some("data/1".to_string())
+        );
+
+        let healthy =
+            Catalog::new(Arc::new(store(dir.path(), false)), 0, metrics).with_late_writes(false);
+        healthy
+            .publish(ClientKind::Sbt, &manifest("piece_2", "data/2"))
+            .await
+            .unwrap();
+        let again = healthy
+            .publish(ClientKind::Sbt, &manifest("piece_2", "data/3"))
+            .await
+            .expect_err("a second manifest of the same name was published");
+        assert!(
+            matches!(&again, StoreError::AlreadyExists(n) if n == "piece_2"),
+            "{again:?}"
+        );
+        // No staging file is left behind either way.
+        let left = walk(dir.path());
+        assert!(
+            left.iter().all(|p| !p.contains('#')),
+            "staging files left: {left:?}"
+        );
+    }
+
+    /// Every file under `dir`, as paths.
+    fn walk(dir: &std::path::Path) -> Vec<String> {
+        let mut out = Vec::new();
+        for e in std::fs::read_dir(dir).unwrap() {
+            let p = e.unwrap().path();
+            if p.is_dir() {
+                out.extend(walk(&p));
+            } else {
+                out.push(p.display().to_string());
+            }
+        }
+        out
     }
 }

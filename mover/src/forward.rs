@@ -810,6 +810,8 @@ struct Sender {
     cmds_open: bool,
     /// A connection got as far as the peer's first reply.
     connected: bool,
+    /// The most the peer has acknowledged holding.
+    durable: u64,
 }
 
 /// How one connection ended.
@@ -870,6 +872,7 @@ impl Sender {
     /// The peer holds everything below `durable`: those parts are done
     /// (their chunks, ring slots, are released by the drop).
     fn acked(&mut self, durable: u64) -> usize {
+        self.durable = self.durable.max(durable);
         let mut n = 0;
         while let Some(p) = self.pending.front() {
             if p.end > durable {
@@ -1107,6 +1110,7 @@ async fn send_object(
         aborted: false,
         cmds_open: true,
         connected: false,
+        durable: 0,
     };
     // Nothing to send before the first part (or finish, or abort).
     let first = cmds.recv().await;
@@ -1118,8 +1122,14 @@ async fn send_object(
     let mut pause = Duration::from_millis(50);
     loop {
         s.connected = false;
+        let (started, durable) = (Instant::now(), s.durable);
         let ended = s.connection(&mut cmds).await;
-        if s.connected {
+        // A connection that got the peer to hold more, or that stayed up
+        // for the whole timeout, ends the broken spell. One that was
+        // answered and then closed without progress does not: a peer that
+        // drops every stream after its first reply would be retried for
+        // good.
+        if s.connected && (s.durable > durable || started.elapsed() >= s.inner.timeout) {
             broken_since = None;
             pause = Duration::from_millis(50);
         }

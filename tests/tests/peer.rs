@@ -800,3 +800,224 @@ fn a_python_grpcio_client_can_stat_and_list() {
     assert!(err.starts_with("error: NOT_FOUND"), "{err}");
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// How [`FakePeer`] answers a write.
+#[derive(Clone, Copy)]
+enum Answer {
+    /// Says it holds nothing, again and again, and never more: alive,
+    /// answering, and getting nowhere.
+    Repeats,
+    /// Says it holds a terabyte once the first chunk arrives.
+    Overclaims,
+    /// Answers the open (holding nothing), then ends the stream: a peer
+    /// that fails every write the same way.
+    HangsUp,
+}
+
+/// A peer written to the peer protocol that misbehaves in one way
+/// ([`Answer`]): what a buggy or hostile mover on another node would do,
+/// which a real mover cannot be made to do. Served on loopback TCP by a
+/// thread of its own; every other call is refused or finds nothing.
+struct FakePeer {
+    addr: String,
+    _runtime: std::thread::JoinHandle<()>,
+}
+
+type Replies<T> =
+    std::pin::Pin<Box<dyn futures::Stream<Item = Result<T, tonic::Status>> + Send + 'static>>;
+
+fn replies<T: Send + 'static>(
+    rx: tokio::sync::mpsc::Receiver<Result<T, tonic::Status>>,
+) -> Replies<T> {
+    Box::pin(futures::stream::unfold(rx, |mut rx| async move {
+        rx.recv().await.map(|r| (r, rx))
+    }))
+}
+
+#[tonic::async_trait]
+impl shmover_proto::peer::peer_server::Peer for Answer {
+    type WriteStream = Replies<shmover_proto::peer::WriteReply>;
+    type ReadStream = Replies<shmover_proto::peer::ReadReply>;
+    type ListStream = Replies<shmover_proto::peer::ListReply>;
+
+    async fn write(
+        &self,
+        req: tonic::Request<tonic::Streaming<shmover_proto::peer::WriteRequest>>,
+    ) -> Result<tonic::Response<Self::WriteStream>, tonic::Status> {
+        use shmover_proto::peer::{write_request::Msg, WriteReply};
+        let mut inbound = req.into_inner();
+        let (tx, rx) = tokio::sync::mpsc::channel(64);
+        let answer = *self;
+        tokio::spawn(async move {
+            let holds = |durable| {
+                Ok(WriteReply {
+                    durable,
+                    ..Default::default()
+                })
+            };
+            let mut tick = tokio::time::interval(std::time::Duration::from_millis(200));
+            loop {
+                tokio::select! {
+                    m = inbound.message() => match m {
+                        Ok(Some(m)) => {
+                            let reply = match (answer, m.msg) {
+                                (_, Some(Msg::Open(_))) | (Answer::Repeats, _) => holds(0),
+                                (Answer::Overclaims, _) => holds(1 << 40),
+                                (Answer::HangsUp, _) => return,
+                            };
+                            if tx.send(reply).await.is_err() {
+                                return;
+                            }
+                            if matches!(answer, Answer::HangsUp) {
+                                return;
+                            }
+                        }
+                        _ => return,
+                    },
+                    _ = tick.tick(), if matches!(answer, Answer::Repeats) => {
+                        if tx.send(holds(0)).await.is_err() {
+                            return;
+                        }
+                    }
+                }
+            }
+        });
+        Ok(tonic::Response::new(replies(rx)))
+    }
+
+    async fn read(
+        &self,
+        _: tonic::Request<shmover_proto::peer::ReadRequest>,
+    ) -> Result<tonic::Response<Self::ReadStream>, tonic::Status> {
+        Err(tonic::Status::not_found("the fake peer holds nothing"))
+    }
+    async fn put(
+        &self,
+        _: tonic::Request<shmover_proto::peer::PutRequest>,
+    ) -> Result<tonic::Response<shmover_proto::peer::PutReply>, tonic::Status> {
+        Err(tonic::Status::unimplemented("the fake peer stores nothing"))
+    }
+    async fn stat(
+        &self,
+        _: tonic::Request<shmover_proto::peer::StatRequest>,
+    ) -> Result<tonic::Response<shmover_proto::peer::ObjectMeta>, tonic::Status> {
+        Err(tonic::Status::not_found("the fake peer holds nothing"))
+    }
+    async fn list(
+        &self,
+        _: tonic::Request<shmover_proto::peer::ListRequest>,
+    ) -> Result<tonic::Response<Self::ListStream>, tonic::Status> {
+        let (_, rx) = tokio::sync::mpsc::channel(1);
+        Ok(tonic::Response::new(replies(rx)))
+    }
+    async fn list_delimited(
+        &self,
+        _: tonic::Request<shmover_proto::peer::ListRequest>,
+    ) -> Result<tonic::Response<shmover_proto::peer::ListDelimitedReply>, tonic::Status> {
+        Ok(tonic::Response::new(Default::default()))
+    }
+    async fn delete(
+        &self,
+        _: tonic::Request<shmover_proto::peer::DeleteRequest>,
+    ) -> Result<tonic::Response<shmover_proto::peer::DeleteReply>, tonic::Status> {
+        Err(tonic::Status::not_found("the fake peer holds nothing"))
+    }
+}
+
+impl FakePeer {
+    fn start(answer: Answer) -> FakePeer {
+        let listener = {
+            let _bind = PORTS.read().unwrap_or_else(|e| e.into_inner());
+            std::net::TcpListener::bind("127.0.0.1:0").unwrap()
+        };
+        listener.set_nonblocking(true).unwrap();
+        let addr = listener.local_addr().unwrap().to_string();
+        let runtime = std::thread::spawn(move || {
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .unwrap();
+            rt.block_on(async move {
+                let listener = tokio::net::TcpListener::from_std(listener).unwrap();
+                let incoming = tonic::transport::server::TcpIncoming::from(listener);
+                let _ = tonic::transport::Server::builder()
+                    .serve_with_incoming(
+                        shmover_proto::peer::peer_server::PeerServer::new(answer)
+                            .max_decoding_message_size(64 << 20),
+                        incoming,
+                    )
+                    .await;
+            });
+        });
+        FakePeer {
+            addr,
+            _runtime: runtime,
+        }
+    }
+}
+
+/// Backs up `name` (8 MiB) through `f`, expecting it to fail; the error.
+fn failed_backup(f: &MoverProcess, name: &str) -> shmover_client::Error {
+    let pat = Pattern::default();
+    let mut c = f.client(ClientKind::Generic);
+    match backup(&mut c, &pat, 1, name, 8 * MIB, 1 << 20) {
+        Ok(_) => panic!("{name} was reported saved on a peer that holds nothing"),
+        Err(e) => e,
+    }
+}
+
+#[test]
+fn a_peer_that_answers_without_ever_holding_more_is_given_up_after_the_stall_time() {
+    // The peer answers every 200 ms, always "I hold 0 bytes". Replies
+    // that acknowledge nothing new must not restart the stall clock: the
+    // old forwarder restarted it on every reply and waited for good.
+    let dir = temp_dir("peer-repeats");
+    let token = secret_file(&dir, "token", "rep3ats");
+    let peer = FakePeer::start(Answer::Repeats);
+    let f = forwarder(
+        &[peer.addr.clone()],
+        &token,
+        &["--peer-timeout", "3", "--peer-stall", "2"],
+    );
+    let e = failed_backup(&f, "repeats/piece");
+    assert!(
+        e.message.contains("no answer from the peer in 2 s"),
+        "{e:?}"
+    );
+    assert!(f.log().contains("peer stopped answering"), "{}", f.log());
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn a_peer_that_claims_bytes_it_was_never_sent_fails_the_object_as_data_loss() {
+    // Believing the claim would release ring slots whose bytes the peer
+    // never had, and report the backup saved.
+    let dir = temp_dir("peer-overclaims");
+    let token = secret_file(&dir, "token", "0verclaims");
+    let peer = FakePeer::start(Answer::Overclaims);
+    let f = forwarder(&[peer.addr.clone()], &token, &["--peer-timeout", "3"]);
+    let e = failed_backup(&f, "overclaims/piece");
+    assert!(
+        e.message
+            .contains("the peer acknowledged 1099511627776 bytes"),
+        "{e:?}"
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn a_peer_that_hangs_up_on_every_write_fails_the_object_after_the_peer_timeout() {
+    // Each connection gets its first reply, so the forwarder used to count
+    // it as a success and reconnect for good, the backup never ending.
+    let dir = temp_dir("peer-hangs-up");
+    let token = secret_file(&dir, "token", "hangs-up");
+    let peer = FakePeer::start(Answer::HangsUp);
+    let f = forwarder(&[peer.addr.clone()], &token, &["--peer-timeout", "3"]);
+    let e = failed_backup(&f, "hangs-up/piece");
+    assert!(
+        e.message
+            .contains("unreachable for 3 s: the peer closed the stream"),
+        "{e:?}"
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+}

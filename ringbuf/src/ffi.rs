@@ -43,7 +43,14 @@ thread_local! {
 
 fn set_last_error(msg: impl ToString) {
     let msg = CString::new(msg.to_string().replace('\0', " ")).unwrap_or_default();
-    LAST_ERROR.with(|e| *e.borrow_mut() = msg);
+    // try_with and try_borrow_mut: called from a thread-local destructor
+    // or during thread teardown the slot may be gone, and this runs
+    // outside `catch_unwind` in `guard`'s error arm; never panic.
+    let _ = LAST_ERROR.try_with(|e| {
+        if let Ok(mut slot) = e.try_borrow_mut() {
+            *slot = msg;
+        }
+    });
 }
 
 fn fail(code: c_int, msg: impl ToString) -> c_int {

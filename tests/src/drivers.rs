@@ -44,10 +44,53 @@ pub fn hana_driver(socket: &Path) -> Command {
     c
 }
 
+/// The longest a driver may run: far past any scenario's own waits, so
+/// that a call that hangs fails the test instead of holding it for good.
+const DRIVER_LIMIT: std::time::Duration = std::time::Duration::from_secs(600);
+
 /// Runs a driver; panics with its output unless it exits 0 with
-/// `0 failed` and at least `min_passed` checks passed.
+/// `0 failed` and at least `min_passed` checks passed, or if it runs past
+/// [`DRIVER_LIMIT`] (then it is killed).
 pub fn run_driver(mut cmd: Command, min_passed: u32) -> String {
-    let out = cmd.output().expect("run the driver");
+    use std::io::Read;
+    use std::process::Stdio;
+    let mut child = cmd
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("run the driver");
+    let drain = |mut r: Box<dyn Read + Send>| {
+        std::thread::spawn(move || {
+            let mut v = Vec::new();
+            let _ = r.read_to_end(&mut v);
+            v
+        })
+    };
+    let stdout = drain(Box::new(child.stdout.take().expect("piped")));
+    let stderr = drain(Box::new(child.stderr.take().expect("piped")));
+    let deadline = std::time::Instant::now() + DRIVER_LIMIT;
+    let status = loop {
+        if let Some(status) = child.try_wait().expect("wait for the driver") {
+            break Some(status);
+        }
+        if std::time::Instant::now() >= deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            break None;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    };
+    let out = std::process::Output {
+        status: status.unwrap_or_default(),
+        stdout: stdout.join().unwrap_or_default(),
+        stderr: stderr.join().unwrap_or_default(),
+    };
+    assert!(
+        status.is_some(),
+        "the driver ran past {DRIVER_LIMIT:?} and was killed:\n{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
     let text =
         String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr);
     let last = text

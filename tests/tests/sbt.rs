@@ -10,7 +10,8 @@ fn the_sbt_library_passes_every_driver_scenario() {
     let m = MoverProcess::start(&[]);
     let mut cmd = sbt_driver(&m.socket);
     cmd.args(["--channels", "4"]);
-    run_driver(cmd, 80);
+    // 110 to 112 checks with 4 channels (random-calls varies by a few).
+    run_driver(cmd, 105);
     // Every piece the driver made was deleted again; nothing else is left.
     let mut c = m.client(ClientKind::Sbt);
     assert!(c.list("", 0).unwrap().is_empty(), "{:?}", c.list("", 0));
@@ -20,17 +21,9 @@ fn the_sbt_library_passes_every_driver_scenario() {
 fn a_mover_killed_mid_piece_fails_the_piece_and_leaves_nothing_visible() {
     let mut m = MoverProcess::start(&[]);
     let pid = m.pid().to_string();
-    let out = sbt_driver(&m.socket)
-        .args(["--kill-mover", &pid])
-        .env("MOVER_TIMEOUT", "5")
-        .output()
-        .unwrap();
-    let text = String::from_utf8_lossy(&out.stdout).into_owned();
-    assert!(
-        out.status.success(),
-        "{text}\n{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let mut cmd = sbt_driver(&m.socket);
+    cmd.args(["--kill-mover", &pid]).env("MOVER_TIMEOUT", "5");
+    let text = run_driver(cmd, 5);
     let orphan = text
         .lines()
         .find_map(|l| l.strip_prefix("orphan piece: "))

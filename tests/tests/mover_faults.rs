@@ -333,7 +333,7 @@ fn a_peer_whose_uid_is_not_allowed_is_refused_and_logged() {
         eprintln!("skipped: needs root to run a client under another uid");
         return;
     }
-    let m = MoverProcess::start(&["--allow-uids", "0"]);
+    let m = MoverProcess::start(&["--allow-uids", "0", "--metrics-listen", "127.0.0.1:0"]);
     // uid nobody, gid root: the socket's group permissions let it connect,
     // so only the mover's SO_PEERCRED check stands in the way.
     let out = m.cli().arg("ls").uid(65534).gid(0).output().unwrap();
@@ -344,6 +344,7 @@ fn a_peer_whose_uid_is_not_allowed_is_refused_and_logged() {
         "{err}"
     );
     assert!(m.log().contains("refused a peer"), "{}", m.log());
+    assert_eq!(m.metrics()["shmover_refused_peers_total"], 1.0);
 
     let allowed = MoverProcess::start(&["--allow-uids", "0", "--allow-gids", "0"]);
     let out = allowed.cli().arg("ls").uid(65534).gid(0).output().unwrap();
@@ -817,7 +818,11 @@ fn a_huge_file_where_a_manifest_should_be_is_refused_unread() {
         .unwrap();
     let err = c.stat("huge").unwrap_err();
     assert_eq!(err.code, 8, "the store error code: {err:?}");
-    assert!(err.message.contains("larger than any manifest"), "{err:?}");
+    assert!(
+        err.message
+            .contains(&format!("{} bytes, larger than any manifest", 4u64 << 30)),
+        "{err:?}"
+    );
     let names: Vec<String> = c.list("", 0).unwrap().into_iter().map(|i| i.name).collect();
     assert_eq!(names, ["fine"]);
     assert!(m.log().contains("larger than any manifest"), "{}", m.log());
@@ -870,7 +875,10 @@ fn backups_that_copy_their_parts_cannot_hold_the_memory_budget_between_them() {
     let pat = shmover_tests::mover::Pattern::default();
     let mut c = m.client(ClientKind::Generic);
     for s in 0..4 {
-        shmover_tests::objects::restore_and_check(&mut c, &pat, s, &format!("copied/{s}-2"), size);
+        for r in 0..rounds {
+            let name = format!("copied/{s}-{r}");
+            shmover_tests::objects::restore_and_check(&mut c, &pat, s, &name, size);
+        }
     }
 }
 
@@ -1053,6 +1061,15 @@ fn a_ring_another_user_filled_is_never_handed_to_us() {
         "root's own ring was not reused"
     );
     c.abort("test done").unwrap();
+
+    // And uid 65534's next stream reuses its own ring, kept idle all along.
+    let before = reused();
+    their_put("theirs-again");
+    assert_eq!(
+        reused(),
+        before + 1.0,
+        "uid 65534's ring was not kept for it"
+    );
 }
 
 /// Waits until the mover holds no connection: the start-up probe's may

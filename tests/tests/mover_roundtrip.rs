@@ -337,7 +337,9 @@ fn a_truncated_stored_object_is_refused_before_any_byte_is_restored() {
     assert_eq!(blocks, 0, "blocks of a truncated object reached the client");
     assert_eq!(err.code, code::CHECKSUM, "{}", err.message);
     assert!(
-        err.message.contains("short") && err.message.contains("1048581 bytes"),
+        err.message.contains("short")
+            && err.message.contains("1048581 bytes")
+            && err.message.contains(&(3 * MIB).to_string()),
         "{}",
         err.message
     );
@@ -529,6 +531,7 @@ fn s3_credentials_never_appear_in_the_mover_log() {
     assert_eq!(c.stat("missing").unwrap_err().code, code::NOT_FOUND);
     let log = m.log();
     assert!(log.contains("mover ready"), "{log}");
+    assert!(log.contains(" DEBUG "), "not a debug-level log:\n{log}");
     assert!(
         !log.contains(&s3.secret_access_key),
         "the secret key is in the log"

@@ -670,6 +670,8 @@ fn the_peer_port_requires_tls_and_refuses_wrong_credentials() {
         &s(&pki.ca),
         "--token-file",
         &s(&token),
+        "--log",
+        "debug",
     ]);
     let port = r.peer_addr().rsplit(':').next().unwrap().to_string();
     let https = format!("https://localhost:{port}");
@@ -683,6 +685,8 @@ fn the_peer_port_requires_tls_and_refuses_wrong_credentials() {
             s(tok),
             "--peer-timeout".into(),
             "2".into(),
+            "--log".into(),
+            "debug".into(),
         ];
         if cert {
             args.extend(["--tls-cert".into(), s(&pki.client.0)]);
@@ -715,8 +719,9 @@ fn the_peer_port_requires_tls_and_refuses_wrong_credentials() {
     // Only the good object reached the peer.
     let mut on_peer = r.client(ClientKind::Generic);
     assert_eq!(names(&mut on_peer), ["tls/ok"]);
-    // Neither side ever logs a token.
+    // Neither side ever logs a token, even at debug level.
     for log in [r.log(), good.log()] {
+        assert!(log.contains(" DEBUG "), "not a debug-level log:\n{log}");
         assert!(
             !log.contains("right-t0ken") && !log.contains("wrong-t0ken"),
             "{log}"

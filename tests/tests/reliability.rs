@@ -492,7 +492,10 @@ fn a_full_local_store_fails_the_backup_clearly_and_leaves_nothing_visible() {
     let pat = Pattern::default();
     let mut c = m.client(ClientKind::Generic);
     let err = backup(&mut c, &pat, 4, "full/piece", 64 * MIB, 1 << 20).unwrap_err();
-    assert!(err.message.contains("full/piece"), "{err:?}");
+    assert!(
+        err.message.contains("full/piece") && err.message.contains("No space left on device"),
+        "{err:?}"
+    );
     let mut c = m.client(ClientKind::Generic);
     assert_eq!(c.stat("full/piece").unwrap_err().code, code::NOT_FOUND);
     // The failed upload's space is given back: a backup that fits works.

@@ -413,6 +413,13 @@ pub async fn serve(cfg: Config, metrics: Arc<Metrics>) -> anyhow::Result<()> {
             }
         });
     }
+    if !shmover_ring::eventfd_nowait_works() {
+        warn!(
+            "this kernel cannot read an eventfd without waiting (RWF_NOWAIT, Linux 5.12 and later): \
+             a client that races the doorbells' shared O_NONBLOCK flag can hold a mover thread \
+             in a doorbell read, and each trapped doorbell write costs a rescue thread"
+        );
+    }
     info!(
         data_dir = %shared.cfg.data_dir.display(),
         socket = %shared.cfg.socket.display(),

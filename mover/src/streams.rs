@@ -380,11 +380,22 @@ impl Uploader<'_> {
             return Ok(());
         }
         self.reserve(part, target.max(part.len)).await?;
-        let mut owned = bytes::BytesMut::with_capacity(part.len as usize);
-        for c in part.chunks.drain(..) {
-            owned.extend_from_slice(&c);
-        }
-        part.chunks.push(owned.freeze());
+        // The copy (up to a part) and the release of its slots, which can
+        // ring the client's doorbell, run off the runtime's workers: a
+        // hostile client can make a doorbell write wait (see
+        // `shmover_ring::guard_writes`).
+        let chunks = std::mem::take(&mut part.chunks);
+        let len = part.len as usize;
+        let owned = tokio::task::spawn_blocking(move || {
+            let mut owned = bytes::BytesMut::with_capacity(len);
+            for c in chunks {
+                owned.extend_from_slice(&c);
+            }
+            owned.freeze()
+        })
+        .await
+        .map_err(|_| StreamError::Cancelled)?;
+        part.chunks.push(owned);
         part.slots = 0;
         part.copied = true;
         Ok(())

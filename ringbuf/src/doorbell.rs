@@ -63,7 +63,21 @@ mod guard {
                         // it, and its wake-up is left alone.
                         if !w.rescued && w.since.elapsed() >= RESCUE_AFTER && !super::writable(w.fd)
                         {
-                            w.rescued = super::read_nowait(w.fd);
+                            #[cfg(test)]
+                            let tried = if super::tests::refuse_nowait() {
+                                super::NoWait::Refused
+                            } else {
+                                super::try_read_nowait(w.fd)
+                            };
+                            #[cfg(not(test))]
+                            let tried = super::try_read_nowait(w.fd);
+                            w.rescued = match tried {
+                                super::NoWait::Read => true,
+                                super::NoWait::Empty => false,
+                                // A kernel before 5.12: read on a thread of
+                                // its own, which the peer can park, instead.
+                                super::NoWait::Refused => super::read_detached(w.fd),
+                            };
                         }
                     }
                 });
@@ -118,10 +132,20 @@ fn writable(fd: libc::c_int) -> bool {
     n < 0 || pfd.revents & libc::POLLOUT != 0
 }
 
+/// What a `preadv2(RWF_NOWAIT)` of an eventfd did.
+#[derive(Debug, PartialEq, Eq)]
+enum NoWait {
+    /// Read (and so zeroed) the counter.
+    Read,
+    /// The counter was zero (EAGAIN).
+    Empty,
+    /// The kernel refused the flag: before 5.12, or a seccomp filter.
+    Refused,
+}
+
 /// Drains an eventfd's counter with `RWF_NOWAIT`, which never blocks
-/// whatever the shared `O_NONBLOCK` says (Linux 5.12 and later); whether
-/// it read.
-fn read_nowait(fd: libc::c_int) -> bool {
+/// whatever the shared `O_NONBLOCK` says (Linux 5.12 and later).
+fn try_read_nowait(fd: libc::c_int) -> NoWait {
     let mut buf: u64 = 0;
     let iov = libc::iovec {
         iov_base: (&mut buf as *mut u64).cast::<libc::c_void>(),
@@ -130,7 +154,57 @@ fn read_nowait(fd: libc::c_int) -> bool {
     // SAFETY: one iovec over a live u64 of 8 bytes; offset -1 reads at the
     // file position (an eventfd refuses explicit offsets). The caller
     // guarantees `fd` is open.
-    unsafe { libc::preadv2(fd, &iov, 1, -1, libc::RWF_NOWAIT) == 8 }
+    let n = unsafe { libc::preadv2(fd, &iov, 1, -1, libc::RWF_NOWAIT) };
+    match n {
+        8 => NoWait::Read,
+        _ if io::Error::last_os_error().raw_os_error() == Some(libc::EAGAIN) => NoWait::Empty,
+        _ => NoWait::Refused,
+    }
+}
+
+/// Whether this kernel reads an eventfd with `RWF_NOWAIT` (Linux 5.12 and
+/// later). Without it, a hostile peer that clears the shared `O_NONBLOCK`
+/// at the right moment can park a thread of ours in a doorbell read, and
+/// the watchdog's rescue of a trapped write ([`guard_writes`]) needs a
+/// thread of its own that the peer can park in turn.
+pub fn eventfd_nowait_works() -> bool {
+    match EventFd::new() {
+        Ok(bell) => try_read_nowait(bell.fd.as_raw_fd()) != NoWait::Refused,
+        Err(_) => false,
+    }
+}
+
+/// The watchdog's rescue where `RWF_NOWAIT` is refused: a plain read of the
+/// counter, which is at its maximum, on a thread of its own through a
+/// duplicate of `fd` (so that `fd`, closed once its write returns, is never
+/// read after it could name another file). The read returns at once unless
+/// the peer drained the counter meanwhile, which also released the write;
+/// then the thread sleeps until the next wake-up, and only it. Whether the
+/// rescue was started.
+fn read_detached(fd: libc::c_int) -> bool {
+    // SAFETY: F_DUPFD_CLOEXEC on a descriptor the caller guarantees open;
+    // the result is a new descriptor this function owns.
+    let dup = unsafe { libc::fcntl(fd, libc::F_DUPFD_CLOEXEC, 0) };
+    if dup < 0 {
+        return false;
+    }
+    // SAFETY: `dup` was just created and nothing else owns it.
+    let dup = unsafe { OwnedFd::from_raw_fd(dup) };
+    std::thread::Builder::new()
+        .name("doorbell-rescue".into())
+        .spawn(move || {
+            let mut buf: u64 = 0;
+            // SAFETY: reads at most 8 bytes into a live u64 from a
+            // descriptor this thread owns.
+            let _ = unsafe {
+                libc::read(
+                    dup.as_raw_fd(),
+                    (&mut buf as *mut u64).cast::<libc::c_void>(),
+                    8,
+                )
+            };
+        })
+        .is_ok()
 }
 
 /// What both kinds of bell do.
@@ -258,17 +332,11 @@ impl EventFd {
     fn drain(&self) -> io::Result<()> {
         let mut buf: u64 = 0;
         if !NOWAIT_REFUSED.load(std::sync::atomic::Ordering::Relaxed) {
-            let iov = libc::iovec {
-                iov_base: (&mut buf as *mut u64).cast::<libc::c_void>(),
-                iov_len: 8,
-            };
-            // SAFETY: one iovec over a live u64 of 8 bytes; offset -1 reads
-            // at the file position (an eventfd refuses explicit offsets).
-            let n = unsafe { libc::preadv2(self.fd.as_raw_fd(), &iov, 1, -1, libc::RWF_NOWAIT) };
-            if n >= 0 || io::Error::last_os_error().raw_os_error() == Some(libc::EAGAIN) {
-                return Ok(()); // read, or a peer drained it first
+            match try_read_nowait(self.fd.as_raw_fd()) {
+                // Read, or a peer drained it first.
+                NoWait::Read | NoWait::Empty => return Ok(()),
+                NoWait::Refused => NOWAIT_REFUSED.store(true, std::sync::atomic::Ordering::Relaxed),
             }
-            NOWAIT_REFUSED.store(true, std::sync::atomic::Ordering::Relaxed);
         }
         self.nonblocking()?;
         // SAFETY: reads at most 8 bytes into a live u64.
@@ -419,6 +487,19 @@ mod tests {
         }
     }
 
+    /// Makes the watchdog act as on a kernel that refuses `RWF_NOWAIT`.
+    #[allow(clippy::disallowed_types)]
+    static REFUSE_NOWAIT: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
+    pub(super) fn refuse_nowait() -> bool {
+        REFUSE_NOWAIT.load(std::sync::atomic::Ordering::Relaxed)
+    }
+
+    /// Whether [`try_read_nowait`] read the counter.
+    fn read_nowait(fd: libc::c_int) -> bool {
+        try_read_nowait(fd) == NoWait::Read
+    }
+
     #[test]
     fn a_writer_descheduled_after_its_write_is_not_taken_for_a_trapped_one() {
         // On a busy host the thread can lose the CPU for longer than the
@@ -453,6 +534,20 @@ mod tests {
 
     #[test]
     fn a_guarded_write_the_peer_traps_between_the_checks_and_the_write_is_released() {
+        trapped_write_is_released();
+    }
+
+    #[test]
+    fn a_trapped_write_is_released_where_the_kernel_refuses_rwf_nowait() {
+        // As on kernels before 5.12: the watchdog reads on a thread of its
+        // own. (The switch is process-wide; the other trap test passes by
+        // either rescue.)
+        REFUSE_NOWAIT.store(true, std::sync::atomic::Ordering::Relaxed);
+        trapped_write_is_released();
+        REFUSE_NOWAIT.store(false, std::sync::atomic::Ordering::Relaxed);
+    }
+
+    fn trapped_write_is_released() {
         guard_writes();
         let bell = EventFd::new().unwrap();
         let (done_tx, done_rx) = std::sync::mpsc::channel();

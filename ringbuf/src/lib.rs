@@ -50,7 +50,7 @@ mod sync;
 #[cfg(all(test, loom))]
 mod tests;
 
-pub use doorbell::{fd_hung_up, guard_writes, Bell, EventFd, LocalBell};
+pub use doorbell::{eventfd_nowait_works, fd_hung_up, guard_writes, Bell, EventFd, LocalBell};
 pub use layout::{
     Control, CounterLine, Direction, Geometry, GeometryError, SegmentHeader, SlotDesc,
     CONTROL_OFFSET, DESC_OFFSET, FLAG_CRC, FLAG_EOS, KNOWN_FLAGS, MAGIC, MAX_RING_BYTES,

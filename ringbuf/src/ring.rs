@@ -19,7 +19,7 @@
 //! rings only if it then sees `waiting == 1` (and clears it). The two fences
 //! make it impossible for the sleeper to miss the publication *and* the
 //! publisher to miss the flag, so no wake-up is lost, and while both sides
-//! keep up nobody makes a system call. `tests/loom_ring.rs` checks this.
+//! keep up nobody makes a system call. `src/tests/loom_ring.rs` checks this.
 
 use core::fmt;
 use core::ptr::NonNull;

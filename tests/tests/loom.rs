@@ -47,7 +47,7 @@ fn the_loom_models_pass_and_fail_without_the_wakeup_fence() {
     );
     assert_eq!(
         models(&out, "ok"),
-        7,
+        9,
         "{}",
         String::from_utf8_lossy(&out.stdout)
     );

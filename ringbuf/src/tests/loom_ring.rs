@@ -193,3 +193,51 @@ fn a_batching_producer_on_a_full_ring_is_woken_when_the_batch_is_free() {
         producer.join().unwrap();
     });
 }
+
+#[test]
+fn both_sides_batching_move_every_slot_in_whole_batches() {
+    loom::model(|| {
+        let seg = Arc::new(HeapSegment::new(Geometry::new(4, 4096).unwrap()));
+        let mut tx = Producer::new(Arc::clone(&seg));
+        let mut rx = Consumer::new(seg);
+        // As in production (client and mover each batch a quarter of the
+        // ring; here half of four slots): the producer waits for two free
+        // slots, the consumer for two committed ones. With whole batches
+        // neither may need its batch timeout (which loom's bell never
+        // fires) to make progress.
+        tx.set_wake_batch(2);
+        rx.set_wake_batch(2);
+        let producer = loom::thread::spawn(move || {
+            for i in 0..6u32 {
+                let slot = tx.reserve(&Wait::forever()).unwrap();
+                slot.commit(0, FLAG_CRC, i).unwrap();
+            }
+        });
+        for i in 0..6u32 {
+            assert_eq!(rx.next(&Wait::forever()).unwrap().crc(), Some(i));
+        }
+        producer.join().unwrap();
+    });
+}
+
+#[test]
+fn a_run_reserved_whole_waits_for_room_and_is_seen_in_order() {
+    loom::model(|| {
+        let seg = Arc::new(HeapSegment::new(Geometry::new(4, 4096).unwrap()));
+        let mut tx = Producer::new(Arc::clone(&seg));
+        let mut rx = Consumer::new(seg);
+        // The restore's direct reads: runs of two slots, each waiting until
+        // both are free, committed one by one.
+        let producer = loom::thread::spawn(move || {
+            for r in 0..3u32 {
+                let mut run = tx.reserve_run(&Wait::forever(), 2, 2).unwrap();
+                run.commit_slot(0, FLAG_CRC, 2 * r).unwrap();
+                run.commit_slot(0, FLAG_CRC, 2 * r + 1).unwrap();
+            }
+        });
+        for i in 0..6u32 {
+            assert_eq!(rx.next(&Wait::forever()).unwrap().crc(), Some(i));
+        }
+        producer.join().unwrap();
+    });
+}

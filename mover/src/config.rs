@@ -261,6 +261,9 @@ impl PeerConfig {
         if tls_cert.is_some() != tls_key.is_some() {
             bail!("tls_cert and tls_key go together: give both or neither");
         }
+        if let Some(key) = &tls_key {
+            refuse_readable_by_all(key, "TLS private key")?;
+        }
         if listen.is_some() {
             if tls_cert.is_none() && !insecure_plaintext {
                 bail!(
@@ -302,14 +305,7 @@ impl PeerConfig {
 
 /// Reads a bearer token: one line, not empty, not readable by others.
 fn read_token(path: &Path) -> anyhow::Result<String> {
-    use std::os::unix::fs::PermissionsExt;
-    let meta = std::fs::metadata(path).with_context(|| format!("token file {}", path.display()))?;
-    if meta.permissions().mode() & 0o004 != 0 {
-        bail!(
-            "token file {} is readable by every user; chmod 600 it",
-            path.display()
-        );
-    }
+    refuse_readable_by_all(path, "token file")?;
     let text = std::fs::read_to_string(path)
         .with_context(|| format!("reading token file {}", path.display()))?;
     let token = text.trim();
@@ -507,7 +503,29 @@ impl Config {
 fn load_file(path: &Path) -> anyhow::Result<FileConfig> {
     let text = std::fs::read_to_string(path)
         .with_context(|| format!("reading config file {}", path.display()))?;
-    toml::from_str(&text).with_context(|| format!("parsing config file {}", path.display()))
+    let file: FileConfig =
+        toml::from_str(&text).with_context(|| format!("parsing config file {}", path.display()))?;
+    let secrets = file
+        .s3
+        .as_ref()
+        .is_some_and(|s| s.secret_access_key.is_some() || s.session_token.is_some());
+    if secrets {
+        refuse_readable_by_all(path, "config file holding S3 secrets")?;
+    }
+    Ok(file)
+}
+
+/// Fails if every user may read `path` (a secret's file).
+fn refuse_readable_by_all(path: &Path, what: &str) -> anyhow::Result<()> {
+    use std::os::unix::fs::PermissionsExt;
+    let meta = std::fs::metadata(path).with_context(|| format!("{what} {}", path.display()))?;
+    if meta.permissions().mode() & 0o004 != 0 {
+        bail!(
+            "{what} {} is readable by every user; chmod 600 it",
+            path.display()
+        );
+    }
+    Ok(())
 }
 
 #[cfg(test)]
@@ -537,6 +555,61 @@ mod tests {
         assert_eq!(sut.s3.region.as_deref(), Some("eu-west-1"));
         assert_eq!(sut.ring_size, 64 << 20);
         std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn secrets_readable_by_every_user_are_refused() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().unwrap();
+        let chmod = |p: &Path, mode| {
+            std::fs::set_permissions(p, std::fs::Permissions::from_mode(mode)).unwrap()
+        };
+        // A config file with an S3 secret: refused at 0644, taken at 0600;
+        // one without secrets may be read by all.
+        let file = dir.path().join("mover.toml");
+        std::fs::write(&file, "[s3]\nsecret_access_key = \"very-secret\"\n").unwrap();
+        chmod(&file, 0o644);
+        let args = |config: &Path| ServeArgs {
+            config: Some(config.to_path_buf()),
+            data_dir: Some(dir.path().to_path_buf()),
+            ..Default::default()
+        };
+        let err = Config::resolve(&args(&file)).unwrap_err().to_string();
+        assert!(
+            err.contains("holding S3 secrets") && err.contains("readable by every user"),
+            "{err}"
+        );
+        chmod(&file, 0o600);
+        Config::resolve(&args(&file)).unwrap();
+        let plain = dir.path().join("plain.toml");
+        std::fs::write(&plain, "[s3]\nregion = \"eu-west-1\"\n").unwrap();
+        chmod(&plain, 0o644);
+        Config::resolve(&args(&plain)).unwrap();
+        // A token file and a TLS key, the same.
+        let token = dir.path().join("token");
+        std::fs::write(&token, "t0ken\n").unwrap();
+        chmod(&token, 0o644);
+        let err = read_token(&token).unwrap_err().to_string();
+        assert!(
+            err.contains("token file") && err.contains("readable by every user"),
+            "{err}"
+        );
+        chmod(&token, 0o600);
+        assert_eq!(read_token(&token).unwrap(), "t0ken");
+        let key = dir.path().join("key.pem");
+        std::fs::write(&key, "not checked here").unwrap();
+        chmod(&key, 0o644);
+        let with_key = ServeArgs {
+            tls_cert: Some(dir.path().join("cert.pem")),
+            tls_key: Some(key.clone()),
+            data_dir: Some(dir.path().to_path_buf()),
+            ..Default::default()
+        };
+        let err = Config::resolve(&with_key).unwrap_err().to_string();
+        assert!(
+            err.contains("TLS private key") && err.contains("readable by every user"),
+            "{err}"
+        );
     }
 
     #[test]

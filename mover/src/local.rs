@@ -174,7 +174,7 @@ fn create_dirs(dir: &std::path::Path) -> std::io::Result<()> {
         Err(e) => return Err(e),
     }
     if let Some(parent) = dir.parent() {
-        File::open(parent)?.sync_all()?;
+        sync_dir(parent)?;
     }
     Ok(())
 }
@@ -479,9 +479,7 @@ impl MultipartUpload for DirectUpload {
                     .map_err(|e| io_error("reading metadata of", &src, e))?;
                 std::fs::rename(&src, &dest).map_err(|e| io_error("renaming", &src, e))?;
                 if let Some(parent) = dest.parent() {
-                    File::open(parent)
-                        .and_then(|d| d.sync_all())
-                        .map_err(|e| io_error("syncing", parent, e))?;
+                    sync_dir(parent).map_err(|e| io_error("syncing", parent, e))?;
                 }
                 Ok(PutResult {
                     e_tag: Some(e_tag(&meta)),

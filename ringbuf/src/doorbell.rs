@@ -158,7 +158,12 @@ fn try_read_nowait(fd: libc::c_int) -> NoWait {
     match n {
         8 => NoWait::Read,
         _ if io::Error::last_os_error().raw_os_error() == Some(libc::EAGAIN) => NoWait::Empty,
-        _ => NoWait::Refused,
+        _ => {
+            // Learnt once for the process: `drain` then goes straight to
+            // its fallback.
+            NOWAIT_REFUSED.store(true, std::sync::atomic::Ordering::Relaxed);
+            NoWait::Refused
+        }
     }
 }
 
@@ -331,12 +336,11 @@ impl EventFd {
     /// left unread would make every wait return at once.
     fn drain(&self) -> io::Result<()> {
         let mut buf: u64 = 0;
-        if !NOWAIT_REFUSED.load(std::sync::atomic::Ordering::Relaxed) {
-            match try_read_nowait(self.fd.as_raw_fd()) {
-                // Read, or a peer drained it first.
-                NoWait::Read | NoWait::Empty => return Ok(()),
-                NoWait::Refused => NOWAIT_REFUSED.store(true, std::sync::atomic::Ordering::Relaxed),
-            }
+        // Read, or a peer drained it first.
+        if !NOWAIT_REFUSED.load(std::sync::atomic::Ordering::Relaxed)
+            && try_read_nowait(self.fd.as_raw_fd()) != NoWait::Refused
+        {
+            return Ok(());
         }
         self.nonblocking()?;
         // SAFETY: reads at most 8 bytes into a live u64.

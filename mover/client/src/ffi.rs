@@ -38,6 +38,18 @@ pub struct ShmoverClient {
     last_error: CString,
 }
 
+#[cfg(test)]
+impl ShmoverClient {
+    /// A handle around a client connected by a test.
+    pub(crate) fn wrapping(client: Client) -> Self {
+        Self {
+            client: Some(client),
+            last_code: 0,
+            last_error: CString::default(),
+        }
+    }
+}
+
 impl std::fmt::Debug for ShmoverClient {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("ShmoverClient")
@@ -95,7 +107,10 @@ fn set_thread_error(code: c_int, msg: &str) -> c_int {
 }
 
 /// Runs `f` on the client, recording any error in the handle.
-fn with_client(c: *mut ShmoverClient, f: impl FnOnce(&mut Client) -> Result<(), Error>) -> c_int {
+pub(crate) fn with_client(
+    c: *mut ShmoverClient,
+    f: impl FnOnce(&mut Client) -> Result<(), Error>,
+) -> c_int {
     let run = AssertUnwindSafe(|| {
         // SAFETY: the caller passes a handle from `shmover_connect` that one
         // thread at a time uses, or null.
@@ -123,6 +138,15 @@ fn with_client(c: *mut ShmoverClient, f: impl FnOnce(&mut Client) -> Result<(), 
             // SAFETY: as above; the panic left the handle in some state, but
             // it is still a valid allocation.
             if let Some(h) = unsafe { c.as_mut() } {
+                // The panic may have stopped the call halfway (a block half
+                // written, a reply half read): hang the connection up, so
+                // that the mover drops the stream and `shmover_broken` tells
+                // the caller to connect again.
+                caught((), || {
+                    if let Some(client) = h.client.as_mut() {
+                        client.abandon_after_panic();
+                    }
+                });
                 h.last_code = SHMOVER_ERR_INTERNAL;
                 h.last_error = cstring("internal error in the shmover client library");
             }

@@ -65,6 +65,9 @@ pub mod code {
     /// The object store failed or is unreachable (same as the mover's
     /// STORE).
     pub const STORE: u32 = 8;
+    /// A fault inside this library (same number as the C API's
+    /// `SHMOVER_ERR_INTERNAL`).
+    pub const INTERNAL: u32 = 14;
 }
 
 /// A failure, with a stable code and a sentence for a human.
@@ -807,6 +810,15 @@ impl Client {
         e
     }
 
+    /// After a panic caught at the C boundary: the call stopped at an
+    /// unknown point, so nothing more is sent on this connection.
+    pub(crate) fn abandon_after_panic(&mut self) {
+        self.abandon_connection(Error::new(
+            code::INTERNAL,
+            "an earlier call on this connection failed inside the shmover client library",
+        ));
+    }
+
     fn not_in(&self, what: &str, stream: &str) -> Error {
         match &self.state {
             State::Broken(e) => e.clone(),
@@ -1474,6 +1486,57 @@ mod tests {
         fake.join().unwrap();
         let _ = std::fs::remove_file(&path);
         (got, end)
+    }
+
+    #[test]
+    fn a_panic_inside_a_c_call_becomes_an_error_and_hangs_the_connection_up() {
+        // No panic may unwind into the database process. One that happens
+        // inside a call (a bug) is caught at the C boundary: the call
+        // returns SHMOVER_ERR_INTERNAL with a sentence, the connection
+        // reads as broken so that the shim connects again, and the mover
+        // sees the hang-up and drops the stream instead of waiting for it.
+        let (hung_up_tx, hung_up_rx) = std::sync::mpsc::channel::<usize>();
+        let (path, fake) = fake_mover_with_a_ring(
+            "panics",
+            Direction::ToMover,
+            (4, 4096),
+            0,
+            move |mut s, seg| {
+                use std::io::Read;
+                let _rx = Consumer::new(seg);
+                let mut rest = Vec::new();
+                let _ = s.read_to_end(&mut rest);
+                let _ = hung_up_tx.send(rest.len());
+            },
+        );
+        let mut c = connect_to_the_fake(&path);
+        c.open_write("x", 4096, 0, &BTreeMap::new()).unwrap();
+        let mut h = crate::ffi::ShmoverClient::wrapping(c);
+        let quiet = std::panic::take_hook();
+        std::panic::set_hook(Box::new(|_| {}));
+        let rc = crate::ffi::with_client(&mut h, |c| {
+            c.reserve()?[..4096].fill(7);
+            panic!("a forced fault halfway through a block");
+        });
+        std::panic::set_hook(quiet);
+        assert_eq!(rc, crate::ffi::SHMOVER_ERR_INTERNAL);
+        // SAFETY: `h` is a live handle.
+        let said = unsafe { std::ffi::CStr::from_ptr(crate::ffi::shmover_last_error(&h)) };
+        assert!(
+            said.to_string_lossy().contains("internal error"),
+            "{said:?}"
+        );
+        // SAFETY: as above.
+        assert_eq!(unsafe { crate::ffi::shmover_broken(&h) }, 1);
+        let sent = hung_up_rx
+            .recv_timeout(Duration::from_secs(30))
+            .expect("the mover never saw the connection hang up");
+        assert_eq!(sent, 0, "nothing may be sent after the panic");
+        let again = crate::ffi::with_client(&mut h, |c| c.commit().map(drop));
+        assert_eq!(again, code::INTERNAL as i32, "a later call must fail too");
+        drop(h);
+        fake.join().unwrap();
+        let _ = std::fs::remove_file(&path);
     }
 
     #[test]

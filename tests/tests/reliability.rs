@@ -663,6 +663,189 @@ mod hostile_backint_input {
         );
         let _ = std::fs::remove_dir_all(&dir);
     }
+
+    /// The sizes of the backup fuzz's sources: `src.k` holds `SOURCES[k]`
+    /// pattern bytes; `src.{SOURCES.len()}` does not exist.
+    const SOURCES: [u64; 5] = [0, 1, 100 << 10, (1 << 20) + 3, (3 << 20) + 5];
+
+    /// A backup line naming one of the fuzz's sources, in any of the forms
+    /// HANA's grammar allows and with any size hint, or a line of junk.
+    fn backup_line(dir: String) -> impl Strategy<Value = String> {
+        let hint = prop_oneof![
+            Just(""),
+            Just(" 0"),
+            Just(" 7"),
+            Just(" 1048576"),
+            Just(" 18446744073709551615"),
+            Just(" 99999999999999999999999"),
+            Just(" -1"),
+            Just(" x"),
+            Just(" 5 6"),
+        ];
+        let named = (
+            0..=SOURCES.len(),
+            prop_oneof![Just("#PIPE"), Just("#FILE")],
+            any::<bool>(),
+            hint,
+        )
+            .prop_map(move |(k, kw, quoted, hint)| {
+                let path = format!("{dir}/src.{k}");
+                if quoted {
+                    format!("{kw} \"{path}\"{hint}")
+                } else {
+                    format!("{kw} {path}{hint}")
+                }
+            });
+        prop_oneof![4 => named, 1 => line()]
+    }
+
+    /// The values of an answer line whose values hold no quote or space.
+    fn values(line: &str) -> Vec<&str> {
+        line.split_whitespace()
+            .skip(1)
+            .map(|v| v.trim_matches('"'))
+            .collect()
+    }
+
+    /// Whatever a backup's input file holds, hdbbackint exits 0, 1 or 2,
+    /// writes only `#` lines, and every `#SAVED` it writes is true: the
+    /// byte count is the source's size, and that EBID restores the
+    /// source's bytes exactly.
+    #[test]
+    fn hdbbackint_saves_only_what_restores_whole_whatever_the_backup_input() {
+        use proptest::test_runner::{Config, TestRunner};
+        let m = MoverProcess::start(&[]);
+        let dir = temp_dir("fuzz-backint-backup");
+        let params = dir.join("hdbbackint.toml");
+        // A missing source fails at once rather than after a wait for it.
+        std::fs::write(
+            &params,
+            format!(
+                "socket = \"{}\"\npipe_timeout_s = 0\nlog_file = \"{}\"\n",
+                m.socket.display(),
+                dir.join("hdbbackint.log").display()
+            ),
+        )
+        .unwrap();
+        let pat = Pattern::default();
+        let mut sources = Vec::new();
+        for (k, &size) in SOURCES.iter().enumerate() {
+            let mut bytes = vec![0u8; size as usize];
+            pat.fill(k as u64 + 40, 0, &mut bytes);
+            std::fs::write(dir.join(format!("src.{k}")), &bytes).unwrap();
+            sources.push(bytes);
+        }
+        let cases = scale(48, 500) as u32;
+        let mut runner = TestRunner::new(Config::with_cases(cases));
+        let saved_total = std::sync::atomic::AtomicU64::new(0);
+        let bytes_total = std::sync::atomic::AtomicU64::new(0);
+        let hdbbackint = |function: &str, input: &Path, output: &Path| {
+            Command::new(shmover_tools::workspace_binary("hdbbackint").unwrap())
+                .args(["-f", function, "-u", "FUZB"])
+                .arg("-p")
+                .arg(&params)
+                .arg("-i")
+                .arg(input)
+                .arg("-o")
+                .arg(output)
+                .env_remove("MOVER_SOCKET")
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .status()
+                .unwrap()
+        };
+        let next = std::sync::atomic::AtomicU64::new(0);
+        let dir_s = dir.display().to_string();
+        runner
+            .run(
+                &proptest::collection::vec(backup_line(dir_s.clone()), 0..6),
+                |lines| {
+                    let n = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                    let input = dir.join(format!("in.{n}"));
+                    let output = dir.join(format!("out.{n}"));
+                    std::fs::write(&input, lines.join("\n") + "\n").unwrap();
+                    let status = hdbbackint("backup", &input, &output);
+                    prop_assert!(
+                        matches!(status.code(), Some(0..=2)),
+                        "{status:?} for {lines:?}"
+                    );
+                    let out = std::fs::read_to_string(&output).unwrap_or_default();
+                    prop_assert!(
+                        out.lines().all(|l| l.starts_with('#')),
+                        "{out:?} for {lines:?}"
+                    );
+                    // Every #SAVED, restored by its EBID into a file of its own.
+                    let mut restore = String::new();
+                    let mut expect = Vec::new();
+                    for l in out.lines().filter(|l| l.starts_with("#SAVED ")) {
+                        let v = values(l);
+                        prop_assert_eq!(v.len(), 3, "{} for {:?}", l, lines);
+                        let k: usize = v[1]
+                            .strip_prefix(&format!("{dir_s}/src."))
+                            .and_then(|k| k.parse().ok())
+                            .filter(|&k| k < SOURCES.len())
+                            .ok_or_else(|| {
+                                TestCaseError::fail(format!("saved what was never named: {l}"))
+                            })?;
+                        prop_assert_eq!(v[2], SOURCES[k].to_string(), "{}", l);
+                        let dest = dir.join(format!("back.{n}.{}", expect.len()));
+                        // A #PIPE backup restores into what the destination
+                        // is, waiting for HANA's FIFO if it is missing: here,
+                        // a regular file.
+                        std::fs::write(&dest, b"stale").unwrap();
+                        restore +=
+                            &format!("#EBID \"{}\" \"{}\" \"{}\"\n", v[0], v[1], dest.display());
+                        expect.push((dest, k));
+                    }
+                    if expect.is_empty() {
+                        return Ok(());
+                    }
+                    let input = dir.join(format!("rin.{n}"));
+                    let output = dir.join(format!("rout.{n}"));
+                    std::fs::write(&input, &restore).unwrap();
+                    let status = hdbbackint("restore", &input, &output);
+                    let out = std::fs::read_to_string(&output).unwrap_or_default();
+                    prop_assert!(status.success(), "{status:?}: {out}");
+                    prop_assert_eq!(
+                        out.lines().filter(|l| l.starts_with("#RESTORED ")).count(),
+                        expect.len(),
+                        "{}",
+                        out
+                    );
+                    for (dest, k) in &expect {
+                        let got = std::fs::read(dest).unwrap();
+                        prop_assert!(
+                            got == sources[*k],
+                            "{} differs from src.{}",
+                            dest.display(),
+                            k
+                        );
+                        let _ = std::fs::remove_file(dest);
+                        bytes_total
+                            .fetch_add(got.len() as u64, std::sync::atomic::Ordering::Relaxed);
+                    }
+                    saved_total
+                        .fetch_add(expect.len() as u64, std::sync::atomic::Ordering::Relaxed);
+                    Ok(())
+                },
+            )
+            .unwrap();
+        let mut m = m;
+        assert!(m.alive());
+        let saved = saved_total.into_inner();
+        // Most cases name a source that exists: the check above must have
+        // had work to do.
+        assert!(saved > 0, "no case saved anything");
+        println!("hdbbackint backup fuzz: {cases} cases, {saved} saved and restored whole");
+        report(
+            "hostile_backint_backup_input",
+            u64::from(cases),
+            u64::from(cases),
+            bytes_total.into_inner(),
+            0,
+        );
+        let _ = std::fs::remove_dir_all(&dir);
+    }
 }
 
 #[test]

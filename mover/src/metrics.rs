@@ -31,6 +31,7 @@ pub struct Metrics {
     pub rings_reused: AtomicU64,
     pub manifest_reads: AtomicU64,
     pub manifest_cache_hits: AtomicU64,
+    pub memory_waits: AtomicU64,
 }
 
 impl Metrics {
@@ -90,6 +91,12 @@ impl Metrics {
             "counter",
             "Manifests a listing took from the mover's cache instead of the store.",
             self.manifest_cache_hits.load(Relaxed).to_string(),
+        );
+        put(
+            "shmover_memory_waits_total",
+            "counter",
+            "Parts that waited for memory_limit before they were taken: a stream's own parts, and parts a peer sends.",
+            self.memory_waits.load(Relaxed).to_string(),
         );
         put(
             "shmover_objects_committed_total",

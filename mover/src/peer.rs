@@ -347,14 +347,24 @@ impl PeerService {
             match msg {
                 Some(write_request::Msg::Chunk(c)) => {
                     let r = match st.reservation(&c, self.memory_kib) {
-                        Ok(Some(kib)) => {
-                            let acquire = Arc::clone(&self.memory).acquire_many_owned(kib);
-                            let acquire = Box::pin(async move {
-                                acquire.await.expect("the memory semaphore is never closed")
-                            });
-                            waiting = Some((c, acquire));
-                            Ok(())
-                        }
+                        Ok(Some(kib)) => match Arc::clone(&self.memory).try_acquire_many_owned(kib)
+                        {
+                            Ok(permit) => {
+                                st.reserved = Some(permit);
+                                self.take(&mut st, c)
+                            }
+                            Err(_) => {
+                                self.metrics
+                                    .memory_waits
+                                    .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                                let acquire = Arc::clone(&self.memory).acquire_many_owned(kib);
+                                let acquire = Box::pin(async move {
+                                    acquire.await.expect("the memory semaphore is never closed")
+                                });
+                                waiting = Some((c, acquire));
+                                Ok(())
+                            }
+                        },
                         Ok(None) => self.take(&mut st, c),
                         Err(s) => Err(s),
                     };

@@ -90,6 +90,10 @@ const ALIVE_CHECK: std::time::Duration = std::time::Duration::from_millis(100);
 /// `kib` KiB of the memory budget, or `Cancelled` once the stream is
 /// cancelled or its client has gone.
 async fn memory_permits(ctx: &StreamCtx, kib: u32) -> Result<OwnedSemaphorePermit, StreamError> {
+    if let Ok(p) = Arc::clone(&ctx.limits.memory).try_acquire_many_owned(kib) {
+        return Ok(p);
+    }
+    ctx.metrics.memory_waits.fetch_add(1, Relaxed);
     let acquire = Arc::clone(&ctx.limits.memory).acquire_many_owned(kib);
     tokio::pin!(acquire);
     loop {

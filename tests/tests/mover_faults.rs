@@ -838,7 +838,14 @@ fn copying_mover() -> MoverProcess {
         "16M",
         "--part-size",
         "16M",
+        "--metrics-listen",
+        "127.0.0.1:0",
     ])
+}
+
+/// Parts that have waited for memory on `m`, from its metrics.
+fn memory_waits(m: &MoverProcess) -> f64 {
+    m.metrics()["shmover_memory_waits_total"]
 }
 
 #[test]
@@ -872,6 +879,8 @@ fn backups_that_copy_their_parts_cannot_hold_the_memory_budget_between_them() {
             .collect::<Vec<_>>()
     });
     assert_eq!(done, vec![true; 4]);
+    // The budget holds one part: the streams did take turns.
+    assert!(memory_waits(&m) >= 1.0, "no part ever waited for memory");
     let pat = shmover_tests::mover::Pattern::default();
     let mut c = m.client(ClientKind::Generic);
     for s in 0..4 {
@@ -897,6 +906,10 @@ fn a_stream_waiting_for_memory_ends_when_its_client_goes() {
         .unwrap();
     b.write_all(&vec![2u8; 8 << 20]).unwrap();
     assert_eq!(live_streams(&m), 2);
+    assert!(
+        eventually(Duration::from_secs(60), || memory_waits(&m) >= 1.0),
+        "the second stream never waited for memory"
+    );
     drop(b);
     assert!(
         eventually(Duration::from_secs(60), || live_streams(&m) == 1),

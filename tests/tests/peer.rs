@@ -442,6 +442,8 @@ fn a_peer_reserves_each_part_against_its_memory_limit_and_refuses_parts_that_lie
         token.to_str().unwrap(),
         "--memory-limit",
         "40M",
+        "--metrics-listen",
+        "127.0.0.1:0",
     ]);
     let open = |id: &str, path: &str| {
         Msg::Open(WriteOpen {
@@ -558,6 +560,9 @@ fn a_peer_reserves_each_part_against_its_memory_limit_and_refuses_parts_that_lie
     for w in workers {
         w.join().unwrap();
     }
+    let waited = r.metrics()["shmover_memory_waits_total"];
+    assert!(waited >= 1.0, "no part waited for the peer's memory");
+    println!("parts that waited for the peer's memory: {waited}");
     let pat = Pattern::default();
     let mut c = f.client(ClientKind::Generic);
     for s in 0..6u64 {

@@ -215,8 +215,12 @@ static int tokenize(char *line, line_tokens *t) {
                 }
             }
         }
+        /* An unquoted token without escapes was copied onto itself (w ==
+         * r): the terminator then lands on the separator, so step past
+         * the separator by what it was, not by what is there now. */
+        char sep = *r;
         *w++ = '\0';
-        if (*r) r++;
+        if (sep) r++;
     }
     return 1;
 }

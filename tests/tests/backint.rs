@@ -9,7 +9,7 @@ use shmover_tests::MoverProcess;
 #[test]
 fn hdbbackint_passes_every_fake_hana_scenario() {
     let m = MoverProcess::start(&[]);
-    run_driver(hana_driver(&m.socket), 50);
+    run_driver(hana_driver(&m.socket), 54);
     // The driver deleted everything it made: the namespace is empty.
     let mut c = m.client(ClientKind::Backint);
     assert!(c.list("", 0).unwrap().is_empty());

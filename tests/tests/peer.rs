@@ -143,7 +143,7 @@ fn the_sbt_library_and_hdbbackint_work_through_a_forwarding_mover() {
     sbt.args(["--channels", "2"]);
     // 104 to 106 checks with 2 channels (random-calls varies by a few).
     run_driver(sbt, 99);
-    run_driver(hana_driver(&f.socket), 50);
+    run_driver(hana_driver(&f.socket), 54);
     // Both drivers delete what they made; the peer saw it all go.
     let mut on_peer = r.client(ClientKind::Generic);
     assert!(on_peer.list("", 0).unwrap().is_empty());

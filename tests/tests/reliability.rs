@@ -552,7 +552,7 @@ fn sixteen_channels_of_sbt_backint_and_generic_streams_at_once() {
     let hana: Vec<_> = (0..2)
         .map(|_| {
             let socket = m.socket.clone();
-            std::thread::spawn(move || run_driver(hana_driver(&socket), 50))
+            std::thread::spawn(move || run_driver(hana_driver(&socket), 54))
         })
         .collect();
     let mut verified = 0;

@@ -882,6 +882,88 @@ fn scenarios(env: &mut Env) {
         );
     }
 
+    // Unquoted parameters, as sapagent's fixtures write them: every token
+    // of the line counts, not only the first.
+    let plain = pipes.join("PLAIN_DATA_BACKUP_databackup_7_1");
+    let plain_s = plain.display().to_string();
+    mkfifo(&plain);
+    let bytes = data(700, (1 << 20) + 17);
+    let h = feed(plain.clone(), bytes.clone());
+    let r = env.run("backup", &format!("#PIPE {plain_s} 4096\n"));
+    let fed = h.join().map(|r| r.is_ok()).unwrap_or(false);
+    let l = find(&r, "#SAVED", &plain_s);
+    let ok = fed
+        && r.code == Some(0)
+        && l.len() == 1
+        && l[0].vals.len() == 3
+        && l[0].vals[2] == bytes.len().to_string();
+    check(
+        "unquoted",
+        ok,
+        format!(
+            "#PIPE {plain_s} 4096 (unquoted) is saved: {:?}",
+            l.first().map(|o| &o.raw)
+        ),
+    );
+    let ebid = l.first().map(|o| o.vals[0].clone()).unwrap_or_default();
+    // The same EBID under another path is another object: not found.
+    let other = format!("{plain_s}_other");
+    let r = env.run(
+        "inquire",
+        &format!("{SWID_150}#EBID {ebid} {plain_s}\n#EBID {ebid} {other}\n"),
+    );
+    let b = find(&r, "#BACKUP", &plain_s);
+    check(
+        "unquoted",
+        r.code == Some(0)
+            && b.len() == 1
+            && b[0].vals.len() == 3
+            && b[0].vals[0] == ebid
+            && find(&r, "#NOTFOUND", &other).len() == 1,
+        format!("#EBID {ebid} <path> (unquoted) inquires that path's backup only"),
+    );
+    let rdir = env.dir.join("restore-unquoted");
+    std::fs::create_dir_all(&rdir).unwrap();
+    let (d1, d2) = (rdir.join("by-ebid"), rdir.join("newest"));
+    mkfifo(&d1);
+    mkfifo(&d2);
+    let readers = [drain(d1.clone(), None), drain(d2.clone(), None)];
+    let r = env.run(
+        "restore",
+        &format!(
+            "#EBID {ebid} {plain_s} {}\n#NULL {plain_s} {}\n",
+            d1.display(),
+            d2.display()
+        ),
+    );
+    let want = sha(&bytes);
+    let got: Vec<bool> = readers
+        .into_iter()
+        .map(|h| {
+            h.join()
+                .ok()
+                .and_then(|r| r.ok())
+                .is_some_and(|d| d.sha == want)
+        })
+        .collect();
+    check(
+        "unquoted",
+        r.code == Some(0)
+            && got == [true, true]
+            && find(&r, "#RESTORED", &plain_s).len() == 2
+            && std::fs::metadata(&plain).is_ok_and(|m| std::os::unix::fs::FileTypeExt::is_fifo(&m.file_type())),
+        format!(
+            "#EBID {ebid} {plain_s} <dest> and #NULL {plain_s} <dest> (unquoted) restore into their destinations, exit {:?}",
+            r.code
+        ),
+    );
+    let r = env.run("delete", &format!("#EBID {ebid} {plain_s}\n"));
+    check(
+        "unquoted",
+        r.code == Some(0) && find(&r, "#DELETED", &plain_s).len() == 1,
+        format!("#EBID {ebid} {plain_s} (unquoted) is deleted"),
+    );
+
     // stdin and stdout, then delete everything this run made.
     let mut all = Vec::new();
     let r = env.run("inquire", "#NULL\n");

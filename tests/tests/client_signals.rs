@@ -13,6 +13,9 @@ use shmover_tests::MoverProcess;
 /// Signals the handler has taken.
 static DELIVERED: AtomicU64 = AtomicU64::new(0);
 
+/// One test at a time: each counts the signals delivered while it runs.
+static SERIAL: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
 extern "C" fn on_alarm(_: libc::c_int) {
     // An atomic add is async-signal-safe.
     DELIVERED.fetch_add(1, Relaxed);
@@ -68,6 +71,7 @@ impl Drop for Storm {
 
 #[test]
 fn requests_survive_a_storm_of_signals() {
+    let _one = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
     let m = MoverProcess::start(&["--store", "memory://"]);
     let mut c = m.client(ClientKind::Generic);
     let storm = Storm::at_this_thread(300);
@@ -86,4 +90,54 @@ fn requests_survive_a_storm_of_signals() {
         "{} signals",
         DELIVERED.load(Relaxed)
     );
+}
+
+#[test]
+fn a_silent_mover_times_out_however_often_signals_interrupt_the_wait() {
+    let _one = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    // A mover that takes the connection and never answers. Each signal
+    // interrupts the client's read; the client used to read again with the
+    // socket's whole timeout, so under signals more frequent than the
+    // timeout the wait never ended. It must end with TIMEOUT.
+    let path = shmover_tools::unique_socket_path("silent");
+    let listener = std::os::unix::net::UnixListener::bind(&path).unwrap();
+    let silent = std::thread::spawn(move || {
+        let (s, _) = listener.accept().unwrap();
+        let mut rest = Vec::new();
+        let _ = std::io::Read::read_to_end(&mut &s, &mut rest);
+    });
+    let storm = Storm::at_this_thread(300);
+    // A guard against the old behaviour hanging the test: after a minute
+    // the storm stops, and the wait ends by its timeout at last.
+    let stop = Arc::clone(&storm.stop);
+    let guard = std::thread::spawn(move || {
+        for _ in 0..600 {
+            if stop.load(Relaxed) {
+                return false;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(100));
+        }
+        stop.store(true, Relaxed);
+        true
+    });
+    let before = DELIVERED.load(Relaxed);
+    let got = shmover_client::Client::connect(&shmover_client::Options {
+        socket: path.clone(),
+        timeout: std::time::Duration::from_millis(300),
+        ..Default::default()
+    });
+    let during = DELIVERED.load(Relaxed) - before;
+    drop(storm);
+    let guard_stopped_it = guard.join().unwrap();
+    let Err(err) = got else {
+        panic!("a mover that never answers was connected to")
+    };
+    assert_eq!(err.code, shmover_client::code::TIMEOUT, "{err:?}");
+    assert!(
+        !guard_stopped_it,
+        "the wait ended only once the signals stopped ({during} signals)"
+    );
+    assert!(during > 0, "no signal arrived during the wait");
+    silent.join().unwrap();
+    let _ = std::fs::remove_file(&path);
 }

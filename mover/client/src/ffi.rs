@@ -220,6 +220,9 @@ pub unsafe extern "C" fn shmover_connect(
         if out.is_null() {
             return set_thread_error(code::INVALID_ARGUMENT as c_int, "output pointer is null");
         }
+        // SAFETY: non-null, and the caller's to write. Whatever follows
+        // (a panic included), the caller never reads an old value.
+        unsafe { *out = std::ptr::null_mut() };
         let mut opts = Options::default();
         let result = (|| {
             if !socket_path.is_null() {

@@ -23,13 +23,12 @@ pub mod paths;
 pub mod units;
 
 use std::collections::{BTreeMap, VecDeque};
-use std::io::IoSliceMut;
 use std::os::fd::{AsFd, AsRawFd, FromRawFd, OwnedFd, RawFd};
 use std::os::unix::net::UnixStream;
 use std::path::PathBuf;
 use std::time::Duration;
 
-use nix::sys::socket::{recvmsg, ControlMessageOwned, MsgFlags, UnixAddr};
+use nix::sys::socket::{MsgFlags, UnixAddr};
 use shmover_proto::v1;
 use shmover_proto::{request, response};
 use shmover_ring::{fd_hung_up, Consumer, Direction, Lease, Producer, Segment, ShmSegment, Wait};
@@ -255,7 +254,10 @@ impl Client {
     /// process's user, or as the owner of the socket's directory.
     pub fn connect(opts: &Options) -> Result<Self> {
         let path = &opts.socket;
-        let sock = connect_within(path, opts.timeout).map_err(|e| {
+        // A socket timeout of zero means none: a hung mover would hold the
+        // caller for ever.
+        let timeout = opts.timeout.max(Duration::from_millis(1));
+        let sock = connect_within(path, timeout).map_err(|e| {
             Error::new(
                 code::UNREACHABLE,
                 format!(
@@ -266,18 +268,18 @@ impl Client {
             )
         })?;
         check_mover(&sock, path)?;
-        let _ = sock.set_read_timeout(Some(opts.timeout));
-        let _ = sock.set_write_timeout(Some(opts.timeout));
+        let _ = sock.set_read_timeout(Some(timeout));
+        let _ = sock.set_write_timeout(Some(timeout));
         let mut c = Self {
             sock,
             rbuf: Vec::new(),
             fds: VecDeque::new(),
-            timeout: opts.timeout,
+            timeout,
             state: State::Idle,
             version: 0,
             socket_path: path.clone(),
             ring: None,
-            stall: opts.timeout,
+            stall: timeout,
         };
         let reply = c.call(request::Body::Hello(v1::Hello {
             min_version: shmover_proto::MIN_VERSION,
@@ -287,7 +289,24 @@ impl Client {
             label: opts.label.clone(),
         }))?;
         match reply {
-            response::Body::Hello(h) => c.version = h.version,
+            response::Body::Hello(h)
+                if (shmover_proto::MIN_VERSION..=shmover_proto::MAX_VERSION)
+                    .contains(&h.version) =>
+            {
+                c.version = h.version
+            }
+            response::Body::Hello(h) => {
+                return Err(Error::new(
+                    code::PROTOCOL,
+                    format!(
+                        "the mover at {} chose protocol version {}, outside the {}..={} offered",
+                        path.display(),
+                        h.version,
+                        shmover_proto::MIN_VERSION,
+                        shmover_proto::MAX_VERSION
+                    ),
+                ))
+            }
             other => return Err(unexpected(&other)),
         }
         Ok(c)
@@ -304,10 +323,17 @@ impl Client {
     }
 
     /// Whether this connection can serve no further call: a stream on it
-    /// failed, or the mover closed it. Every call then returns the same
-    /// error, whatever its code; connect again.
+    /// failed, or the mover closed it, even while the connection sat idle
+    /// between calls (a mover restarted since). Every call then fails;
+    /// connect again.
     pub fn is_broken(&self) -> bool {
-        matches!(self.state, State::Broken(_))
+        match self.state {
+            State::Broken(_) => true,
+            // Between calls the mover sends nothing; a hang-up is a mover
+            // that exited, or closed the connection.
+            State::Idle => fd_hung_up(self.sock.as_fd()),
+            State::Writing(_) | State::Reading(_) => false,
+        }
     }
 
     fn check_idle(&self, what: &str) -> Result<()> {
@@ -540,12 +566,21 @@ impl Client {
         let _ = self.sock.set_read_timeout(Some(wait));
         // Unmap the ring before the last request: the mover may hand it to
         // this user's next stream once it has the commit.
+        let w_name = w.name.clone();
         drop(w);
         let reply = self.call(request::Body::Commit(v1::Commit { bytes }));
         let _ = self.sock.set_read_timeout(Some(self.timeout));
         match reply? {
-            response::Body::Info(info) => Ok(info),
-            other => Err(unexpected(&other)),
+            // What the mover says it saved must be what was written.
+            response::Body::Info(info) if info.size == bytes && info.name == w_name => Ok(info),
+            response::Body::Info(info) => Err(self.abandon_connection(Error::new(
+                code::PROTOCOL,
+                format!(
+                    "{w_name}: {bytes} bytes were written, but the mover reports {} bytes saved as {:?}",
+                    info.size, info.name
+                ),
+            ))),
+            other => Err(self.abandon_connection(unexpected(&other))),
         }
     }
 
@@ -559,7 +594,7 @@ impl Client {
                     reason: reason.to_string(),
                 }));
                 drop(w);
-                res.map(|_| ())
+                self.expect_ok(res)
             }
             State::Broken(e) => {
                 self.state = State::Broken(e.clone());
@@ -588,7 +623,7 @@ impl Client {
         }))?;
         let size = match &reply {
             response::Body::Ring(r) => r.object_size,
-            other => return Err(unexpected(other)),
+            other => return Err(self.abandon_connection(unexpected(other))),
         };
         let seg = match self.attach_ring(&reply, Direction::FromMover, name) {
             Ok(seg) => seg,
@@ -639,6 +674,15 @@ impl Client {
                 return Err(self.fail_stream(Error::new(code::CHECKSUM, msg)));
             }
         };
+        // An empty block that does not end the stream moves nothing: a
+        // mover sending them would keep the restore spinning for ever.
+        if lease.is_empty() && !lease.is_end() {
+            let msg = format!(
+                "{}: empty block at offset {} before the end",
+                r.name, r.bytes
+            );
+            return Err(self.fail_stream(Error::new(code::PROTOCOL, msg)));
+        }
         let got = crc32c(&lease);
         if got != want {
             let msg = format!(
@@ -691,8 +735,8 @@ impl Client {
                 // ring once the restore is closed. (Closed early, the
                 // mover's producer sees the ring detached and stops.)
                 drop(r);
-                self.call(request::Body::CloseRead(v1::CloseRead {}))
-                    .map(|_| ())
+                let res = self.call(request::Body::CloseRead(v1::CloseRead {}));
+                self.expect_ok(res)
             }
             State::Broken(e) => {
                 self.state = State::Broken(e.clone());
@@ -712,7 +756,7 @@ impl Client {
             name: name.to_string(),
         }))? {
             response::Body::Info(i) => Ok(i),
-            other => Err(unexpected(&other)),
+            other => Err(self.abandon_connection(unexpected(&other))),
         }
     }
 
@@ -738,7 +782,7 @@ impl Client {
                 after_created_unix_ms,
             }))? {
                 response::Body::List(l) => l,
-                other => return Err(unexpected(&other)),
+                other => return Err(self.abandon_connection(unexpected(&other))),
             };
             if page.more && page.objects.is_empty() {
                 return Err(Error::new(
@@ -768,16 +812,17 @@ impl Client {
     /// Deletes `name`.
     pub fn delete(&mut self, name: &str) -> Result<()> {
         self.check_idle("delete")?;
-        self.call(request::Body::Delete(v1::Delete {
+        let res = self.call(request::Body::Delete(v1::Delete {
             name: name.to_string(),
-        }))
-        .map(|_| ())
+        }));
+        self.expect_ok(res)
     }
 
     /// Checks the mover answers.
     pub fn ping(&mut self) -> Result<()> {
         self.check_idle("ping")?;
-        self.call(request::Body::Ping(v1::Ping {})).map(|_| ())
+        let res = self.call(request::Body::Ping(v1::Ping {}));
+        self.expect_ok(res)
     }
 
     /// Removes what failed writes left behind, older than `older_than`:
@@ -788,7 +833,7 @@ impl Client {
             older_than_secs: older_than.as_secs(),
         }))? {
             response::Body::Gc(g) => Ok(g),
-            other => Err(unexpected(&other)),
+            other => Err(self.abandon_connection(unexpected(&other))),
         }
     }
 
@@ -797,7 +842,16 @@ impl Client {
         self.check_idle("status")?;
         match self.call(request::Body::Status(v1::StatusRequest {}))? {
             response::Body::Status(s) => Ok(s),
-            other => Err(unexpected(&other)),
+            other => Err(self.abandon_connection(unexpected(&other))),
+        }
+    }
+
+    /// A request answered with `Ok`: anything else is a mover out of step
+    /// with us, and the connection is given up.
+    fn expect_ok(&mut self, reply: Result<response::Body>) -> Result<()> {
+        match reply? {
+            response::Body::Ok(_) => Ok(()),
+            other => Err(self.abandon_connection(unexpected(&other))),
         }
     }
 
@@ -856,22 +910,42 @@ impl Client {
         if let State::Broken(e) = &self.state {
             return Err(e.clone());
         }
+        // Descriptors arrive only with the reply that opens a ring, and are
+        // taken with it; any still here came with something else.
+        self.fds.clear();
         let frame = shmover_proto::request_frame(body);
         if let Err(e) = send_all(&self.sock, &frame) {
-            // The mover may have said why before it closed (a refused peer).
-            let err = match self.read_response() {
-                Ok(response::Body::Error(e)) => remote_error(e),
-                _ => Error::new(
-                    code::DISCONNECTED,
+            let err = if e.kind() == std::io::ErrorKind::TimedOut {
+                Error::new(
+                    code::TIMEOUT,
                     format!(
-                        "mover at {} closed the connection: {}",
+                        "mover at {} took no request within {:?}",
                         self.socket_path.display(),
-                        io_reason(&e)
+                        self.timeout
                     ),
-                ),
+                )
+            } else {
+                // The mover may have said why before it closed (a refused
+                // peer): that is in the socket already, so a short wait.
+                let bound = self.sock.read_timeout().ok().flatten();
+                let _ = self
+                    .sock
+                    .set_read_timeout(Some(self.timeout.min(Duration::from_secs(1))));
+                let said = self.read_response();
+                let _ = self.sock.set_read_timeout(bound);
+                match said {
+                    Ok(response::Body::Error(e)) => remote_error(e),
+                    _ => Error::new(
+                        code::DISCONNECTED,
+                        format!(
+                            "mover at {} closed the connection: {}",
+                            self.socket_path.display(),
+                            io_reason(&e)
+                        ),
+                    ),
+                }
             };
-            self.state = State::Broken(err.clone());
-            return Err(err);
+            return Err(self.abandon_connection(err));
         }
         match self.read_response() {
             Ok(response::Body::Error(e)) => Err(remote_error(e)),
@@ -930,71 +1004,46 @@ impl Client {
         }
     }
 
-    /// Reads more bytes, keeping any descriptors that come with them.
+    /// Reads more bytes, keeping any descriptors that come with them. A
+    /// signal ends the read with nothing read, so that the caller checks
+    /// its deadline before reading again: restarted with the socket's whole
+    /// timeout, a wait on a hung mover under frequent signals never ends.
     fn fill(&mut self) -> Result<()> {
         let mut buf = [0u8; 4096];
-        let mut cmsg = nix::cmsg_space!([RawFd; 4]);
-        let (n, fds) = {
-            let mut iov = [IoSliceMut::new(&mut buf)];
-            // A signal (the host process may use many) is not a failure.
-            let msg = loop {
-                match recvmsg::<UnixAddr>(
-                    self.sock.as_raw_fd(),
-                    &mut iov,
-                    Some(&mut cmsg),
-                    MsgFlags::MSG_CMSG_CLOEXEC,
-                ) {
-                    Err(nix::errno::Errno::EINTR) => continue,
-                    other => break other,
-                }
-            };
-            match msg {
-                Ok(m) if m.flags.contains(MsgFlags::MSG_CTRUNC) => {
-                    // Descriptors were lost (the process is at its fd limit):
-                    // the stream cannot be set up. Close what did arrive.
-                    if let Ok(cmsgs) = m.cmsgs() {
-                        for c in cmsgs {
-                            if let ControlMessageOwned::ScmRights(raw) = c {
-                                for fd in raw {
-                                    // SAFETY: SCM_RIGHTS installed these just now.
-                                    drop(unsafe { OwnedFd::from_raw_fd(fd) });
-                                }
-                            }
-                        }
-                    }
-                    return Err(Error::new(
-                        code::IO,
-                        "descriptors from the mover were truncated (too many open files?)",
-                    ));
-                }
-                Ok(m) => {
-                    let mut fds = Vec::new();
-                    if let Ok(cmsgs) = m.cmsgs() {
-                        for c in cmsgs {
-                            if let ControlMessageOwned::ScmRights(raw) = c {
-                                fds.extend(raw);
-                            }
-                        }
-                    }
-                    (m.bytes, fds)
-                }
-                Err(nix::errno::Errno::EAGAIN) => {
-                    return Err(Error::new(
-                        code::TIMEOUT,
-                        format!(
-                            "mover at {} did not answer within {:?}",
-                            self.socket_path.display(),
-                            self.timeout
-                        ),
-                    ))
-                }
-                Err(e) => return Err(io_error(std::io::Error::from(e))),
+        let (n, fds, truncated) = match recv_with_fds(&self.sock, &mut buf) {
+            Ok(got) => got,
+            Err(nix::errno::Errno::EINTR) => return Ok(()),
+            Err(nix::errno::Errno::EAGAIN) => {
+                return Err(Error::new(
+                    code::TIMEOUT,
+                    format!(
+                        "mover at {} did not answer within {:?}",
+                        self.socket_path.display(),
+                        self.timeout
+                    ),
+                ))
             }
+            Err(e) => return Err(io_error(std::io::Error::from(e))),
         };
-        for raw in fds {
-            // SAFETY: SCM_RIGHTS installed these descriptors in our process
-            // just now; nothing else owns them.
-            self.fds.push_back(unsafe { OwnedFd::from_raw_fd(raw) });
+        if truncated {
+            // Descriptors were lost (the process is at its fd limit, or
+            // the mover sent more than a ring has): the stream cannot be
+            // set up. What did arrive is closed with `fds`.
+            drop(fds);
+            return Err(Error::new(
+                code::IO,
+                "descriptors from the mover were truncated (too many open files?)",
+            ));
+        }
+        self.fds.extend(fds);
+        // A ring comes with three descriptors in one message; more than
+        // that waiting for one reply is a mover out of step.
+        if self.fds.len() > 3 {
+            self.fds.clear();
+            return Err(Error::new(
+                code::PROTOCOL,
+                "the mover sent more descriptors than a ring has",
+            ));
         }
         if n == 0 {
             return Err(Error::new(
@@ -1010,19 +1059,103 @@ impl Client {
     }
 }
 
-/// Writes all of `buf` with `MSG_NOSIGNAL`: a mover that has gone away
-/// must be an error, never a SIGPIPE that kills the host process (an
-/// Oracle server process keeps SIGPIPE's default action).
-fn send_all(sock: &UnixStream, mut buf: &[u8]) -> std::io::Result<()> {
-    while !buf.is_empty() {
-        match nix::sys::socket::send(sock.as_raw_fd(), buf, MsgFlags::MSG_NOSIGNAL) {
-            Ok(0) => return Err(std::io::ErrorKind::WriteZero.into()),
-            Ok(n) => buf = &buf[n..],
-            Err(nix::errno::Errno::EINTR) => {}
-            Err(e) => return Err(e.into()),
+/// Descriptors one read takes at most; a ring sends three.
+const MAX_FDS: usize = 8;
+
+/// One `recvmsg` on `sock` into `buf`: the bytes read, every descriptor
+/// the kernel installed (close-on-exec, owned, so dropping them closes
+/// them), and whether control data was truncated. Walks the control
+/// buffer itself: nix refuses to iterate it once `MSG_CTRUNC` is set, and
+/// the descriptors that did arrive would then stay open for good.
+fn recv_with_fds(
+    sock: &UnixStream,
+    buf: &mut [u8],
+) -> std::result::Result<(usize, Vec<OwnedFd>, bool), nix::errno::Errno> {
+    // u64s, for cmsghdr's alignment.
+    let mut control = [0u64; 16];
+    // SAFETY: CMSG_SPACE only computes a size.
+    let space =
+        unsafe { libc::CMSG_SPACE((MAX_FDS * std::mem::size_of::<RawFd>()) as u32) } as usize;
+    debug_assert!(space <= std::mem::size_of_val(&control));
+    let mut iov = libc::iovec {
+        iov_base: buf.as_mut_ptr().cast(),
+        iov_len: buf.len(),
+    };
+    // SAFETY: an all-zero msghdr is valid (null name, no iovecs).
+    let mut msg: libc::msghdr = unsafe { std::mem::zeroed() };
+    msg.msg_iov = &mut iov;
+    msg.msg_iovlen = 1;
+    msg.msg_control = control.as_mut_ptr().cast();
+    msg.msg_controllen = space as _;
+    // SAFETY: msg points at live buffers of the lengths given, for the
+    // duration of the call.
+    let n = unsafe { libc::recvmsg(sock.as_raw_fd(), &mut msg, libc::MSG_CMSG_CLOEXEC) };
+    if n < 0 {
+        return Err(nix::errno::Errno::last());
+    }
+    let mut fds = Vec::new();
+    // SAFETY: the kernel filled msg_control up to msg_controllen with
+    // well-formed headers; CMSG_FIRSTHDR/NXTHDR stay within it, and each
+    // SCM_RIGHTS payload holds (cmsg_len - CMSG_LEN(0)) / 4 descriptors
+    // installed in this process for us alone.
+    unsafe {
+        let mut c = libc::CMSG_FIRSTHDR(&msg);
+        while !c.is_null() {
+            if (*c).cmsg_level == libc::SOL_SOCKET && (*c).cmsg_type == libc::SCM_RIGHTS {
+                let data = libc::CMSG_DATA(c);
+                let len = ((*c).cmsg_len as usize).saturating_sub(libc::CMSG_LEN(0) as usize);
+                for i in 0..len / std::mem::size_of::<RawFd>() {
+                    let fd = std::ptr::read_unaligned(data.cast::<RawFd>().add(i));
+                    if fd >= 0 {
+                        fds.push(OwnedFd::from_raw_fd(fd));
+                    }
+                }
+            }
+            c = libc::CMSG_NXTHDR(&msg, c);
         }
     }
-    Ok(())
+    Ok((n as usize, fds, msg.msg_flags & libc::MSG_CTRUNC != 0))
+}
+
+/// Writes all of `buf` with `MSG_NOSIGNAL`: a mover that has gone away
+/// must be an error, never a SIGPIPE that kills the host process (an
+/// Oracle server process keeps SIGPIPE's default action). The socket's
+/// write timeout bounds the whole request, however many partial writes and
+/// signals it takes; past it the error is `TimedOut`.
+fn send_all(sock: &UnixStream, mut buf: &[u8]) -> std::io::Result<()> {
+    let bound = sock.write_timeout().ok().flatten();
+    let deadline = bound.and_then(|b| std::time::Instant::now().checked_add(b));
+    let mut result = Ok(());
+    while !buf.is_empty() {
+        if let Some(d) = deadline {
+            let left = d.saturating_duration_since(std::time::Instant::now());
+            if left.is_zero() {
+                result = Err(std::io::ErrorKind::TimedOut.into());
+                break;
+            }
+            let _ = sock.set_write_timeout(Some(left));
+        }
+        match nix::sys::socket::send(sock.as_raw_fd(), buf, MsgFlags::MSG_NOSIGNAL) {
+            Ok(0) => {
+                result = Err(std::io::ErrorKind::WriteZero.into());
+                break;
+            }
+            Ok(n) => buf = &buf[n..],
+            Err(nix::errno::Errno::EINTR) => {}
+            Err(nix::errno::Errno::EAGAIN) => {
+                result = Err(std::io::ErrorKind::TimedOut.into());
+                break;
+            }
+            Err(e) => {
+                result = Err(e.into());
+                break;
+            }
+        }
+    }
+    if deadline.is_some() {
+        let _ = sock.set_write_timeout(bound);
+    }
+    result
 }
 
 fn unexpected(body: &response::Body) -> Error {
@@ -1488,6 +1621,219 @@ mod tests {
         (got, end)
     }
 
+    /// A fake mover at a fresh socket path that answers the hello (with
+    /// protocol version 1), then each request with the next of `replies`,
+    /// each sent with `fds` descriptors (copies of one memfd named `probe`)
+    /// attached, then waits for `hold` (if given) and hangs up, or else
+    /// for the client to hang up.
+    fn fake_mover_answering(
+        tag: &str,
+        replies: Vec<response::Body>,
+        fds: usize,
+        probe: &str,
+        hold: Option<std::sync::mpsc::Receiver<()>>,
+    ) -> (PathBuf, std::thread::JoinHandle<()>) {
+        use nix::sys::socket::{sendmsg, ControlMessage, MsgFlags};
+        use std::io::{IoSlice, Read};
+        let path = std::env::temp_dir().join(format!(
+            "shmover-client-test-{}-{tag}.sock",
+            std::process::id()
+        ));
+        let _ = std::fs::remove_file(&path);
+        let listener = std::os::unix::net::UnixListener::bind(&path).unwrap();
+        let name = std::ffi::CString::new(probe).unwrap();
+        let fake = std::thread::spawn(move || {
+            let (mut s, _) = listener.accept().unwrap();
+            let read_request = |s: &mut std::os::unix::net::UnixStream| {
+                let mut len = [0u8; 4];
+                s.read_exact(&mut len).is_ok() && {
+                    let mut body = vec![0u8; u32::from_be_bytes(len) as usize];
+                    s.read_exact(&mut body).is_ok()
+                }
+            };
+            // SAFETY: a valid NUL-terminated name; the result is checked.
+            let memfd = unsafe { libc::memfd_create(name.as_ptr(), libc::MFD_CLOEXEC) };
+            assert!(memfd >= 0);
+            // SAFETY: memfd_create returned a new descriptor we own.
+            let memfd = unsafe { OwnedFd::from_raw_fd(memfd) };
+            let copies = vec![memfd.as_raw_fd(); fds];
+            let send = |s: &std::os::unix::net::UnixStream, body: response::Body, fds: &[i32]| {
+                let frame = shmover_proto::response_frame(body);
+                let cmsg = [ControlMessage::ScmRights(fds)];
+                let cmsgs: &[ControlMessage<'_>] = if fds.is_empty() { &[] } else { &cmsg };
+                let iov = [IoSlice::new(&frame)];
+                let _ = sendmsg::<()>(s.as_raw_fd(), &iov, cmsgs, MsgFlags::empty(), None);
+            };
+            assert!(read_request(&mut s));
+            send(
+                &s,
+                response::Body::Hello(v1::HelloOk {
+                    version: 1,
+                    ..Default::default()
+                }),
+                &[],
+            );
+            for body in replies {
+                if !read_request(&mut s) {
+                    return;
+                }
+                send(&s, body, &copies);
+            }
+            drop(memfd);
+            match hold {
+                Some(h) => {
+                    let _ = h.recv();
+                }
+                None => {
+                    let mut rest = Vec::new();
+                    let _ = s.read_to_end(&mut rest);
+                }
+            }
+        });
+        (path, fake)
+    }
+
+    /// Descriptors of this process that are the memfd named `probe`.
+    fn open_copies_of(probe: &str) -> usize {
+        let want = format!("/memfd:{probe} ");
+        std::fs::read_dir("/proc/self/fd")
+            .unwrap()
+            .flatten()
+            .filter_map(|e| std::fs::read_link(e.path()).ok())
+            .filter(|l| format!("{} ", l.display()).starts_with(&want))
+            .count()
+    }
+
+    #[test]
+    fn descriptors_beyond_a_rings_three_are_closed_not_kept() {
+        // A ring comes with three descriptors. More is a mover out of step
+        // (or, past what one read takes, truncated by the kernel): the open
+        // fails, and every descriptor that did arrive is closed at once.
+        // nix will not walk control data once it is truncated, and the
+        // client used to leave those descriptors open for good: each a
+        // ring's memory pinned inside the database process.
+        for (n, want) in [(5, code::PROTOCOL), (MAX_FDS + 1, code::IO)] {
+            let probe = format!("shmover-probe-{}-{n}", std::process::id());
+            let ring = response::Body::Ring(v1::RingOpened {
+                slot_count: 4,
+                slot_size: 4096,
+                object_size: 0,
+                stall_timeout_ms: 10_000,
+            });
+            let (path, fake) =
+                fake_mover_answering(&format!("fds-{n}"), vec![ring], n, &probe, None);
+            let mut c = connect_to_the_fake(&path);
+            let err = c
+                .open_write("x", 4096, 0, &BTreeMap::new())
+                .expect_err("a ring with too many descriptors");
+            assert_eq!(err.code, want, "{n} descriptors: {err:?}");
+            drop(c);
+            fake.join().unwrap();
+            let _ = std::fs::remove_file(&path);
+            assert_eq!(open_copies_of(&probe), 0, "{n} descriptors: some left open");
+        }
+    }
+
+    #[test]
+    fn a_reply_of_the_wrong_kind_breaks_the_connection() {
+        // A mover out of step (an OK where a ring was asked for) has left a
+        // reply somewhere: the next call would read it as its own.
+        let ok = || response::Body::Ok(v1::Ok {});
+        let (path, fake) = fake_mover_answering("wrong-kind", vec![ok()], 0, "none", None);
+        let mut c = connect_to_the_fake(&path);
+        let err = c.open_read("x", 4096).expect_err("not a ring");
+        assert_eq!(err.code, code::PROTOCOL, "{err:?}");
+        assert!(c.is_broken());
+        drop(c);
+        fake.join().unwrap();
+        let _ = std::fs::remove_file(&path);
+        // A ping answered with something else than OK.
+        let info = response::Body::Info(ObjectInfo::default());
+        let (path, fake) = fake_mover_answering("wrong-ping", vec![info], 0, "none", None);
+        let mut c = connect_to_the_fake(&path);
+        assert_eq!(c.ping().expect_err("not OK").code, code::PROTOCOL);
+        assert!(c.is_broken());
+        drop(c);
+        fake.join().unwrap();
+        let _ = std::fs::remove_file(&path);
+    }
+
+    #[test]
+    fn a_protocol_version_the_client_never_offered_is_refused() {
+        use std::io::Write;
+        let got = connect_to_a_fake_mover("version", Duration::from_secs(30), |mut s| {
+            let frame = shmover_proto::response_frame(response::Body::Hello(v1::HelloOk {
+                version: 99,
+                ..Default::default()
+            }));
+            let _ = s.write_all(&frame);
+        });
+        let err = got.expect_err("version 99 was never offered");
+        assert_eq!(err.code, code::PROTOCOL, "{err:?}");
+        assert!(err.message.contains("version 99"), "{err:?}");
+    }
+
+    #[test]
+    fn an_idle_connection_the_mover_closed_reads_as_broken() {
+        // The SBT library keeps a channel's connection between pieces; a
+        // mover restarted meanwhile must not cost the next call a failure.
+        let (tx, rx) = std::sync::mpsc::channel();
+        let (path, fake) = fake_mover_answering("idle-hangup", vec![], 0, "none", Some(rx));
+        let c = connect_to_the_fake(&path);
+        assert!(!c.is_broken(), "a live idle connection");
+        tx.send(()).unwrap();
+        fake.join().unwrap();
+        let deadline = std::time::Instant::now() + Duration::from_secs(30);
+        while !c.is_broken() && std::time::Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        assert!(c.is_broken(), "the mover hung up the idle connection");
+        let _ = std::fs::remove_file(&path);
+    }
+
+    #[test]
+    fn a_commit_the_mover_reports_with_another_size_or_name_is_refused() {
+        // "Saved" must mean the bytes written, under the name given.
+        for (tag, name, size) in [("short", "x", 4095u64), ("renamed", "y", 4096)] {
+            let (path, fake) = fake_mover_with_a_ring(
+                &format!("commit-{tag}"),
+                Direction::ToMover,
+                (4, 4096),
+                0,
+                move |mut s, seg| {
+                    use std::io::{Read, Write};
+                    let _rx = Consumer::new(seg);
+                    let mut len = [0u8; 4];
+                    if s.read_exact(&mut len).is_err() {
+                        return;
+                    }
+                    let mut body = vec![0u8; u32::from_be_bytes(len) as usize];
+                    let _ = s.read_exact(&mut body);
+                    let frame = shmover_proto::response_frame(response::Body::Info(ObjectInfo {
+                        name: name.into(),
+                        size,
+                        ..Default::default()
+                    }));
+                    let _ = s.write_all(&frame);
+                    let mut rest = Vec::new();
+                    let _ = s.read_to_end(&mut rest);
+                },
+            );
+            let mut c = connect_to_the_fake(&path);
+            c.open_write("x", 4096, 0, &BTreeMap::new()).unwrap();
+            c.write_all(&[9u8; 4096]).unwrap();
+            let err = c
+                .commit()
+                .expect_err("the reply does not match what was written");
+            assert_eq!(err.code, code::PROTOCOL, "{tag}: {err:?}");
+            assert!(err.message.contains("4096 bytes were written"), "{err:?}");
+            assert!(c.is_broken());
+            drop(c);
+            fake.join().unwrap();
+            let _ = std::fs::remove_file(&path);
+        }
+    }
+
     #[test]
     fn a_panic_inside_a_c_call_becomes_an_error_and_hangs_the_connection_up() {
         // No panic may unwind into the database process. One that happens
@@ -1647,6 +1993,23 @@ mod tests {
             err.message.contains("more than the object's 4 bytes"),
             "{err:?}"
         );
+        // Empty blocks that do not end the stream: they would keep a
+        // restore spinning for as long as the mover sends them.
+        let (got, end) = restore_from_a_fake_mover(
+            "empty",
+            (4, 4096),
+            6,
+            vec![
+                (b"abc".to_vec(), crc),
+                (vec![], crc),
+                (vec![], crc),
+                (b"def".to_vec(), crc),
+            ],
+        );
+        let err = end.expect_err("refused");
+        assert_eq!(got, [b"abc".to_vec()]);
+        assert_eq!(err.code, code::PROTOCOL, "{err:?}");
+        assert!(err.message.contains("empty block"), "{err:?}");
     }
 
     /// Runs of equal lengths, one-offs, alternations and empty blocks: the

@@ -36,3 +36,29 @@ fn a_mover_killed_mid_piece_fails_the_piece_and_leaves_nothing_visible() {
         shmover_client::code::NOT_FOUND
     );
 }
+
+#[test]
+fn a_channel_idle_across_a_mover_restart_carries_on_without_a_failed_call() {
+    // The driver saves a piece, then waits while the mover restarts under
+    // its idle connection; its next sbtinfo2, sbtbackup and sbtrestore
+    // must connect afresh instead of failing once on the dead connection.
+    let mut m = MoverProcess::start(&[]);
+    let dir = shmover_tests::mover::temp_dir("sbt-restart");
+    let mut cmd = sbt_driver(&m.socket);
+    cmd.arg("--restart-handshake").arg(&dir);
+    let driver = std::thread::spawn(move || run_driver(cmd, 9));
+    assert!(
+        shmover_tests::eventually(std::time::Duration::from_secs(120), || dir
+            .join("ready")
+            .exists()),
+        "the driver never got to the restart"
+    );
+    m.restart();
+    std::fs::write(dir.join("restarted"), b"").unwrap();
+    let text = driver.join().expect("the driver failed");
+    assert!(
+        text.contains("sbtinfo2 after the restart finds the piece"),
+        "{text}"
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+}

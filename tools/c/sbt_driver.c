@@ -48,6 +48,7 @@ static char g_socket[PATH_MAX];
 static int g_channels = 4;
 static int g_large;
 static pid_t g_kill_mover;
+static const char *g_handshake; /* --restart-handshake DIR */
 static unsigned long long g_bench_bytes;
 static size_t g_bench_block = 1 << 20;
 static int g_bench_step; /* --bench-step: pause before the backup and between backup and restore */
@@ -748,6 +749,50 @@ static void sc_mover_death(void) {
     printf("orphan piece: %s\n", name);
 }
 
+/* ---- mover restart ------------------------------------------------------------ */
+
+/* Waits up to `secs` for `path` to exist. */
+static int wait_file(const char *path, int secs) {
+    for (int i = 0; i < secs * 20; i++) {
+        if (access(path, F_OK) == 0) return 1;
+        struct timespec ts = {0, 50 * 1000 * 1000};
+        nanosleep(&ts, NULL);
+    }
+    return 0;
+}
+
+/* The channel's connection sits idle between pieces while the mover is
+ * restarted (an upgrade, a crash and restart). The next calls must connect
+ * afresh, not fail once on the dead connection: a failed sbtinfo2 during a
+ * restore sends RMAN to an older backup. The test restarts the mover when
+ * DIR/ready appears and says so with DIR/restarted. */
+static void sc_mover_restart(void) {
+    const char *sc = "mover-restart";
+    chan ch;
+    CHECK(sc, open_session(&ch, 0) == 0, "sbtinit2");
+    char a[512], b[512], path[PATH_MAX], text[1100];
+    piece_name(a, sizeof a, sc, "before");
+    piece_name(b, sizeof b, sc, "after");
+    CHECK(sc, backup(&ch, a, 65536, 16, 21, 1) == 0, "a piece is saved before the restart");
+    sbtbfinfo *inf = NULL;
+    CHECK(sc, info_one(&ch, a, &inf) == 1, "sbtinfo2 finds it on the same connection");
+    snprintf(path, sizeof path, "%s/ready", g_handshake);
+    FILE *f = fopen(path, "w");
+    if (f) fclose(f);
+    snprintf(path, sizeof path, "%s/restarted", g_handshake);
+    CHECK(sc, wait_file(path, 120), "the mover was restarted");
+    int r = info_one(&ch, a, &inf);
+    CHECK(sc, r == 1, "sbtinfo2 after the restart finds the piece (%d)%s%s", r, r < 0 ? ": " : "",
+          r < 0 ? (last_error(&ch, text, sizeof text), text) : "");
+    r = backup(&ch, b, 65536, 16, 22, 1);
+    CHECK(sc, r == 0, "the next piece is saved after the restart%s%s", r ? ": " : "",
+          r ? (last_error(&ch, text, sizeof text), text) : "");
+    restore_check(sc, &ch, a, 65536, 16 * 65536, 21);
+    restore_check(sc, &ch, b, 65536, 16 * 65536, 22);
+    CHECK(sc, remove_one(&ch, a) == 0 && remove_one(&ch, b) == 0, "both pieces are removed");
+    close_session(&ch);
+}
+
 /* ---- random calls -------------------------------------------------------------- */
 
 /* A model-checked random walk over the v2 calls, as a confused or hostile
@@ -1123,6 +1168,7 @@ int sbt_driver_main(int argc, char **argv) {
         else if (strcmp(a, "--child") == 0 && v) child = atoi(argv[++i]);
         else if (strcmp(a, "--large") == 0) g_large = 1;
         else if (strcmp(a, "--kill-mover") == 0 && v) g_kill_mover = (pid_t)atoi(argv[++i]);
+        else if (strcmp(a, "--restart-handshake") == 0 && v) g_handshake = argv[++i];
         else if (strcmp(a, "--bench-bytes") == 0 && v) g_bench_bytes = strtoull(argv[++i], NULL, 10);
         else if (strcmp(a, "--bench-block") == 0 && v) g_bench_block = (size_t)strtoull(argv[++i], NULL, 10);
         else if (strcmp(a, "--bench-step") == 0) g_bench_step = 1;
@@ -1131,7 +1177,7 @@ int sbt_driver_main(int argc, char **argv) {
         else if (strcmp(a, "--ops") == 0 && v) g_ops = atoi(argv[++i]);
         else {
             fprintf(stderr, "usage: sbt-driver [--lib PATH] [--socket PATH] [--channels N] [--large] [--prefix P] "
-                            "[--only NAMES] [--seed S] [--ops N] [--kill-mover PID] [--bench-bytes N [--bench-block B] [--bench-step] [--bench-keep]]\n");
+                            "[--only NAMES] [--seed S] [--ops N] [--kill-mover PID] [--restart-handshake DIR] [--bench-bytes N [--bench-block B] [--bench-step] [--bench-keep]]\n");
             return 2;
         }
     }
@@ -1151,6 +1197,11 @@ int sbt_driver_main(int argc, char **argv) {
     if (g_bench_bytes > 0) {
         g_only = "";
         return bench();
+    }
+    if (g_handshake != NULL) {
+        sc_mover_restart();
+        printf("%d passed, %d failed\n", g_passed, g_failed);
+        return g_failed == 0 ? 0 : 1;
     }
     if (g_kill_mover > 0) {
         sc_mover_death();

@@ -375,8 +375,14 @@ static shmover_client_t *connect_client(struct session *s, const char *fn, const
     return c;
 }
 
-/* The stream connection, (re)connected when missing or stale. */
+/* The stream connection, (re)connected when missing, stale, or hung up
+ * while it sat idle between calls (a mover restarted since): the call then
+ * connects afresh rather than fail once on the dead connection. */
 static shmover_client_t *stream_client(struct session *s, const char *fn, const char *piece) {
+    if (s->c && !s->stale && shmover_broken(s->c)) {
+        trace(s, 1, "the mover closed the idle connection; connecting again");
+        s->stale = 1;
+    }
     if (s->c && s->stale) {
         shmover_disconnect(s->c);
         s->c = NULL;
@@ -389,6 +395,10 @@ static shmover_client_t *stream_client(struct session *s, const char *fn, const 
 /* The connection for catalog calls: the stream's when no piece is open. */
 static shmover_client_t *catalog_client(struct session *s, const char *fn, const char *piece) {
     if (s->state == IDLE) return stream_client(s, fn, piece);
+    if (s->cat && shmover_broken(s->cat)) {
+        shmover_disconnect(s->cat);
+        s->cat = NULL;
+    }
     if (s->cat == NULL) s->cat = connect_client(s, fn, piece);
     return s->cat;
 }

@@ -342,6 +342,17 @@ static int open_source(const char *path, char *why, size_t cap) {
     return fd;
 }
 
+/* A #PIPE that fails before we open it: HANA's writer may be blocked in
+ * open(O_WRONLY) for want of a reader, and would stay there after we exit.
+ * Opening and closing the read end releases it; its writes then fail with
+ * EPIPE, and our #ERROR says why. */
+static void release_writer(const char *path) {
+    struct stat st;
+    if (path == NULL || stat(path, &st) != 0 || !S_ISFIFO(st.st_mode)) return;
+    int fd = open(path, O_RDONLY | O_NONBLOCK | O_CLOEXEC);
+    if (fd >= 0) close(fd);
+}
+
 static void *backup_item(void *arg) {
     item *it = arg;
     char why[1024] = "", name[MAX_NAME + 1];
@@ -349,6 +360,7 @@ static void *backup_item(void *arg) {
     int fd = -1, opened = 0;
     uint64_t bytes = 0, t0 = now_ms();
     if (c == NULL) {
+        release_writer(it->path);
         out_line("#ERROR", it->path, NULL, NULL, NULL);
         return NULL;
     }
@@ -375,6 +387,7 @@ static void *backup_item(void *arg) {
         snprintf(it->ebid, sizeof it->ebid, "%llu", strtoull(it->ebid, NULL, 10) + 1);
     }
     if (opened) fd = open_source(it->path, why, sizeof why);
+    int sourced = fd >= 0;
     if (fd >= 0) {
         int eof = 0, failed = 0;
         while (!eof && !failed) {
@@ -437,6 +450,7 @@ static void *backup_item(void *arg) {
         }
     }
     if (opened) shmover_abort(c, why);
+    if (!sourced && !it->is_file) release_writer(it->path);
     logm(0, "backup of %s failed: %s", it->path, why);
     out_line("#ERROR", it->path, NULL, NULL, NULL);
     shmover_disconnect(c);
@@ -560,7 +574,9 @@ static int open_dest(const char *dest, const char *type, char *why, size_t cap) 
                 return -1;
             }
         } else if (S_ISREG(st.st_mode)) {
-            int fd = open(dest, O_WRONLY | O_TRUNC | O_CLOEXEC);
+            /* Truncated once the object's stream is open: a restore that
+             * cannot start leaves the file as it was. */
+            int fd = open(dest, O_WRONLY | O_CLOEXEC);
             if (fd < 0) snprintf(why, cap, "opening %s: %s", dest, strerror(errno));
             return fd;
         } else {
@@ -632,6 +648,11 @@ static void restore_one(item *it) {
     int rc = shmover_open_read(c, name, cfg.restore_block_size, &size);
     int ok = rc == SHMOVER_OK;
     if (!ok) snprintf(why, sizeof why, "%s", shmover_last_error(c));
+    struct stat dst;
+    if (ok && fstat(fd, &dst) == 0 && S_ISREG(dst.st_mode) && ftruncate(fd, 0) != 0) {
+        snprintf(why, sizeof why, "truncating %s: %s", dest, strerror(errno));
+        ok = 0; /* the stream is closed below */
+    }
     while (ok) {
         const void *buf;
         size_t len;
@@ -978,13 +999,21 @@ int hdbbackint_main(int argc, char **argv) {
     char *buf = NULL;
     size_t bcap = 0;
     int saw_swid = 0;
-    while (lines && getline(&buf, &bcap, in) >= 0) {
+    ssize_t got;
+    while (lines && (got = getline(&buf, &bcap, in)) >= 0) {
         size_t l = strlen(buf);
+        /* A NUL inside the line would cut it short: '#PIPE /a<NUL>/b' read
+         * as /a. Such a line is answered #ERROR, never taken shorter. */
+        int has_nul = l != (size_t)got;
         if (l && buf[l - 1] == '\n') buf[l - 1] = '\0';
         line_tokens t;
         if (!tokenize(buf, &t)) {
             if (buf[0]) logm(3, "ignored line: %s", buf);
             continue;
+        }
+        if (has_nul) {
+            logm(0, "a line holds a NUL byte: %s...", buf);
+            t.malformed = 1;
         }
         if (strcmp(t.kw, "#SOFTWAREID") == 0) {
             if (!saw_swid) {
@@ -1008,9 +1037,16 @@ int hdbbackint_main(int argc, char **argv) {
         lines[n_lines++] = t;
     }
     free(buf);
+    /* A read error is not the end of the input: lines after it would get
+     * no answer while we exit as if all went well. */
+    int read_failed = lines != NULL && ferror(in);
     if (in != stdin) fclose(in);
     if (lines == NULL) {
         console("out of memory");
+        return 1;
+    }
+    if (read_failed) {
+        console("reading the input file failed; its lines are not answered");
         return 1;
     }
     if (saw_swid) {
@@ -1045,6 +1081,7 @@ int hdbbackint_main(int argc, char **argv) {
         if (fn == F_BACKUP) {
             bad |= !(strcmp(t->kw, "#PIPE") == 0 || strcmp(t->kw, "#FILE") == 0) || t->n < 1 || !t->tok[0][0];
             if (bad || fatal) {
+                if (t->n >= 1 && !t->malformed && strcmp(t->kw, "#PIPE") == 0) release_writer(t->tok[0]);
                 if (t->n >= 1 && !t->malformed) out_line("#ERROR", t->tok[0], NULL, NULL, NULL);
                 else out_line("#ERROR", t->rest, NULL, NULL, NULL);
                 continue;

@@ -501,6 +501,15 @@ static void sc_errors(void) {
         snprintf(cmd, sizeof cmd, "SBTMOVER_CONFIG=%s", dir);
         expect_error(sc, &y, g_t->sbtcommand(y.ctx, 0, cmd), SBT_ERROR_MM, "SEND of a directory as the config file",
                      "not a regular file");
+        /* A FIFO nobody writes: an error at once, not a server process
+         * held in open() for ever. */
+        char fifo[300];
+        snprintf(fifo, sizeof fifo, "%s/fifo.conf", dir);
+        mkfifo(fifo, 0600);
+        snprintf(cmd, sizeof cmd, "SBTMOVER_CONFIG=%s", fifo);
+        expect_error(sc, &y, g_t->sbtcommand(y.ctx, 0, cmd), SBT_ERROR_MM, "SEND of a FIFO as the config file",
+                     "not a regular file");
+        unlink(fifo);
         snprintf(cmd, sizeof cmd, "SBTMOVER_CONFIG=%s", bad);
         expect_error(sc, &y, g_t->sbtcommand(y.ctx, 0, cmd), SBT_ERROR_MM, "SEND of a config file with a bad MOVER_TIMEOUT",
                      "line 1: MOVER_TIMEOUT=soon");
@@ -647,6 +656,11 @@ static int channel_body(int k, const char *sc) {
     piece_name(name, sizeof name, sc, tag);
     uint64_t seed = 100 + (uint64_t)k;
     int ok = backup(&ch, name, 65536, 64 + (uint64_t)k, seed, 1) == 0;
+    if (!ok) {
+        char text[1100];
+        sbt_ulong code = last_error(&ch, text, sizeof text);
+        report(0, sc, "channel %d: the backup of %s failed: %lu %s", k, name, code, text);
+    }
     ok = ok && restore_check(sc, &ch, name, 16384 * (size_t)(k % 3 + 1), 65536ULL * (64 + (uint64_t)k), seed);
     sbtbfinfo *out;
     ok = ok && info_one(&ch, name, &out) == 1 && remove_one(&ch, name) == 0;

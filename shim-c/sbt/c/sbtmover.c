@@ -280,12 +280,21 @@ static int load_config_file(struct session *s, const char *fn, const char *path)
         s->config_path[0] = '\0';
         return 0;
     }
-    FILE *f = fopen(path, "re");
-    if (f == NULL) return fail(s, SBT_ERROR_MM, "%s: cannot read config file %s: %s", fn, path, strerror(errno));
+    /* Non-blocking, and checked before a byte is read: a FIFO (or a
+     * device) named here must give an error, not hold the database
+     * process in open() for ever. */
+    int cfd = open(path, O_RDONLY | O_NONBLOCK | O_NOCTTY | O_CLOEXEC);
+    if (cfd < 0) return fail(s, SBT_ERROR_MM, "%s: cannot read config file %s: %s", fn, path, strerror(errno));
     struct stat st;
-    if (fstat(fileno(f), &st) != 0 || !S_ISREG(st.st_mode)) {
-        fclose(f);
+    if (fstat(cfd, &st) != 0 || !S_ISREG(st.st_mode)) {
+        close(cfd);
         return fail(s, SBT_ERROR_MM, "%s: config file %s is not a regular file", fn, path);
+    }
+    fcntl(cfd, F_SETFL, fcntl(cfd, F_GETFL) & ~O_NONBLOCK);
+    FILE *f = fdopen(cfd, "r");
+    if (f == NULL) {
+        close(cfd);
+        return fail(s, SBT_ERROR_MM, "%s: cannot read config file %s: %s", fn, path, strerror(errno));
     }
     char line[PATH_MAX + 64];
     int lineno = 0;
@@ -587,7 +596,10 @@ HIDDEN int sbtmover_sbtinit2(void *ctx, sbt_ulong flags, sbtinit2_input *in, sbt
             pthread_mutex_unlock(&g_trace_lock);
             tn = fallback;
         }
-        if (tn[0] != '\0') s->trace_fd = open(tn, O_WRONLY | O_APPEND | O_CREAT | O_CLOEXEC, 0640);
+        /* O_NONBLOCK: a FIFO named as the trace file, with no reader or a
+         * slow one, drops trace lines rather than block the database. */
+        if (tn[0] != '\0')
+            s->trace_fd = open(tn, O_WRONLY | O_APPEND | O_CREAT | O_CLOEXEC | O_NONBLOCK | O_NOCTTY, 0640);
         const char *v;
         int bad_env = 0;
         if ((v = getenv("MOVER_SOCKET"))) setting_apply(&s->env, "MOVER_SOCKET", v);

@@ -647,29 +647,39 @@ static void sc_trace(void) {
     g_init(&se, in, &out);
 }
 
+/* Reports a failed step of a channel with the pending error, so a
+ * channel that fails says where and why. Returns 0. */
+static int channel_failed(chan *ch, int k, const char *sc, const char *step, const char *name) {
+    char text[1100];
+    sbt_ulong code = last_error(ch, text, sizeof text);
+    report(0, sc, "channel %d: %s of %s failed: code %lu %s", k, step, name, code, text);
+    return 0;
+}
+
 /* One full session: the body of a channel (process or thread). */
 static int channel_body(int k, const char *sc) {
     chan ch;
-    if (open_session(&ch, 0) != 0) return 0;
     char name[512], tag[32];
     snprintf(tag, sizeof tag, "channel-%d", k);
     piece_name(name, sizeof name, sc, tag);
+    if (open_session(&ch, 0) != 0) return channel_failed(&ch, k, sc, "sbtinit2", name);
     uint64_t seed = 100 + (uint64_t)k;
     int ok = backup(&ch, name, 65536, 64 + (uint64_t)k, seed, 1) == 0;
-    if (!ok) {
-        char text[1100];
-        sbt_ulong code = last_error(&ch, text, sizeof text);
-        report(0, sc, "channel %d: the backup of %s failed: %lu %s", k, name, code, text);
-    }
+    if (!ok) channel_failed(&ch, k, sc, "the backup", name);
     ok = ok && restore_check(sc, &ch, name, 16384 * (size_t)(k % 3 + 1), 65536ULL * (64 + (uint64_t)k), seed);
     sbtbfinfo *out;
-    ok = ok && info_one(&ch, name, &out) == 1 && remove_one(&ch, name) == 0;
+    if (ok && info_one(&ch, name, &out) != 1) ok = channel_failed(&ch, k, sc, "sbtinfo2", name);
+    if (ok && remove_one(&ch, name) != 0) ok = channel_failed(&ch, k, sc, "sbtremove2", name);
     /* A deliberate not-found in channel 0 must not leak into the others. */
     if (k == 0) g_t->sbtrestore(ch.ctx, 0, "never/written/anywhere", 8192);
-    else {
+    else if (ok) {
         sbt_ulong code;
         char *nat;
-        ok = ok && g_t->sbterror(ch.ctx, 0, &code, &nat, NULL) == -1;
+        if (g_t->sbterror(ch.ctx, 0, &code, &nat, NULL) != -1) {
+            report(0, sc, "channel %d: an error is pending after a clean session: code %lu %s", k, code,
+                   nat ? nat : "");
+            ok = 0;
+        }
     }
     close_session(&ch);
     return ok;
@@ -707,7 +717,9 @@ static void sc_channels(const char *self) {
     for (int k = 0; k < n; k++) {
         int st = 0;
         waitpid(pids[k], &st, 0);
-        CHECK(sc, WIFEXITED(st) && WEXITSTATUS(st) == 0, "channel %d (a process with its own dlopen) succeeded", k);
+        CHECK(sc, WIFEXITED(st) && WEXITSTATUS(st) == 0,
+              "channel %d (a process with its own dlopen) succeeded (exit status %d, signal %d)", k,
+              WIFEXITED(st) ? WEXITSTATUS(st) : -1, WIFSIGNALED(st) ? WTERMSIG(st) : 0);
     }
 }
 

@@ -161,14 +161,45 @@ fn io_error(what: &str, path: &std::path::Path, e: std::io::Error) -> object_sto
 
 /// Creates `dir` and its missing parents, fsyncing the parent of each one
 /// created so that the new entries survive a crash.
+///
+/// The store deletes with automatic cleanup: a delete removes the
+/// directories it leaves empty. So another writer (a second channel, or a
+/// second mover on the same directory) may remove a parent made here
+/// before its child is made, and the child's `mkdir` fails with ENOENT.
+/// That is a lost race, not a missing store: start again from the top, a
+/// bounded number of times.
 fn create_dirs(dir: &std::path::Path) -> std::io::Result<()> {
+    create_dirs_with(dir, &mut |d| std::fs::create_dir(d))
+}
+
+/// Times [`create_dirs`] and [`new_staging`] start again after a
+/// directory vanished under them.
+const LOST_RACES: u32 = 100;
+
+fn create_dirs_with(
+    dir: &std::path::Path,
+    mkdir: &mut dyn FnMut(&std::path::Path) -> std::io::Result<()>,
+) -> std::io::Result<()> {
+    let mut lost = 0;
+    loop {
+        match create_dirs_once(dir, mkdir) {
+            Err(e) if e.kind() == ErrorKind::NotFound && lost < LOST_RACES => lost += 1,
+            done => return done,
+        }
+    }
+}
+
+fn create_dirs_once(
+    dir: &std::path::Path,
+    mkdir: &mut dyn FnMut(&std::path::Path) -> std::io::Result<()>,
+) -> std::io::Result<()> {
     if dir.is_dir() {
         return Ok(());
     }
     if let Some(parent) = dir.parent() {
-        create_dirs(parent)?;
+        create_dirs_once(parent, mkdir)?;
     }
-    match std::fs::create_dir(dir) {
+    match mkdir(dir) {
         Ok(()) => {}
         Err(e) if e.kind() == ErrorKind::AlreadyExists => return Ok(()),
         Err(e) => return Err(e),
@@ -182,6 +213,7 @@ fn create_dirs(dir: &std::path::Path) -> std::io::Result<()> {
 /// A new staging file `dest#N` beside `dest`, as `LocalFileSystem` names
 /// them.
 fn new_staging(dest: &std::path::Path) -> std::io::Result<(File, PathBuf)> {
+    let mut lost = 0;
     for n in 1u32.. {
         let mut p = dest.as_os_str().to_owned();
         p.push(format!("#{n}"));
@@ -194,7 +226,10 @@ fn new_staging(dest: &std::path::Path) -> std::io::Result<(File, PathBuf)> {
         {
             Ok(f) => return Ok((f, p)),
             Err(e) if e.kind() == ErrorKind::AlreadyExists => continue,
-            Err(e) if e.kind() == ErrorKind::NotFound => {
+            // The directory is missing, or vanished again (see
+            // `create_dirs`) between making it and opening the file.
+            Err(e) if e.kind() == ErrorKind::NotFound && lost < LOST_RACES => {
+                lost += 1;
                 create_dirs(dest.parent().unwrap_or(std::path::Path::new("/")))?
             }
             Err(e) => return Err(e),
@@ -575,6 +610,38 @@ mod tests {
         assert_eq!(calls[0], (true, start as i64));
         assert_eq!(calls[1], (true, start as i64 + (ALIGN + ALIGN / 2) as i64));
         assert_eq!(calls[2], (false, start as i64 + (ALIGN + ALIGN / 2) as i64));
+    }
+
+    /// Another writer's delete removes a parent this one just made (the
+    /// store's automatic cleanup) before the child is made: the child's
+    /// mkdir fails with ENOENT, and the directories are made again.
+    #[test]
+    fn a_parent_removed_by_another_writers_cleanup_is_made_again() {
+        let dir = tempfile::tempdir().unwrap();
+        let want = dir.path().join("catalog/sbt/db");
+        let parent = dir.path().join("catalog/sbt");
+        let mut removed = 0;
+        let mut calls = Vec::new();
+        create_dirs_with(&want, &mut |d| {
+            calls.push(d.to_path_buf());
+            if d == want && removed == 0 {
+                // The other writer's cleanup, between the two mkdirs.
+                std::fs::remove_dir(&parent).unwrap();
+                removed += 1;
+            }
+            std::fs::create_dir(d)
+        })
+        .unwrap();
+        assert!(want.is_dir());
+        assert_eq!(removed, 1);
+        // catalog, catalog/sbt, catalog/sbt/db (lost), catalog/sbt, catalog/sbt/db
+        assert_eq!(calls.len(), 5, "{calls:?}");
+
+        // A directory that cannot be made for another reason is an error at once.
+        let file = dir.path().join("plain");
+        std::fs::write(&file, b"x").unwrap();
+        let e = create_dirs(&file.join("under")).unwrap_err();
+        assert_ne!(e.kind(), ErrorKind::NotFound, "{e}");
     }
 
     /// A page-aligned buffer of `pages` pages, filled with a pattern.

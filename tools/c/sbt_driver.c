@@ -29,6 +29,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mman.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
 #include <time.h>
@@ -515,6 +516,13 @@ static void sc_errors(void) {
                      "line 1: MOVER_TIMEOUT=soon");
         expect_error(sc, &y, g_t->sbtcommand(y.ctx, 0, "MOVER_TIMEOUT=soon"), SBT_ERROR_MM, "SEND 'MOVER_TIMEOUT=soon'",
                      "not a positive number of seconds");
+        /* All or nothing: a SEND whose last setting is bad leaves the
+         * label (and the socket) it set before that as they were. */
+        expect_error(sc, &y, g_t->sbtcommand(y.ctx, 0, "SBTMOVER_LABEL=from-send MOVER_SOCKET=/nonexistent/send.sock "
+                                                      "MOVER_TIMEOUT=soon"),
+                     SBT_ERROR_MM, "SEND 'SBTMOVER_LABEL=... MOVER_SOCKET=... MOVER_TIMEOUT=soon'", "MOVER_TIMEOUT=soon");
+        expect_error(sc, &y, g_t->sbtcommand(y.ctx, 0, "SBTMOVER_LABEL=from-send,SBTMOVER_CONFIG=/nonexistent/c.conf"),
+                     SBT_ERROR_MM, "SEND 'SBTMOVER_LABEL=...,SBTMOVER_CONFIG=<missing file>'", "/nonexistent/c.conf");
         char lp[512];
         piece_name(lp, sizeof lp, sc, "labelled");
         const char *label = NULL;
@@ -645,6 +653,100 @@ static void sc_trace(void) {
     /* Back to the driver's own trace file (removed at exit). */
     in[0].value = g_trace[0] != '\0' ? g_trace : NULL;
     g_init(&se, in, &out);
+}
+
+/* sbtinit2 items of types the library does not know: a string holding
+ * settings applies them (the way SBT_PARMS may arrive), anything else is
+ * ignored without being dereferenced blindly, and each is traced. */
+static void sc_init_items(void) {
+    const char *sc = "init-items";
+    char path[PATH_MAX];
+    snprintf(path, sizeof path, "/tmp/sbt-driver-%d-items.log", (int)getpid());
+    unlink(path);
+    bserc se;
+    sbtinit_input tin[] = {{SBTINIT_TRACE_NAME, path}, {SBTINIT_INEND, NULL}};
+    sbtinit_output *tout;
+    g_init(&se, tin, &tout);
+    sbt_ulong level = 1, api = SBT_APIVSN(2, 0), seven = 7;
+    char name[512], cmd[600];
+
+    /* A string item's socket is used over the environment's; SEND's over both. */
+    chan a;
+    a.ctx = calloc(1, g_ctxsize);
+    sbtinit2_input ia[] = {{SBTINIT2_TRACE_LEVEL, &level},
+                           {SBTINIT2_CLIENT_APIVSN, &api},
+                           {100, "MOVER_SOCKET=/nonexistent/item.sock"},
+                           {SBTINIT2_END, NULL}};
+    sbtinit2_output *out = NULL;
+    CHECK(sc, g_t->sbtinit2(a.ctx, 0, ia, &out) == 0, "sbtinit2 with a string item of settings succeeds");
+    piece_name(name, sizeof name, sc, "via-item");
+    expect_error(sc, &a, backup(&a, name, 4096, 1, 20, 1), SBT_ERROR_MM,
+                 "a backup through the socket a string item named", "/nonexistent/item.sock");
+    snprintf(cmd, sizeof cmd, "MOVER_SOCKET=%.400s", g_socket);
+    CHECK(sc, g_t->sbtcommand(a.ctx, 0, cmd) == 0 && backup(&a, name, 4096, 1, 20, 1) == 0 && remove_one(&a, name) == 0,
+          "SEND's socket wins over the item's: the backup works");
+    close_session(&a);
+
+    /* Integers, NULL, an unmapped address, a string ending at the last
+     * byte of a page whose next page is unmapped, and quoted values with
+     * spaces and commas. */
+    long pg = sysconf(_SC_PAGESIZE);
+    char *pages = mmap(NULL, 2 * (size_t)pg, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+    char *edge = NULL;
+    if (pages != MAP_FAILED) {
+        munmap(pages + pg, (size_t)pg);
+        const char *e = "MOVER_TIMEOUT=45";
+        edge = pages + pg - strlen(e) - 1;
+        memcpy(edge, e, strlen(e) + 1);
+    }
+    chan b;
+    b.ctx = calloc(1, g_ctxsize);
+    sbtinit2_input ib[] = {{SBTINIT2_TRACE_LEVEL, &level},
+                           {101, &seven},
+                           {102, (void *)16},
+                           {103, NULL},
+                           {104, "SBTMOVER_LABEL='two words, one label', MOVER_TIMEOUT=30"},
+                           {105, edge},
+                           {106, pages != MAP_FAILED ? pages + pg : NULL},
+                           {SBTINIT2_END, NULL}};
+    CHECK(sc, g_t->sbtinit2(b.ctx, 0, ib, &out) == 0,
+          "sbtinit2 with integer, NULL, unmapped and string items succeeds");
+    piece_name(name, sizeof name, sc, "labelled");
+    const char *label = NULL;
+    sbtbfinfo *o = NULL;
+    if (backup(&b, name, 4096, 1, 21, 1) == 0 && info_one(&b, name, &o) == 1)
+        for (sbtbfinfo *p = o; p->type != SBTBFINFO_END; p++)
+            if (p->type == SBTBFINFO_LABEL) label = p->value;
+    CHECK(sc, label && strcmp(label, "two words, one label") == 0,
+          "a quoted value with a space and a comma arrives whole (%s)", label ? label : "no piece");
+    remove_one(&b, name);
+    close_session(&b);
+    if (pages != MAP_FAILED) munmap(pages, (size_t)pg);
+
+    /* A bad value in a string item fails sbtinit2, saying which. */
+    chan c;
+    c.ctx = calloc(1, g_ctxsize);
+    sbtinit2_input ic[] = {{SBTINIT2_TRACE_LEVEL, &level}, {107, "MOVER_TIMEOUT=soon"}, {SBTINIT2_END, NULL}};
+    expect_error(sc, &c, g_t->sbtinit2(c.ctx, 0, ic, &out), SBT_ERROR_MM, "sbtinit2 with MOVER_TIMEOUT=soon in an item",
+                 "MOVER_TIMEOUT=soon");
+    free(c.ctx);
+
+    FILE *f = fopen(path, "r");
+    char line[2100];
+    int strings = 0, others = 0, edge_seen = 0;
+    while (f && fgets(line, sizeof line, f)) {
+        strings += strstr(line, "item type 104: a string of") != NULL;
+        edge_seen += strstr(line, "item type 105: a string of 16 bytes") != NULL;
+        others += strstr(line, "item type 101: not a string") != NULL || strstr(line, "item type 102: not a string") ||
+                  strstr(line, "item type 103: not a string") || strstr(line, "item type 106: not a string");
+    }
+    if (f) fclose(f);
+    unlink(path);
+    CHECK(sc, strings == 1 && edge_seen == (edge != NULL) && others == 4,
+          "level 1 traces each unknown item: strings as settings (%d, at a page's end %d), others ignored (%d of 4)",
+          strings, edge_seen, others);
+    tin[0].value = g_trace[0] != '\0' ? g_trace : NULL;
+    g_init(&se, tin, &tout);
 }
 
 /* Reports a failed step of a channel with the pending error, so a
@@ -1239,6 +1341,7 @@ int sbt_driver_main(int argc, char **argv) {
     if (wanted("errors")) sc_errors();
     if (wanted("call-order")) sc_call_order();
     if (wanted("trace")) sc_trace();
+    if (wanted("init-items")) sc_init_items();
     if (wanted("random-calls")) sc_random_calls();
     if (wanted("channels")) sc_channels(exe);
     if (g_large) sc_large();

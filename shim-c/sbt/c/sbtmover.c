@@ -29,6 +29,7 @@
 #include <sys/stat.h>
 #include <sys/syscall.h>
 #include <sys/time.h>
+#include <sys/uio.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -46,6 +47,9 @@
 #define DEFAULT_TIMEOUT_S 60
 #define MAX_SLOT ((size_t)64 << 20)
 #define MAX_ITEMS 4096
+/* Settings text: a SEND command (under SBT_COMMAND_MAX), or a string item
+ * of sbtinit2 (PARMS are at most 1000 bytes). */
+#define SETTINGS_TEXT_MAX 1024
 
 #ifndef SBTMOVER_VERSION_MAJOR
 #define SBTMOVER_VERSION_MAJOR 0
@@ -576,6 +580,79 @@ HIDDEN int sbtmover_sbtinit(bserc *se, sbtinit_input *in, sbtinit_output **out) 
 
 /* ---- sbtinit2 ---------------------------------------------------------------- */
 
+static int apply_command(struct session *s, struct setting *target, const char *fn, const char *cmd);
+
+/* An environment value without one pair of enclosing quotes: ENV=(K='v')
+ * may reach getenv with its quotes. */
+static const char *unquoted(const char *v, char *out, size_t cap) {
+    size_t n = strlen(v);
+    if (n >= 2 && (v[0] == '\'' || v[0] == '"') && v[n - 1] == v[0] && n - 2 < cap) {
+        memcpy(out, v + 1, n - 2);
+        out[n - 2] = '\0';
+        return out;
+    }
+    return v;
+}
+
+/* Copies the text at `p` into `out` if it reads as a string: readable,
+ * ended by a NUL within cap - 1 bytes, and printable (UTF-8 allowed).
+ * Returns its length, or 0 for anything else. The item's type is not one
+ * we know, so `p` may point at an integer, or at nothing mapped: it is
+ * read with process_vm_readv, which reports EFAULT where a plain read
+ * would fault, and in two pieces split at the page boundary so that a
+ * string ending just before an unmapped page still reads. */
+static size_t probe_text(const void *p, char *out, size_t cap) {
+    if (p == NULL || cap < 2) return 0;
+    long page = sysconf(_SC_PAGESIZE);
+    if (page <= 0) page = 4096;
+    uintptr_t a = (uintptr_t)p;
+    size_t want = cap - 1;
+    size_t first = (size_t)page - (size_t)(a % (uintptr_t)page);
+    if (first > want) first = want;
+    struct iovec local = {out, want};
+    struct iovec remote[2] = {{(void *)p, first}, {(void *)(a + first), want - first}};
+    ssize_t n = process_vm_readv(getpid(), &local, 1, remote, want > first ? 2 : 1, 0);
+    if (n <= 0) return 0;
+    size_t len = 0;
+    while (len < (size_t)n && out[len] != '\0') len++;
+    if (len == (size_t)n || len == 0) return 0; /* no NUL within reach, or empty */
+    for (size_t i = 0; i < len; i++) {
+        unsigned char ch = (unsigned char)out[i];
+        if ((ch < 0x20 && ch != '\t') || ch == 0x7f) return 0;
+    }
+    return len;
+}
+
+/* sbtinit2 items of types this library does not know: each is traced
+ * (level 1) and, where its value reads as a string holding KEY=VALUE
+ * settings, applied over the environment's. Whether Oracle passes the
+ * channel's SBT_PARMS this way or as environment variables is not
+ * documented (specs/sbt.md 4.8): both are accepted. */
+static int apply_string_items(struct session *s, sbtinit2_input *in) {
+    for (int i = 0; in != NULL && i < MAX_ITEMS && in[i].type != SBTINIT2_END; i++) {
+        sbt_ulong type = in[i].type;
+        if (type == SBTINIT2_TRACE_LEVEL || type == SBTINIT2_CLIENT_APIVSN) continue;
+        if (type == SBTINIT2_OPERATOR_NOTIFY) {
+            trace(s, 1, "sbtinit2: item type %lu (operator notify): announced", type);
+            continue;
+        }
+        char text[SETTINGS_TEXT_MAX];
+        size_t n = probe_text(in[i].value, text, sizeof text);
+        if (n == 0) {
+            trace(s, 1, "sbtinit2: item type %lu: not a string, ignored", type);
+            continue;
+        }
+        if (strchr(text, '=') == NULL) {
+            trace(s, 1, "sbtinit2: item type %lu: a string of %zu bytes without settings, ignored", type, n);
+            continue;
+        }
+        trace(s, 1, "sbtinit2: item type %lu: a string of %zu bytes, read as settings", type, n);
+        if (apply_command(s, &s->env, "sbtinit2", text) != 0) return -1;
+    }
+    return 0;
+}
+
+
 HIDDEN int sbtmover_sbtinit2(void *ctx, sbt_ulong flags, sbtinit2_input *in, sbtinit2_output **out) {
     (void)flags;
     (void)out; /* no output items are defined: left untouched */
@@ -600,14 +677,20 @@ HIDDEN int sbtmover_sbtinit2(void *ctx, sbt_ulong flags, sbtinit2_input *in, sbt
          * slow one, drops trace lines rather than block the database. */
         if (tn[0] != '\0')
             s->trace_fd = open(tn, O_WRONLY | O_APPEND | O_CREAT | O_CLOEXEC | O_NONBLOCK | O_NOCTTY, 0640);
+        for (int i = 0; in != NULL && i < MAX_ITEMS && in[i].type != SBTINIT2_END; i++)
+            if (in[i].type == SBTINIT2_TRACE_LEVEL && in[i].value) s->trace_level = (int)*(sbt_ulong *)in[i].value;
         const char *v;
-        int bad_env = 0;
-        if ((v = getenv("MOVER_SOCKET"))) setting_apply(&s->env, "MOVER_SOCKET", v);
-        if ((v = getenv("MOVER_TIMEOUT")) && setting_apply(&s->env, "MOVER_TIMEOUT", v) != 0)
-            bad_env = fail(s, SBT_ERROR_MM, "sbtinit2: MOVER_TIMEOUT=%.40s is not a positive number of seconds", v);
-        if ((v = getenv("SBTMOVER_LABEL"))) setting_apply(&s->env, "SBTMOVER_LABEL", v);
+        char uq[PATH_MAX];
+        int bad = 0;
+        if ((v = getenv("MOVER_SOCKET"))) setting_apply(&s->env, "MOVER_SOCKET", unquoted(v, uq, sizeof uq));
+        if ((v = getenv("MOVER_TIMEOUT")) && setting_apply(&s->env, "MOVER_TIMEOUT", unquoted(v, uq, sizeof uq)) != 0)
+            bad = fail(s, SBT_ERROR_MM, "sbtinit2: MOVER_TIMEOUT=%.40s is not a positive number of seconds", v);
+        if ((v = getenv("SBTMOVER_LABEL"))) setting_apply(&s->env, "SBTMOVER_LABEL", unquoted(v, uq, sizeof uq));
         const char *cfg = getenv("SBTMOVER_CONFIG");
-        if (bad_env != 0 || (cfg && cfg[0] && load_config_file(s, "sbtinit2", cfg) != 0)) {
+        if (bad == 0 && cfg && cfg[0]) bad = load_config_file(s, "sbtinit2", unquoted(cfg, uq, sizeof uq));
+        /* Settings in string items: over the environment's, under SEND's. */
+        if (bad == 0) bad = apply_string_items(s, in);
+        if (bad != 0) {
             /* keep the error: it goes to the thread slot since the session is not installed */
             tl_err.pending = 1;
             tl_err.code = s->err_code;
@@ -627,8 +710,7 @@ HIDDEN int sbtmover_sbtinit2(void *ctx, sbt_ulong flags, sbtinit2_input *in, sbt
         case SBTINIT2_CLIENT_APIVSN:
             if (in[i].value) trace(s, 1, "client API version %#lx", *(sbt_ulong *)in[i].value);
             break;
-        default: /* OPERATOR_NOTIFY and anything newer: ignored */
-            trace(s, 2, "sbtinit2: item type %lu ignored", in[i].type);
+        default: /* traced, and string settings applied, by apply_string_items */
             break;
         }
     }
@@ -655,11 +737,15 @@ HIDDEN int sbtmover_sbtinit2(void *ctx, sbt_ulong flags, sbtinit2_input *in, sbt
 
 /* ---- sbtcommand -------------------------------------------------------------- */
 
-/* Splits on ',' ' ' '\t' outside quotes; applies KEY=VALUE tokens. */
-static void apply_command(struct session *s, const char *cmd) {
+/* Splits on ',' ' ' '\t' outside quotes (a quoted value may hold spaces
+ * and commas) and applies the KEY=VALUE tokens to `target`; an
+ * SBTMOVER_CONFIG token loads that file into s->file. `fn` names the
+ * call in errors. Returns 0, or -1 with the error recorded (the caller
+ * undoes what was applied: see settings_save). */
+static int apply_command(struct session *s, struct setting *target, const char *fn, const char *cmd) {
     const char *p = cmd;
     while (isspace((unsigned char)*p)) p++;
-    char buf[SBT_COMMAND_MAX];
+    char buf[SETTINGS_TEXT_MAX];
     copy_str(buf, sizeof buf, p);
     char *body = buf;
     size_t bl = strlen(body);
@@ -668,9 +754,10 @@ static void apply_command(struct session *s, const char *cmd) {
         body[bl - 1] = '\0';
         body += 5;
     }
-    char tok[SBT_COMMAND_MAX];
+    char tok[SETTINGS_TEXT_MAX];
     const char *q = body;
-    while (*q) {
+    int rc = 0;
+    while (*q && rc == 0) {
         while (*q == ',' || *q == ' ' || *q == '\t') q++;
         if (!*q) break;
         size_t t = 0;
@@ -690,17 +777,43 @@ static void apply_command(struct session *s, const char *cmd) {
          * in any case, is never written. */
         int secret = strcasestr(key, "PASSW") || strcasestr(key, "PWD") || strcasestr(key, "SECRET") ||
                      strcasestr(key, "TOKEN") || strcasestr(key, "CREDENTIAL") || strcasestr(key, "KEY");
-        trace(s, 2, "sbtcommand: %s=%s", key, secret ? "(hidden)" : val);
+        trace(s, 2, "%s: %s=%s", fn, key, secret ? "(hidden)" : val);
         if (strcmp(key, "SBTMOVER_CONFIG") == 0) {
-            if (load_config_file(s, "sbtcommand", val) == 0) s->stale = 1;
+            if (load_config_file(s, fn, val) == 0) s->stale = 1;
+            else rc = -1;
             continue;
         }
-        if (setting_apply(&s->send, key, val) != 0) {
-            fail(s, SBT_ERROR_MM, "sbtcommand: %s=%.40s is not a positive number of seconds", key, val);
+        if (setting_apply(target, key, val) != 0) {
+            rc = fail(s, SBT_ERROR_MM, "%s: %s=%.40s is not a positive number of seconds", fn, key, val);
             continue;
         }
         if (strcmp(key, "MOVER_SOCKET") == 0 || strcmp(key, "MOVER_TIMEOUT") == 0) s->stale = 1;
     }
+    return rc;
+}
+
+/* The settings a command may change, kept so that a command that fails
+ * changes nothing: all of it applies, or none. */
+struct settings_saved {
+    struct setting send, env, file;
+    char config_path[PATH_MAX];
+    int stale;
+};
+
+static void settings_save(const struct session *s, struct settings_saved *k) {
+    k->send = s->send;
+    k->env = s->env;
+    k->file = s->file;
+    memcpy(k->config_path, s->config_path, sizeof k->config_path);
+    k->stale = s->stale;
+}
+
+static void settings_restore(struct session *s, const struct settings_saved *k) {
+    s->send = k->send;
+    s->env = k->env;
+    s->file = k->file;
+    memcpy(s->config_path, k->config_path, sizeof s->config_path);
+    s->stale = k->stale;
 }
 
 HIDDEN int sbtmover_sbtcommand(void *ctx, sbt_ulong flags, char *command) {
@@ -709,8 +822,15 @@ HIDDEN int sbtmover_sbtcommand(void *ctx, sbt_ulong flags, char *command) {
     if (command == NULL) return fail(s, SBT_ERROR_MM, "sbtcommand: no command given");
     if (strnlen(command, SBT_COMMAND_MAX) >= SBT_COMMAND_MAX)
         return fail(s, SBT_ERROR_MM, "sbtcommand: command longer than %d bytes", SBT_COMMAND_MAX - 1);
-    apply_command(s, command);
-    if (s->err_pending) return -1; /* a config file named by SEND could not be read, or a bad value */
+    /* A config file named by SEND that cannot be read, or a bad value,
+     * fails the whole command: what it set before the bad token is undone. */
+    struct settings_saved *before = malloc(sizeof *before);
+    if (before == NULL) return fail(s, SBT_ERROR_MM, "sbtcommand: out of memory");
+    settings_save(s, before);
+    int rc = apply_command(s, &s->send, "sbtcommand", command);
+    if (rc != 0) settings_restore(s, before);
+    free(before);
+    if (rc != 0) return -1;
     trace(s, 1, "sbtcommand: exit 0");
     return 0;
 }

@@ -790,14 +790,27 @@ impl Client {
                     format!("list {prefix:?}: the mover sent an empty page with more to come"),
                 ));
             }
-            let cursor = all.last().map(|o| (o.created_unix_ms, o.name.clone()));
-            all.extend(page.objects);
-            if page.more && all.last().map(|o| (o.created_unix_ms, o.name.clone())) == cursor {
-                return Err(Error::new(
-                    code::PROTOCOL,
-                    format!("list {prefix:?}: the mover's next page did not move on"),
-                ));
+            // Newest first, then by name: each object must come after the
+            // one before it, across pages too, and match the prefix. A
+            // mover that repeats or reorders (a cycle of pages would grow
+            // this list without end) or strays outside the prefix breaks
+            // the connection.
+            let key = |o: &ObjectInfo| (std::cmp::Reverse(o.created_unix_ms), o.name.clone());
+            let mut prev = all.last().map(key);
+            for o in &page.objects {
+                let k = key(o);
+                if prev.as_ref().is_some_and(|p| *p >= k) || !o.name.starts_with(prefix) {
+                    return Err(self.abandon_connection(Error::new(
+                        code::PROTOCOL,
+                        format!(
+                            "list {prefix:?}: the mover sent {:?} out of order or outside the prefix",
+                            o.name
+                        ),
+                    )));
+                }
+                prev = Some(k);
             }
+            all.extend(page.objects);
             if !page.more || (limit > 0 && all.len() >= limit as usize) {
                 all.truncate(if limit == 0 {
                     usize::MAX
@@ -1756,6 +1769,65 @@ mod tests {
         drop(c);
         fake.join().unwrap();
         let _ = std::fs::remove_file(&path);
+    }
+
+    #[test]
+    fn a_list_whose_pages_repeat_or_stray_is_refused() {
+        // A mover that sends the same page again, with more to come, would
+        // otherwise grow the list in the database process without end.
+        let obj = |name: &str, t: i64| ObjectInfo {
+            name: name.into(),
+            created_unix_ms: t,
+            ..Default::default()
+        };
+        let page = |objects: Vec<ObjectInfo>, more: bool| {
+            response::Body::List(v1::ListReply { objects, more })
+        };
+        let first = || page(vec![obj("db/a", 30), obj("db/b", 20)], true);
+        let cases = [
+            (
+                "pages",
+                vec![first(), page(vec![obj("db/c", 10)], false)],
+                None,
+            ),
+            ("cycle", vec![first(), first(), first()], Some("db/a")),
+            (
+                "back",
+                vec![first(), page(vec![obj("db/0", 20)], true)],
+                Some("db/0"),
+            ),
+            (
+                "within",
+                vec![page(vec![obj("db/b", 20), obj("db/a", 30)], false)],
+                Some("db/a"),
+            ),
+            (
+                "prefix",
+                vec![page(vec![obj("other/x", 5)], false)],
+                Some("other/x"),
+            ),
+        ];
+        for (tag, replies, bad) in cases {
+            let (path, fake) = fake_mover_answering(tag, replies, 0, "none", None);
+            let mut c = connect_to_the_fake(&path);
+            let got = c.list("db/", 0);
+            match bad {
+                None => {
+                    let names: Vec<_> = got.expect(tag).into_iter().map(|o| o.name).collect();
+                    assert_eq!(names, ["db/a", "db/b", "db/c"]);
+                    assert!(!c.is_broken());
+                }
+                Some(name) => {
+                    let err = got.expect_err(tag);
+                    assert_eq!(err.code, code::PROTOCOL, "{tag}: {err:?}");
+                    assert!(err.message.contains(name), "{tag}: {err:?}");
+                    assert!(c.is_broken(), "{tag}");
+                }
+            }
+            drop(c);
+            fake.join().unwrap();
+            let _ = std::fs::remove_file(&path);
+        }
     }
 
     #[test]

@@ -630,6 +630,9 @@ static void sc_trace(void) {
     FILE *f = fopen(path, "r");
     char line[2100];
     int enter = 0, hex = 0, hidden = 0, leaked = 0, arg2 = 0, arg1 = 0, exits = 0, sbterror = 0;
+    const char *exit_of[5] = {"sbtinit2: exit 0", "sbtbackup: exit 0", "sbtclose2: exit 0", "sbtremove2: exit 0",
+                              "sbtend: exit 0"};
+    int call_exits[5] = {0};
     while (f && fgets(line, sizeof line, f)) {
         enter += strstr(line, "sbtbackup: enter") != NULL;
         char *p = strstr(line, "first 32 bytes: ");
@@ -640,6 +643,7 @@ static void sc_trace(void) {
         arg1 += strstr(line, "MOVER_TIMEOUT=32") != NULL;
         exits += strstr(line, "sbtwrite2: exit 0") != NULL;
         sbterror += strstr(line, "sbterror: exit") != NULL;
+        for (int k = 0; k < 5; k++) call_exits[k] += strstr(line, exit_of[k]) != NULL;
     }
     if (f) fclose(f);
     unlink(path);
@@ -650,6 +654,8 @@ static void sc_trace(void) {
     CHECK(sc, arg1 == 0 && exits >= 2 && sbterror == 1,
           "level 1 traces no arguments, and the exit of each call, sbterror's too (arguments %d, "
           "sbtwrite2 exits %d, sbterror %d)", arg1, exits, sbterror);
+    for (int k = 0; k < 5; k++)
+        CHECK(sc, call_exits[k] == 2, "both sessions trace \"%s\" once each (%d)", exit_of[k], call_exits[k]);
     /* Back to the driver's own trace file (removed at exit). */
     in[0].value = g_trace[0] != '\0' ? g_trace : NULL;
     g_init(&se, in, &out);

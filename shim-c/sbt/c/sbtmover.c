@@ -488,7 +488,7 @@ static void end_session(sbt_ctx *c) {
     abandon_piece(s, "sbtend with the piece still open");
     free_info(s);
     if (s->c) drop_client(&s->c);
-    trace(s, 1, "session ended");
+    trace(s, 1, "sbtend: exit 0, session ended");
     if (s->trace_fd >= 0) close(s->trace_fd);
     free(s);
     c->s = NULL;
@@ -720,7 +720,7 @@ HIDDEN int sbtmover_sbtinit2(void *ctx, sbt_ulong flags, sbtinit2_input *in, sbt
         c->pid = getpid();
         c->s = s;
     }
-    trace(s, 1, "sbtinit2: session ready, trace level %d, socket %s, timeout %lds", s->trace_level, cfg_socket(s),
+    trace(s, 1, "sbtinit2: exit 0, session ready, trace level %d, socket %s, timeout %lds", s->trace_level, cfg_socket(s),
           cfg_timeout(s));
     return 0;
 }
@@ -882,7 +882,7 @@ HIDDEN int sbtmover_sbtbackup(void *ctx, sbt_ulong flags, char *name, sbtobject 
     s->state = WRITING;
     copy_str(s->piece, sizeof s->piece, raw);
     s->bs = block_size;
-    trace(s, 1, "sbtbackup %s: open", raw);
+    trace(s, 1, "sbtbackup: exit 0, %s open", raw);
     return 0;
 }
 
@@ -945,7 +945,7 @@ HIDDEN int sbtmover_sbtrestore(void *ctx, sbt_ulong flags, char *name, size_t bl
     s->state = READING;
     copy_str(s->piece, sizeof s->piece, raw);
     s->bs = block_size;
-    trace(s, 1, "sbtrestore %s: open, %llu bytes", raw, (unsigned long long)size);
+    trace(s, 1, "sbtrestore: exit 0, %s open, %llu bytes", raw, (unsigned long long)size);
     return 0;
 }
 
@@ -1141,6 +1141,7 @@ HIDDEN int sbtmover_sbtremove2(void *ctx, sbt_ulong flags, char **names) {
     }
     if (failed[0]) return fail(s, SBT_ERROR_MM, "sbtremove2: could not delete %s", failed);
     if (missing[0]) return fail(s, SBT_ERROR_NOTFOUND, "sbtremove2: not found: %s", missing);
+    trace(s, 1, "sbtremove2: exit 0");
     return 0;
 }
 

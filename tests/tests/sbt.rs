@@ -10,7 +10,7 @@ fn the_sbt_library_passes_every_driver_scenario() {
     let m = MoverProcess::start(&[]);
     let mut cmd = sbt_driver(&m.socket);
     cmd.args(["--channels", "4"]);
-    // 110 to 112 checks with 4 channels (random-calls varies by a few).
+    // About 126 checks with 4 channels (random-calls varies by a few).
     run_driver(cmd, 120);
     // Every piece the driver made was deleted again; nothing else is left.
     let mut c = m.client(ClientKind::Sbt);

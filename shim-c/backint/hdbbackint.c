@@ -40,6 +40,7 @@
 #endif
 #define OUR_API 150
 #define MAX_NAME 1024
+#define MAX_PATH_TEXT (3 * MAX_NAME + 1)
 
 /* ---- settings ------------------------------------------------------------------ */
 
@@ -344,13 +345,26 @@ static int open_source(const char *path, char *why, size_t cap) {
 
 /* A #PIPE that fails before we open it: HANA's writer may be blocked in
  * open(O_WRONLY) for want of a reader, and would stay there after we exit.
- * Opening and closing the read end releases it; its writes then fail with
- * EPIPE, and our #ERROR says why. */
+ * Opening the read end releases it; closing it then makes its writes fail
+ * with EPIPE, and our #ERROR says why. HANA may open its end just after
+ * we looked, so the read end stays open for up to a second, until the
+ * writer has written (POLLIN) or come and gone (POLLHUP): a writer that
+ * arrives in that second is released too. */
+#define RELEASE_GRACE_MS 1000
 static void release_writer(const char *path) {
     struct stat st;
     if (path == NULL || stat(path, &st) != 0 || !S_ISFIFO(st.st_mode)) return;
     int fd = open(path, O_RDONLY | O_NONBLOCK | O_CLOEXEC);
-    if (fd >= 0) close(fd);
+    if (fd < 0) return;
+    uint64_t end = now_ms() + RELEASE_GRACE_MS;
+    for (;;) {
+        uint64_t now = now_ms();
+        if (now >= end) break;
+        struct pollfd p = {.fd = fd, .events = POLLIN};
+        int n = poll(&p, 1, (int)(end - now));
+        if (n > 0 || (n < 0 && errno != EINTR)) break;
+    }
+    close(fd);
 }
 
 static void *backup_item(void *arg) {
@@ -366,14 +380,23 @@ static void *backup_item(void *arg) {
     }
     char hint[32];
     snprintf(hint, sizeof hint, "%llu", (unsigned long long)it->hint);
+    /* Metadata is UTF-8 text: a path or argument in another encoding
+     * (Latin-1) keeps its other bytes as %XX there. The object's name
+     * keeps the exact bytes, and inquire reads the path back from it. */
+    char path_text[MAX_PATH_TEXT], user_text[3 * sizeof user], id_text[3 * sizeof backup_id],
+        level_text[3 * sizeof level];
+    if (shmover_utf8_text(it->path, path_text, sizeof path_text) != 0) path_text[0] = '\0';
+    if (shmover_utf8_text(user, user_text, sizeof user_text) != 0) user_text[0] = '\0';
+    if (shmover_utf8_text(backup_id, id_text, sizeof id_text) != 0) id_text[0] = '\0';
+    if (shmover_utf8_text(level, level_text, sizeof level_text) != 0) level_text[0] = '\0';
     for (int attempt = 0; attempt < 100; attempt++) {
         if (object_name(it->path, it->ebid, name, sizeof name) != 0) {
             snprintf(why, sizeof why, "the path cannot be stored (too long)");
             break;
         }
-        const char *meta[] = {"backint.path", it->path, "backint.ebid", it->ebid, "backint.type",
-                              it->is_file ? "FILE" : "PIPE", "backint.user", user, "backint.backup_id", backup_id,
-                              "backint.level", level, "backint.count", count, "backint.size_hint", hint, NULL};
+        const char *meta[] = {"backint.path", path_text, "backint.ebid", it->ebid, "backint.type",
+                              it->is_file ? "FILE" : "PIPE", "backint.user", user_text, "backint.backup_id", id_text,
+                              "backint.level", level_text, "backint.count", count, "backint.size_hint", hint, NULL};
         int rc = shmover_open_write(c, name, cfg.block_size, it->hint, meta);
         if (rc == SHMOVER_OK) {
             opened = 1;
@@ -506,10 +529,17 @@ static int list_versions(shmover_client_t *c, const char *prefix, int direct, co
         char e[512];
         if (shmover_percent_decode(last + 1, e, sizeof e) != 0) continue;
         if (only_ebid && strcmp(e, only_ebid) != 0) continue;
-        const char *p = shmover_info_meta(info, "backint.path");
-        if (p == NULL) continue;
+        /* A BACKINT object has its path in its metadata (as UTF-8 text);
+         * the exact bytes are in its name, USER/PATH/EBID. */
+        if (shmover_info_meta(info, "backint.path") == NULL) continue;
+        const char *first = strchr(nm, '/');
+        char enc[sizeof v[k].path * 3 + 1];
+        size_t el = first && last > first ? (size_t)(last - first - 1) : 0;
+        if (el == 0 || el >= sizeof enc) continue;
+        memcpy(enc, first + 1, el);
+        enc[el] = '\0';
+        if (shmover_percent_decode(enc, v[k].path, sizeof v[k].path) != 0) continue;
         snprintf(v[k].ebid, sizeof v[k].ebid, "%s", e);
-        snprintf(v[k].path, sizeof v[k].path, "%s", p);
         const char *t = shmover_info_meta(info, "backint.type");
         snprintf(v[k].type, sizeof v[k].type, "%s", t ? t : "PIPE");
         v[k].created = shmover_info_created_ms(info);

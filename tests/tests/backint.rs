@@ -33,6 +33,16 @@ fn params(dir: &std::path::Path, socket: &std::path::Path) -> std::path::PathBuf
 /// Runs `hdbbackint -f function` on `input`; returns its exit code and
 /// output lines.
 fn hdbbackint(params: &std::path::Path, function: &str, input: &str) -> (Option<i32>, String) {
+    let (code, out) = hdbbackint_bytes(params, function, input.as_bytes());
+    (code, String::from_utf8_lossy(&out).into_owned())
+}
+
+/// [`hdbbackint`] with input and output as bytes (paths need not be UTF-8).
+fn hdbbackint_bytes(
+    params: &std::path::Path,
+    function: &str,
+    input: &[u8],
+) -> (Option<i32>, Vec<u8>) {
     let dir = params.parent().unwrap();
     let (i, o) = (
         dir.join(format!("{function}.in")),
@@ -50,10 +60,89 @@ fn hdbbackint(params: &std::path::Path, function: &str, input: &str) -> (Option<
         .env_remove("MOVER_SOCKET")
         .status()
         .unwrap();
-    (
-        status.code(),
-        std::fs::read_to_string(&o).unwrap_or_default(),
-    )
+    (status.code(), std::fs::read(&o).unwrap_or_default())
+}
+
+#[test]
+fn a_path_in_latin_1_is_saved_inquired_and_restored_byte_for_byte() {
+    // HANA passes paths as bytes; one named in Latin-1 ("café" with 0xE9)
+    // used to fail its backup: metadata must be UTF-8.
+    use std::os::unix::ffi::OsStrExt;
+    let m = MoverProcess::start(&[]);
+    let dir = shmover_tests::mover::temp_dir("backint-latin1");
+    let params = params(&dir, &m.socket);
+    let mut raw = dir.as_os_str().as_bytes().to_vec();
+    raw.extend_from_slice(b"/caf\xe9-100%.dat");
+    let src = std::path::PathBuf::from(std::ffi::OsStr::from_bytes(&raw));
+    let body: Vec<u8> = (0..300_000u32).map(|i| (i * 7 % 251) as u8).collect();
+    std::fs::write(&src, &body).unwrap();
+    // A line of quoted tokens, as HANA writes them and we answer.
+    let line = |head: &[u8], tail: &[&[u8]]| {
+        let mut l = head.to_vec();
+        for t in tail {
+            l.extend_from_slice(b" \"");
+            l.extend_from_slice(t);
+            l.push(b'"');
+        }
+        l
+    };
+    let nl = |mut l: Vec<u8>| {
+        l.push(b'\n');
+        l
+    };
+
+    let text = |b: &[u8]| String::from_utf8_lossy(b).into_owned();
+    let (code, out) = hdbbackint_bytes(&params, "backup", &nl(line(b"#FILE", &[&raw])));
+    assert_eq!(code, Some(0), "{}", text(&out));
+    let saved = out.strip_prefix(b"#SAVED \"").expect("saved");
+    let ebid = saved.split(|&b| b == b'"').next().unwrap().to_vec();
+    assert!(
+        out.starts_with(&line(b"#SAVED", &[&ebid, &raw])),
+        "the path comes back as its bytes: {}",
+        text(&out)
+    );
+
+    let (code, out) = hdbbackint_bytes(&params, "inquire", &nl(line(b"#NULL", &[&raw])));
+    assert_eq!(code, Some(0));
+    assert!(
+        out.starts_with(&line(b"#BACKUP", &[&ebid, &raw])),
+        "{}",
+        text(&out)
+    );
+    let (code, out) = hdbbackint_bytes(&params, "inquire", b"#NULL\n");
+    assert_eq!(code, Some(0));
+    assert!(
+        out.windows(raw.len()).any(|w| w == &raw[..]),
+        "listing every backup shows the exact path: {}",
+        text(&out)
+    );
+
+    let dest = dir.join("restored");
+    std::fs::write(&dest, b"").unwrap();
+    let input = nl(line(b"#EBID", &[&ebid, &raw, dest.as_os_str().as_bytes()]));
+    let (code, out) = hdbbackint_bytes(&params, "restore", &input);
+    assert_eq!(code, Some(0), "{}", text(&out));
+    assert!(
+        out.starts_with(&line(b"#RESTORED", &[&ebid, &raw])),
+        "{}",
+        text(&out)
+    );
+    assert!(
+        std::fs::read(&dest).unwrap() == body,
+        "restored bytes differ"
+    );
+
+    // The catalog shows the path as text, the byte that is not UTF-8 as %E9.
+    let mut c = m.client(ClientKind::Backint);
+    let all = c.list("", 0).unwrap();
+    assert_eq!(all.len(), 1);
+    let shown = all[0]
+        .metadata
+        .get("backint.path")
+        .cloned()
+        .unwrap_or_default();
+    assert!(shown.ends_with("/caf%E9-100%.dat"), "{shown}");
+    let _ = std::fs::remove_dir_all(&dir);
 }
 
 #[test]

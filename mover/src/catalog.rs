@@ -621,7 +621,10 @@ fn system_time(meta: &object_store::ObjectMeta) -> std::time::SystemTime {
 
 /// Removes the local store's staging files (`name#n`, an upload that never
 /// completed because its mover died) not modified for `grace`, except
-/// those of the keys in `live` (the uploads of this mover still running).
+/// those of the keys in `live` (the uploads of this mover still running)
+/// and those whose writer still holds the shared lock every staging file
+/// is created with (a still upload of this mover, of a peer session, or of
+/// another mover on the same directory).
 pub fn gc_staging(root: &std::path::Path, grace: std::time::Duration, live: &[String]) -> GcReport {
     struct Walk {
         cutoff: std::time::SystemTime,
@@ -643,6 +646,7 @@ pub fn gc_staging(root: &std::path::Path, grace: std::time::Duration, live: &[St
                 .rsplit_once('#')
                 .is_some_and(|(dest, _)| !w.live.contains(&p.with_file_name(dest)))
                 && meta.modified().is_ok_and(|m| m < w.cutoff)
+                && unlocked(&p)
                 && std::fs::remove_file(&p).is_ok()
             {
                 w.report.staging += 1;
@@ -651,9 +655,18 @@ pub fn gc_staging(root: &std::path::Path, grace: std::time::Duration, live: &[St
             }
         }
     }
+    /// No writer holds the file's lock. (A writer takes it when it makes
+    /// the file, never later: a file found unlocked stays so.)
+    fn unlocked(p: &std::path::Path) -> bool {
+        std::fs::File::open(p).is_ok_and(|f| f.try_lock().is_ok())
+    }
     let Some(cutoff) = std::time::SystemTime::now().checked_sub(grace) else {
         return GcReport::default();
     };
+    // The live keys map to paths under the canonical root (symbolic links
+    // resolved): walk that, so that the two compare.
+    let canonical = root.canonicalize();
+    let root = canonical.as_deref().unwrap_or(root);
     // The live keys where the store keeps them, as its own mapping has it.
     let live = match object_store::local::LocalFileSystem::new_with_prefix(root) {
         Ok(fs) => live
@@ -670,4 +683,58 @@ pub fn gc_staging(root: &std::path::Path, grace: std::time::Duration, live: &[St
     };
     walk(root, &mut w);
     w.report
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A staging file two hours still.
+    fn age(p: &std::path::Path) {
+        let old = std::time::SystemTime::now() - std::time::Duration::from_secs(7200);
+        std::fs::File::options()
+            .write(true)
+            .open(p)
+            .unwrap()
+            .set_modified(old)
+            .unwrap();
+    }
+
+    #[test]
+    fn gc_spares_a_staging_file_whose_writer_holds_it_whoever_that_is() {
+        // A writer gc does not know of (another mover on the directory, a
+        // peer session): its file is locked from birth, and spared however
+        // long it has been still. Once the writer is gone, it goes.
+        let dir = tempfile::tempdir().unwrap();
+        let hour = std::time::Duration::from_secs(3600);
+        let (file, staged) = crate::local::new_staging(&dir.path().join("data/x")).unwrap();
+        age(&staged);
+        assert_eq!(gc_staging(dir.path(), hour, &[]).staging, 0);
+        assert!(staged.exists(), "a held staging file was removed");
+        drop(file);
+        assert_eq!(gc_staging(dir.path(), hour, &[]).staging, 1);
+        assert!(!staged.exists());
+    }
+
+    #[test]
+    fn gc_spares_the_live_keys_of_a_store_reached_through_a_symbolic_link() {
+        // The live keys map to canonical paths; the walk used the path as
+        // given, so through a link nothing matched and live uploads went.
+        let dir = tempfile::tempdir().unwrap();
+        let real = dir.path().join("real");
+        std::fs::create_dir_all(real.join("data")).unwrap();
+        let link = dir.path().join("link");
+        std::os::unix::fs::symlink(&real, &link).unwrap();
+        let live = real.join("data/y#1");
+        let dead = real.join("data/z#1");
+        for p in [&live, &dead] {
+            std::fs::write(p, b"part").unwrap(); // no lock: only the key spares it
+            age(p);
+        }
+        let hour = std::time::Duration::from_secs(3600);
+        let r = gc_staging(&link, hour, &["data/y".to_string()]);
+        assert_eq!(r.staging, 1);
+        assert!(live.exists(), "the live upload's staging file was removed");
+        assert!(!dead.exists());
+    }
 }

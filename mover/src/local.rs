@@ -212,7 +212,7 @@ fn create_dirs_once(
 
 /// A new staging file `dest#N` beside `dest`, as `LocalFileSystem` names
 /// them.
-fn new_staging(dest: &std::path::Path) -> std::io::Result<(File, PathBuf)> {
+pub(crate) fn new_staging(dest: &std::path::Path) -> std::io::Result<(File, PathBuf)> {
     let mut lost = 0;
     for n in 1u32.. {
         let mut p = dest.as_os_str().to_owned();
@@ -224,7 +224,13 @@ fn new_staging(dest: &std::path::Path) -> std::io::Result<(File, PathBuf)> {
             .create_new(true)
             .open(&p)
         {
-            Ok(f) => return Ok((f, p)),
+            Ok(f) => {
+                // A shared lock for the file's life: gc (this mover's or
+                // another's on the same directory) removes only staging
+                // files it can lock exclusively, whose writer is gone.
+                let _ = f.try_lock_shared();
+                return Ok((f, p));
+            }
             Err(e) if e.kind() == ErrorKind::AlreadyExists => continue,
             // The directory is missing, or vanished again (see
             // `create_dirs`) between making it and opening the file.
@@ -504,6 +510,14 @@ impl MultipartUpload for DirectUpload {
         let dest = self.dest.clone();
         tokio::task::spawn_blocking(move || {
             let r = (|| {
+                // The data's time is its publication, not its last write:
+                // another mover's gc spares data younger than its grace, and
+                // this file is about to appear beside a manifest that is
+                // not written yet.
+                state
+                    .buffered
+                    .set_modified(std::time::SystemTime::now())
+                    .map_err(|e| io_error("setting the time of", &src, e))?;
                 state
                     .buffered
                     .sync_all()

@@ -1444,10 +1444,10 @@ async fn gc(shared: Arc<Shared>, older_than_secs: u64, pid: u32) -> response::Bo
         // A walk of the whole store: off the runtime's threads, which
         // serve every connection and drive every upload.
         let root = std::path::PathBuf::from(root);
-        // This mover's live uploads are spared by their keys. Others (a
-        // peer's session, a manifest being written, another mover's) write
-        // their staging files as they go: none is left still for an hour,
-        // so `--older-than 0` spares those too.
+        // This mover's live uploads are spared by their keys, and every
+        // upload still under way (a peer's session, a manifest being
+        // written, another mover's on the same directory) by the lock its
+        // staging file holds, however long it has been still.
         let live: Vec<String> = in_flight().into_iter().collect();
         let staging_grace = grace.max(STAGING_GRACE);
         let staging = tokio::task::spawn_blocking(move || {

@@ -28,6 +28,10 @@ use tracing::{info, warn};
 pub struct Journal {
     path: PathBuf,
     open: Mutex<BTreeMap<String, String>>,
+    /// `<journal>.lock`, locked for the mover's life: a second mover on the
+    /// same data directory would take this mover's uploads for a dead
+    /// one's and abort them.
+    _lock: std::fs::File,
 }
 
 fn io_error(e: std::io::Error) -> object_store::Error {
@@ -42,6 +46,24 @@ impl Journal {
     /// previous mover left in it (id, key). Those stay in the journal until
     /// [`abort_stale`] has aborted them.
     pub fn open(path: PathBuf) -> std::io::Result<(Self, Vec<(String, String)>)> {
+        use std::os::unix::fs::OpenOptionsExt;
+        let lock_path = path.with_extension("lock");
+        let lock = std::fs::OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .mode(0o600)
+            .open(&lock_path)?;
+        if let Err(e) = lock.try_lock() {
+            return Err(std::io::Error::new(
+                std::io::ErrorKind::WouldBlock,
+                format!(
+                    "another mover uses this data directory ({} is locked: {e}); \
+                     each mover needs its own --data-dir",
+                    lock_path.display()
+                ),
+            ));
+        }
         let text = match std::fs::read_to_string(&path) {
             Ok(t) => t,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => String::new(),
@@ -55,6 +77,7 @@ impl Journal {
         let j = Self {
             path,
             open: Mutex::new(stale.iter().cloned().collect()),
+            _lock: lock,
         };
         Ok((j, stale))
     }

@@ -947,10 +947,46 @@ fn an_s3_upload_a_killed_mover_left_is_aborted_when_it_starts_again() {
             && std::fs::read_to_string(&journal).is_ok_and(|j| !j.is_empty())),
         "no multipart upload was started"
     );
+    // A second mover started on the same data directory (another socket)
+    // must not take these live uploads for a dead mover's and abort them:
+    // it refuses to start.
+    let mut cmd = std::process::Command::new(shmover_tools::workspace_binary("mover").unwrap());
+    cmd.arg("serve")
+        .arg("--data-dir")
+        .arg(&m.dir)
+        .arg("--socket")
+        .arg(m.dir.join("second.sock"))
+        .args(["--store", &url])
+        .env_remove("MOVER_SOCKET")
+        .env_remove("MOVER_STORE")
+        .env_remove("MOVER_CONFIG")
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped());
+    s3.configure(&mut cmd);
+    let mut second = cmd.spawn().unwrap();
+    let exited = eventually(Duration::from_secs(30), || {
+        second.try_wait().unwrap().is_some()
+    });
+    if !exited {
+        let _ = second.kill();
+    }
+    let second = second.wait_with_output().unwrap();
+    let text = String::from_utf8_lossy(&second.stderr);
+    assert!(
+        exited && !second.status.success(),
+        "a second mover started: {text}"
+    );
+    assert!(
+        text.contains("another mover uses this data directory"),
+        "{text}"
+    );
+    let before = open_s3_uploads(&s3);
     m.kill();
     drop(c);
     let left = open_s3_uploads(&s3);
     assert!(!left.is_empty());
+    assert_eq!(left, before, "the second mover aborted live uploads");
     // It comes back while S3 is unreachable: the old mover retried each
     // abort for its whole retry deadline before it opened its socket.
     let proxy = FaultProxy::start(s3.addr(), vec![Fault::Pass]).unwrap();

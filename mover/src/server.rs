@@ -264,6 +264,38 @@ impl Registration {
     }
 }
 
+/// A name held in `writing` by a delete, until dropped.
+struct NameHold {
+    shared: Arc<Shared>,
+    key: (i32, String),
+}
+
+impl NameHold {
+    /// None if a writer or another delete holds the name.
+    fn take(shared: &Arc<Shared>, kind: i32, name: &str) -> Option<Self> {
+        let key = (kind, name.to_string());
+        let mut writing = shared.writing.lock().unwrap_or_else(|p| p.into_inner());
+        if writing.contains_key(&key) {
+            return None;
+        }
+        writing.insert(key.clone(), None);
+        Some(Self {
+            shared: Arc::clone(shared),
+            key,
+        })
+    }
+}
+
+impl Drop for NameHold {
+    fn drop(&mut self) {
+        self.shared
+            .writing
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(&self.key);
+    }
+}
+
 impl Drop for Registration {
     fn drop(&mut self) {
         // The name first: whoever sees the stream gone from `streams` (a
@@ -924,12 +956,26 @@ impl Conn {
             },
             B::Delete(d) => match self.idle("delete") {
                 Some(e) => e,
-                None => match self.shared.catalog.delete(self.kind, &d.name).await {
-                    Ok(()) => {
-                        info!(name = %d.name, kind = ?self.kind, pid = self.pid, "deleted");
-                        response::Body::Ok(v1::Ok {})
-                    }
-                    Err(e) => store_error(&e),
+                // The name is held while it is deleted, as while it is
+                // written: a delete reads the manifest, then removes its
+                // key, and a backup of the same name published between the
+                // two (or a second delete's removal and such a backup)
+                // would lose its manifest to this delete.
+                None => match NameHold::take(&self.shared, self.kind as i32, &d.name) {
+                    None => error_body(
+                        ErrorCode::NotFound,
+                        format!(
+                            "{}: a backup of that name is being written or deleted; none is saved now",
+                            d.name
+                        ),
+                    ),
+                    Some(_hold) => match self.shared.catalog.delete(self.kind, &d.name).await {
+                        Ok(()) => {
+                            info!(name = %d.name, kind = ?self.kind, pid = self.pid, "deleted");
+                            response::Body::Ok(v1::Ok {})
+                        }
+                        Err(e) => store_error(&e),
+                    },
                 },
             },
         };

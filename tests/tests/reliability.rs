@@ -1285,3 +1285,45 @@ fn restores_opening_at_once_never_exceed_max_streams() {
     }
     assert_eq!(got, size);
 }
+
+#[test]
+fn a_name_being_deleted_is_neither_deleted_again_nor_written_until_the_delete_ends() {
+    // A delete reads the manifest, then removes its key. A backup of the
+    // same name published in between, or a second delete racing the first,
+    // could cost that backup its manifest: the name is held while deleted,
+    // as while written.
+    let (_s3, proxy, m) = mover_behind_a_proxy("deleting", &[]);
+    let pat = Pattern::default();
+    let mut c = m.client(ClientKind::Generic);
+    backup(&mut c, &pat, 5, "deleting/x", MIB, 1 << 20).unwrap();
+    std::thread::scope(|scope| {
+        // object_store deletes through S3's bulk DeleteObjects (POST ?delete).
+        let held = proxy.holding("POST", "?delete");
+        let first = scope.spawn(|| m.client(ClientKind::Generic).delete("deleting/x"));
+        assert!(
+            eventually(Duration::from_secs(60), || proxy.held() > 0),
+            "the delete never reached the store: {}",
+            m.log()
+        );
+        let mut other = m.client(ClientKind::Generic);
+        let again = other
+            .delete("deleting/x")
+            .expect_err("deleted twice at once");
+        assert_eq!(again.code, code::NOT_FOUND, "{again:?}");
+        assert!(
+            again.message.contains("being written or deleted"),
+            "{again:?}"
+        );
+        let write = other
+            .open_write("deleting/x", 1 << 20, 0, &BTreeMap::new())
+            .expect_err("written while deleted");
+        assert_eq!(write.code, code::ALREADY_EXISTS, "{write:?}");
+        drop(held);
+        first.join().unwrap().expect("the first delete");
+    });
+    // The name is free again: written, and deleted, as usual.
+    backup(&mut c, &pat, 6, "deleting/x", MIB, 1 << 20).unwrap();
+    assert_eq!(restore_and_check(&mut c, &pat, 6, "deleting/x", MIB), MIB);
+    c.delete("deleting/x").unwrap();
+    assert_eq!(c.stat("deleting/x").unwrap_err().code, code::NOT_FOUND);
+}

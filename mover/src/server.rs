@@ -470,7 +470,7 @@ pub async fn serve(cfg: Config, metrics: Arc<Metrics>) -> anyhow::Result<()> {
                     let shared = Arc::clone(&shared);
                     tokio::spawn(async move {
                         match slot {
-                            Ok(_slot) => connection(shared, stream).await,
+                            Ok(slot) => connection(shared, stream, slot).await,
                             Err(open) => refuse_busy(&shared, &stream, open).await,
                         }
                     });
@@ -644,6 +644,9 @@ impl Reading {
 }
 
 struct Conn {
+    /// Before `stream`, so dropped first: the place is free again by the
+    /// time the client sees the connection closed.
+    _slot: ConnSlot,
     shared: Arc<Shared>,
     stream: UnixStream,
     buf: Vec<u8>,
@@ -676,7 +679,7 @@ async fn refuse_busy(shared: &Shared, stream: &UnixStream, open: usize) {
     let _ = send(stream, &frame, &[]).await;
 }
 
-async fn connection(shared: Arc<Shared>, stream: UnixStream) {
+async fn connection(shared: Arc<Shared>, stream: UnixStream, slot: ConnSlot) {
     let cred = match stream.peer_cred() {
         Ok(c) => c,
         Err(e) => {
@@ -723,6 +726,7 @@ async fn connection(shared: Arc<Shared>, stream: UnixStream) {
         return;
     }
     let mut conn = Conn {
+        _slot: slot,
         shared,
         stream,
         buf: Vec::new(),

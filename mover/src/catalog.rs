@@ -154,7 +154,10 @@ pub async fn open_store(
         let fs = object_store::local::LocalFileSystem::new_with_prefix(path)?
             .with_fsync(true)
             .with_automatic_cleanup(true);
-        return Ok(Arc::new(crate::local::LocalStore::new(fs, cfg.direct_io)));
+        let store = crate::local::LocalStore::new(fs, cfg.direct_io)
+            .with_root(path)
+            .with_context(|| format!("reading store directory {}", path.display()))?;
+        return Ok(Arc::new(store));
     }
     if url == "memory://" || url == "memory:///" {
         return Ok(Arc::new(object_store::memory::InMemory::new()));

@@ -48,6 +48,47 @@ pub struct LocalStore {
     /// Makes a directory's entries durable: `fsync(2)` of the directory.
     /// Tests put a failing one in its place.
     sync_dir: fn(&std::path::Path) -> std::io::Result<()>,
+    /// The store's directory as found at start ([`LocalStore::with_root`]).
+    root: Option<Arc<Root>>,
+}
+
+/// The store's directory as the mover found it at start. Directories are
+/// made under it, never it or above it: if it is gone, or is another
+/// directory now (its filesystem unmounted, leaving the mount point; or
+/// removed and made again), writes fail instead of filling whatever lies
+/// underneath with backups that would vanish at the next mount.
+#[derive(Debug)]
+pub(crate) struct Root {
+    path: PathBuf,
+    dev: u64,
+    ino: u64,
+}
+
+impl Root {
+    pub(crate) fn new(path: &std::path::Path) -> std::io::Result<Self> {
+        let path = path.canonicalize()?;
+        let m = std::fs::metadata(&path)?;
+        Ok(Self {
+            path,
+            dev: m.dev(),
+            ino: m.ino(),
+        })
+    }
+
+    fn check(&self) -> std::io::Result<()> {
+        match std::fs::metadata(&self.path) {
+            Ok(m) if m.dev() == self.dev && m.ino() == self.ino => Ok(()),
+            Ok(_) => Err(std::io::Error::other(format!(
+                "the store directory {} is not the one the mover started with \
+                 (its filesystem unmounted, or the directory replaced); restart the mover to use it",
+                self.path.display()
+            ))),
+            Err(e) => Err(std::io::Error::other(format!(
+                "the store directory {} is gone: {e}",
+                self.path.display()
+            ))),
+        }
+    }
 }
 
 /// `fsync(2)` of the directory `dir`.
@@ -81,7 +122,15 @@ impl LocalStore {
             fs,
             direct: Arc::new(AtomicBool::new(direct)),
             sync_dir,
+            root: None,
         }
+    }
+
+    /// Makes directories only under `root`, and only while it is the
+    /// directory found now (see [`Root`]).
+    pub fn with_root(mut self, root: &std::path::Path) -> std::io::Result<Self> {
+        self.root = Some(Arc::new(Root::new(root)?));
+        Ok(self)
     }
 
     /// The store with `f` in place of a directory's `fsync(2)`.
@@ -100,9 +149,11 @@ fn put_create(
     dest: &std::path::Path,
     payload: &PutPayload,
     sync_dir: fn(&std::path::Path) -> std::io::Result<()>,
+    root: Option<&Root>,
 ) -> object_store::Result<PutResult> {
     use std::io::Write;
-    let (mut file, src) = new_staging(dest).map_err(|e| io_error("creating", dest, e))?;
+    let (mut file, src) =
+        new_staging_under(dest, root).map_err(|e| io_error("creating", dest, e))?;
     let staged = (|| {
         for chunk in payload.iter() {
             file.write_all(chunk)?;
@@ -168,8 +219,11 @@ fn io_error(what: &str, path: &std::path::Path, e: std::io::Error) -> object_sto
 /// before its child is made, and the child's `mkdir` fails with ENOENT.
 /// That is a lost race, not a missing store: start again from the top, a
 /// bounded number of times.
-fn create_dirs(dir: &std::path::Path) -> std::io::Result<()> {
-    create_dirs_with(dir, &mut |d| std::fs::create_dir(d))
+fn create_dirs(dir: &std::path::Path, root: Option<&Root>) -> std::io::Result<()> {
+    if let Some(r) = root {
+        r.check()?;
+    }
+    create_dirs_with(dir, root, &mut |d| std::fs::create_dir(d))
 }
 
 /// Times [`create_dirs`] and [`new_staging`] start again after a
@@ -178,11 +232,12 @@ const LOST_RACES: u32 = 100;
 
 fn create_dirs_with(
     dir: &std::path::Path,
+    root: Option<&Root>,
     mkdir: &mut dyn FnMut(&std::path::Path) -> std::io::Result<()>,
 ) -> std::io::Result<()> {
     let mut lost = 0;
     loop {
-        match create_dirs_once(dir, mkdir) {
+        match create_dirs_once(dir, root, mkdir) {
             Err(e) if e.kind() == ErrorKind::NotFound && lost < LOST_RACES => lost += 1,
             done => return done,
         }
@@ -191,13 +246,24 @@ fn create_dirs_with(
 
 fn create_dirs_once(
     dir: &std::path::Path,
+    root: Option<&Root>,
     mkdir: &mut dyn FnMut(&std::path::Path) -> std::io::Result<()>,
 ) -> std::io::Result<()> {
     if dir.is_dir() {
         return Ok(());
     }
+    if let Some(r) = root {
+        if dir == r.path || !dir.starts_with(&r.path) {
+            r.check()?;
+            return Err(std::io::Error::other(format!(
+                "{} is missing and is not under the store directory {}",
+                dir.display(),
+                r.path.display()
+            )));
+        }
+    }
     if let Some(parent) = dir.parent() {
-        create_dirs_once(parent, mkdir)?;
+        create_dirs_once(parent, root, mkdir)?;
     }
     match mkdir(dir) {
         Ok(()) => {}
@@ -212,7 +278,16 @@ fn create_dirs_once(
 
 /// A new staging file `dest#N` beside `dest`, as `LocalFileSystem` names
 /// them.
+#[cfg(test)]
 pub(crate) fn new_staging(dest: &std::path::Path) -> std::io::Result<(File, PathBuf)> {
+    new_staging_under(dest, None)
+}
+
+/// [`new_staging`], making missing directories only under `root`.
+fn new_staging_under(
+    dest: &std::path::Path,
+    root: Option<&Root>,
+) -> std::io::Result<(File, PathBuf)> {
     let mut lost = 0;
     for n in 1u32.. {
         let mut p = dest.as_os_str().to_owned();
@@ -236,7 +311,7 @@ pub(crate) fn new_staging(dest: &std::path::Path) -> std::io::Result<(File, Path
             // `create_dirs`) between making it and opening the file.
             Err(e) if e.kind() == ErrorKind::NotFound && lost < LOST_RACES => {
                 lost += 1;
-                create_dirs(dest.parent().unwrap_or(std::path::Path::new("/")))?
+                create_dirs(dest.parent().unwrap_or(std::path::Path::new("/")), root)?
             }
             Err(e) => return Err(e),
         }
@@ -257,7 +332,8 @@ impl ObjectStore for LocalStore {
         }
         let dest = self.fs.path_to_filesystem(location)?;
         let sync_dir = self.sync_dir;
-        tokio::task::spawn_blocking(move || put_create(&dest, &payload, sync_dir))
+        let root = self.root.clone();
+        tokio::task::spawn_blocking(move || put_create(&dest, &payload, sync_dir, root.as_deref()))
             .await
             .map_err(|e| object_store::Error::JoinError { source: e })?
     }
@@ -272,8 +348,10 @@ impl ObjectStore for LocalStore {
         }
         let dest = self.fs.path_to_filesystem(location)?;
         let flag = Arc::clone(&self.direct);
+        let root = self.root.clone();
         tokio::task::spawn_blocking(move || {
-            let (file, src) = new_staging(&dest).map_err(|e| io_error("creating", &dest, e))?;
+            let (file, src) = new_staging_under(&dest, root.as_deref())
+                .map_err(|e| io_error("creating", &dest, e))?;
             let direct = if flag.load(Relaxed) {
                 match OpenOptions::new()
                     .write(true)
@@ -636,7 +714,7 @@ mod tests {
         let parent = dir.path().join("catalog/sbt");
         let mut removed = 0;
         let mut calls = Vec::new();
-        create_dirs_with(&want, &mut |d| {
+        create_dirs_with(&want, None, &mut |d| {
             calls.push(d.to_path_buf());
             if d == want && removed == 0 {
                 // The other writer's cleanup, between the two mkdirs.
@@ -654,8 +732,53 @@ mod tests {
         // A directory that cannot be made for another reason is an error at once.
         let file = dir.path().join("plain");
         std::fs::write(&file, b"x").unwrap();
-        let e = create_dirs(&file.join("under")).unwrap_err();
+        let e = create_dirs(&file.join("under"), None).unwrap_err();
         assert_ne!(e.kind(), ErrorKind::NotFound, "{e}");
+    }
+
+    /// The store's directory replaced (an unmounted filesystem leaves its
+    /// empty mount point) or removed: writes fail, and nothing is made in
+    /// the new directory or in place of the old one.
+    #[tokio::test]
+    async fn no_directory_is_made_outside_the_store_directory_found_at_start() {
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path().join("store");
+        std::fs::create_dir(&root).unwrap();
+        let sut = store(&root, false).with_root(&root).unwrap();
+        let put = |name: &'static str| {
+            let sut = &sut;
+            async move {
+                sut.put_opts(
+                    &Path::from(name),
+                    PutPayload::from_static(b"manifest"),
+                    PutOptions::from(PutMode::Create),
+                )
+                .await
+            }
+        };
+        put("catalog/a").await.unwrap();
+        // Replaced: the path now names another (empty) directory.
+        std::fs::rename(&root, dir.path().join("mounted")).unwrap();
+        std::fs::create_dir(&root).unwrap();
+        let e = put("catalog/b").await.unwrap_err().to_string();
+        assert!(e.contains("not the one the mover started with"), "{e}");
+        let e = sut
+            .put_multipart(&Path::from("data/c"))
+            .await
+            .err()
+            .unwrap()
+            .to_string();
+        assert!(e.contains("not the one the mover started with"), "{e}");
+        assert_eq!(
+            std::fs::read_dir(&root).unwrap().count(),
+            0,
+            "made under the new directory"
+        );
+        // Removed: it is not made again.
+        std::fs::remove_dir(&root).unwrap();
+        let e = put("catalog/d").await.unwrap_err().to_string();
+        assert!(e.contains("is gone"), "{e}");
+        assert!(!root.exists(), "the store directory was made again");
     }
 
     /// A page-aligned buffer of `pages` pages, filled with a pattern.

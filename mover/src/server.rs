@@ -247,7 +247,7 @@ struct Ring {
 struct Registration {
     shared: Arc<Shared>,
     id: u64,
-    write_key: Option<(i32, String)>,
+    write_key: Option<NameHold>,
 }
 
 impl Registration {
@@ -259,12 +259,12 @@ impl Registration {
                 .writing
                 .lock()
                 .unwrap_or_else(|p| p.into_inner())
-                .insert(k.clone(), Some(key));
+                .insert(k.key.clone(), Some(key));
         }
     }
 }
 
-/// A name held in `writing` by a delete, until dropped.
+/// A name held in `writing` by a writer or a delete, until dropped.
 struct NameHold {
     shared: Arc<Shared>,
     key: (i32, String),
@@ -300,13 +300,7 @@ impl Drop for Registration {
     fn drop(&mut self) {
         // The name first: whoever sees the stream gone from `streams` (a
         // status request) can open the name again at once.
-        if let Some(k) = self.write_key.take() {
-            self.shared
-                .writing
-                .lock()
-                .unwrap_or_else(|p| p.into_inner())
-                .remove(&k);
-        }
+        drop(self.write_key.take());
         self.shared
             .streams
             .lock()
@@ -1024,7 +1018,7 @@ impl Conn {
         &self,
         name: &str,
         writing: bool,
-        write_key: Option<(i32, String)>,
+        write_key: Option<NameHold>,
     ) -> Result<(Registration, Arc<AtomicU64>), response::Body> {
         let id = self.shared.next_id.fetch_add(1, Relaxed);
         let bytes = Arc::new(AtomicU64::new(0));
@@ -1038,13 +1032,7 @@ impl Conn {
         let open = streams.len();
         if open >= self.shared.cfg.max_streams {
             drop(streams);
-            if let Some(k) = &write_key {
-                self.shared
-                    .writing
-                    .lock()
-                    .unwrap_or_else(|p| p.into_inner())
-                    .remove(k);
-            }
+            drop(write_key);
             return Err(error_body(
                 ErrorCode::Resource,
                 format!(
@@ -1160,27 +1148,16 @@ impl Conn {
                 ),
             ));
         }
-        let write_key = (kind as i32, o.name.clone());
-        let taken = {
-            // Never overwritten: the writer holding the name keeps its
-            // data key.
-            let mut writing = self
-                .shared
-                .writing
-                .lock()
-                .unwrap_or_else(|p| p.into_inner());
-            let taken = writing.contains_key(&write_key);
-            if !taken {
-                writing.insert(write_key.clone(), None);
-            }
-            taken
-        };
-        if taken {
+        // Never overwritten: the writer holding the name keeps its data key.
+        let Some(write_key) = NameHold::take(&self.shared, kind as i32, &o.name) else {
             return Err(error_body(
                 ErrorCode::AlreadyExists,
-                format!("{}: a backup of that name is being written", o.name),
+                format!(
+                    "{}: a backup of that name is being written or deleted",
+                    o.name
+                ),
             ));
-        }
+        };
         // Beyond `max_streams` (each holds a thread and a ring of shared
         // memory) the open is refused.
         let (reg, progress) = self.register(&o.name, true, Some(write_key))?;
